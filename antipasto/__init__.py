@@ -6,10 +6,15 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_api.ipynb #a56e3c32
+# %% ../nbs/99_api.ipynb #c9e2f53b
 from .core import (AdapterConfig, SteerableConfig, ParamSpec, Variant, REGISTRY, register, config_for,
                             variant_cls, init_tensor, dense_weight, DTYPES)
 from .targets import find_targets, role_of, layer_index, is_linear_like
 from .calibration import calibration_pass
 from .runtime import attach, detach, steer, save, load, adapters, read_config
-from .lora import LoRAConfig
+import importlib as _importlib, pkgutil as _pkgutil
+import antipasto.variants as _variants
+
+for _m in sorted(m.name for m in _pkgutil.iter_modules(_variants.__path__)):
+    _importlib.import_module(f'antipasto.variants.{_m}')
+for _cls in list(REGISTRY.values()): globals()[_cls.config_cls.__name__] = _cls.config_cls
