@@ -1,0 +1,57 @@
+"""Keep imports in cells of their own: nbdev's docs processing executes every cell that contains an import.
+
+`python tools/nb_lint.py` lists offending cells (exit 1 if any); `--fix` moves each top-level import of a mixed
+cell into a new cell just before it.
+"""
+import json, pathlib, re, sys
+
+IMPORT = re.compile(r'(import|from)\s+\S')
+
+
+def _code(line):
+    s = line.strip()
+    return s and not s.startswith('#')
+
+
+def mixed(cell):
+    "Top-level import lines of a code cell that also holds other code (exported cells are left alone)."
+    src = ''.join(cell['source']).splitlines()
+    if cell['cell_type'] != 'code' or any(l.startswith('#| export') or l.startswith('#|export') for l in src): return []
+    code = [l for l in src if _code(l)]
+    imps = [l for l in code if IMPORT.match(l)]
+    return imps if imps and len(imps) != len(code) else []
+
+
+def fix(nb):
+    out = []
+    for c in nb['cells']:
+        imps = mixed(c)
+        if imps:
+            src = ''.join(c['source']).splitlines()
+            directives = [l for l in src if l.startswith('#|')]
+            rest = [l for l in src if l not in imps]
+            out.append({'cell_type': 'code', 'execution_count': None, 'metadata': {}, 'outputs': [],
+                        'source': '\n'.join(directives + imps)})
+            c = {**c, 'source': '\n'.join(rest)}
+        out.append(c)
+    nb['cells'] = out
+    return nb
+
+
+def main(argv):
+    do_fix, bad = '--fix' in argv, 0
+    for f in sorted(pathlib.Path(__file__).parents[1].joinpath('nbs').glob('*.ipynb')):
+        nb = json.loads(f.read_text())
+        cells = [i for i, c in enumerate(nb['cells']) if mixed(c)]
+        if not cells: continue
+        if do_fix:
+            f.write_text(json.dumps(fix(nb), indent=1, ensure_ascii=False) + '\n')
+            print(f'{f.name}: split {len(cells)} cell(s)')
+        else:
+            bad += len(cells)
+            print(f'{f.name}: cells {cells} mix imports with other code (run tools/nb_lint.py --fix)')
+    return 1 if bad else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
