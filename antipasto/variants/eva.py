@@ -16,7 +16,7 @@ __all__ = ['pca_components', 'EVAConfig', 'EVA']
 # %% ../../nbs/33_eva.ipynb #60f32783
 @torch.no_grad()
 def pca_components(count: int, total: torch.Tensor, gram: torch.Tensor, r: int) -> torch.Tensor:
-    "Top-`r` principal directions (r, d) from `n`, `sum x` and `sum x x^T`, signed so each row's largest entry is positive."
+    "Top-`r` principal directions (r, d) from the count, `sum x` and `sum x x^T`, signed so each row's largest entry is positive."
     mu = total / count
     scatter = gram - count * torch.outer(mu, mu)
     _, vecs = torch.linalg.eigh(scatter)
