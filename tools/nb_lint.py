@@ -3,7 +3,7 @@
 `python tools/nb_lint.py` lists offending cells (exit 1 if any); `--fix` moves each top-level import of a mixed
 cell into a new cell just before it.
 """
-import json, pathlib, re, sys
+import json, pathlib, re, sys, uuid
 
 IMPORT = re.compile(r'(import|from)\s+\S')
 
@@ -30,7 +30,7 @@ def fix(nb):
             src = ''.join(c['source']).splitlines()
             directives = [l for l in src if l.startswith('#|')]
             rest = [l for l in src if l not in imps]
-            out.append({'cell_type': 'code', 'execution_count': None, 'metadata': {}, 'outputs': [],
+            out.append({'cell_type': 'code', 'execution_count': None, 'id': uuid.uuid4().hex[:8], 'metadata': {}, 'outputs': [],
                         'source': '\n'.join(directives + imps)})
             c = {**c, 'source': '\n'.join(rest)}
         out.append(c)
