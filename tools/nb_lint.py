@@ -19,6 +19,7 @@ def mixed(cell):
     if cell['cell_type'] != 'code' or any(l.startswith('#| export') or l.startswith('#|export') for l in src): return []
     code = [l for l in src if _code(l)]
     imps = [l for l in code if IMPORT.match(l)]
+    if any(l.rstrip().endswith(('(', '\\', ',')) for l in imps): return []  # multi-line import: leave it to a person
     return imps if imps and len(imps) != len(code) else []
 
 
