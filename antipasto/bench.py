@@ -461,8 +461,8 @@ def plot(rows: list[dict], path) -> None:
     import matplotlib.pyplot as plt
     objectives = _ordered(rows, 'objective')
     teachers, variants = _ordered(rows, 'teacher'), _ordered(rows, 'variant')
-    fig, axes = plt.subplots(1, len(objectives), figsize=(0.6 + 3.3 * len(objectives), 0.9 + 0.26 * len(variants)),
-                             dpi=100, squeeze=False)
+    fig, axes = plt.subplots(1, len(objectives), figsize=(1.9 + 3.0 * len(objectives), 1.0 + 0.26 * len(variants)),
+                             dpi=100, squeeze=False, layout='constrained')
     for ax, obj in zip(axes[0], objectives):
         cell = {(r['variant'], r['teacher']): r for r in rows if r['objective'] == obj}
         Z = [[cell[(v, t)].get('gap_closed', float('nan')) if (v, t) in cell else float('nan') for t in teachers] for v in variants]
