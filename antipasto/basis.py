@@ -8,12 +8,13 @@ import math
 from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
-from .core import SteerableConfig, ParamSpec, Variant, dense_weight
+from torch import nn
+from .core import SteerableConfig, ParamSpec, Variant, dense_weight, memo
 from .calibration import calibration_pass
 
 # %% auto #0
-__all__ = ['POOLS', 'svd', 'top_svd', 'check_enough_tokens', 'activation_scores', 'select_top', 'second_moments', 'corda_basis',
-           'gain', 'gain_delta', 'FamilyConfig', 'SVDVariant', 'check_pool']
+__all__ = ['POOLS', 'svd', 'top_svd', 'layer_svd', 'check_enough_tokens', 'activation_scores', 'select_top', 'second_moments',
+           'corda_basis', 'gain', 'gain_delta', 'FamilyConfig', 'SVDVariant', 'check_pool']
 
 # %% ../nbs/20_basis.ipynb #44b7c820
 def svd(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -25,6 +26,10 @@ def top_svd(W: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     "The top-`r` singular triplets of `W`: U (d_out, r), S (r,), Vh (r, d_in)."
     U, S, Vh = svd(W)
     return U[:, :r], S[:r], Vh[:r]
+
+def layer_svd(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Full SVD of a layer's dense weight, computed once per attach (`core.memo`): `init` and `group_init` share it."
+    return memo(('svd', id(layer)), lambda: svd(dense_weight(layer)))
 
 # %% ../nbs/20_basis.ipynb #04043a0b
 POOLS = ('rms', 'mean_abs')
@@ -111,12 +116,14 @@ class SVDVariant(Variant):
             for name, t in (('U', U), ('S', S), ('Vh', Vh)): getattr(self, name).copy_(t)
 
     def init(self, layer):
-        self.set_basis(*top_svd(dense_weight(layer), self.cfg.r))
+        U, S, Vh = layer_svd(layer)
+        r = self.cfg.r
+        self.set_basis(U[:, :r], S[:r], Vh[:r])
 
     @classmethod
     def group_init(cls, model, targets, cfg, calibration_data):
         "Re-select each target's r directions by activation score `S_i * pool |x . v_i|` (section 3)."
-        svds = {n: svd(dense_weight(l)) for n, (l, a) in targets.items()}
+        svds = {n: layer_svd(l) for n, (l, a) in targets.items()}
         acts, ntok = activation_scores(model, {n: l for n, (l, a) in targets.items()},
                                        {n: s[2] for n, s in svds.items()}, calibration_data, cfg.act_pool)
         check_enough_tokens(ntok, cfg.r, cls.name)

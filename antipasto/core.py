@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #9a848947
 from __future__ import annotations
-import dataclasses, math, re
+import contextlib, contextvars, dataclasses, math, re
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar
 import torch
@@ -12,7 +12,7 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'REGISTRY', 'dtype_name', 'AdapterConfig', 'SteerableConfig', 'ParamSpec',
-           'init_tensor', 'Variant', 'register', 'variant_cls', 'config_for', 'dense_weight']
+           'init_tensor', 'Variant', 'register', 'variant_cls', 'config_for', 'dense_weight', 'attach_scope', 'memo']
 
 # %% ../nbs/00_core.ipynb #4e0abd63
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
@@ -242,3 +242,22 @@ def dense_weight(layer: nn.Module) -> torch.Tensor:
         else: raise TypeError(f"{type(layer).__name__} stores a {w.dtype} weight and has no dequantize(); "
                               "this variant needs a dense copy of the weight for its init")
     return w.detach().to(torch.float32).reshape(layer.out_features, layer.in_features).clone()
+
+# %% ../nbs/00_core.ipynb #eded28c2
+_MEMO: contextvars.ContextVar = contextvars.ContextVar('antipasto_memo', default=None)
+
+@contextlib.contextmanager
+def attach_scope():
+    "A memo for the duration of one attach (nested scopes share the outer one)."
+    if _MEMO.get() is not None:
+        yield; return
+    token = _MEMO.set({})
+    try: yield
+    finally: _MEMO.reset(token)
+
+def memo(key, fn: Callable):
+    "`fn()`, computed once per `key` inside an `attach_scope`; recomputed every call outside one."
+    d = _MEMO.get()
+    if d is None: return fn()
+    if key not in d: d[key] = fn()
+    return d[key]

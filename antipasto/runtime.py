@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import AdapterConfig, Variant, variant_cls
+from .core import AdapterConfig, Variant, attach_scope, variant_cls
 from .targets import find_targets
 
 # %% auto #0
@@ -65,9 +65,10 @@ def _build(model, cfg, calibration_data, from_state: dict | None = None) -> tupl
             raise ValueError(f"{vcls.name} does not use calibration_data; drop the argument")
     adp = {n: vcls(cfg, l.in_features, l.out_features, device=l.weight.device) for n, l in targets.items()}
     if from_state is None:
-        for n, l in targets.items(): adp[n].reset(l)
-        if calibration_data is not None:
-            vcls.group_init(model, {n: (targets[n], adp[n]) for n in targets}, cfg, calibration_data)
+        with attach_scope():  # init and group_init may share per-layer work (see core.memo)
+            for n, l in targets.items(): adp[n].reset(l)
+            if calibration_data is not None:
+                vcls.group_init(model, {n: (targets[n], adp[n]) for n in targets}, cfg, calibration_data)
     else:
         _load_into(adp, from_state)
     return targets, adp
