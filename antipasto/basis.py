@@ -14,7 +14,8 @@ from .calibration import calibration_pass
 
 # %% auto #0
 __all__ = ['POOLS', 'svd', 'top_svd', 'layer_svd', 'check_enough_tokens', 'activation_scores', 'select_top', 'second_moments',
-           'corda_basis', 'gain', 'gain_delta', 'FamilyConfig', 'SVDVariant', 'check_pool']
+           'corda_basis', 'gain', 'gain_delta', 'FamilyConfig', 'SVDVariant', 'check_pool', 'oblique_specs', 'orient',
+           'check_cov_eps', 'measured_delta', 'transfer_matrix']
 
 # %% ../nbs/20_basis.ipynb #44b7c820
 def svd(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -144,3 +145,35 @@ class SVDVariant(Variant):
 def check_pool(cfg) -> None:
     "Validate `act_pool` on a config."
     if cfg.act_pool not in POOLS: raise ValueError(f"act_pool={cfg.act_pool!r}; use one of {POOLS}")
+
+# %% ../nbs/20_basis.ipynb #4aa69155
+def oblique_specs(cfg, d_in: int, d_out: int) -> dict:
+    "Frozen buffers of a covariance-oriented basis: U (d_out, r), S (r,), P (r, d_in)."
+    return {'U': ParamSpec((d_out, cfg.r), 'zeros', trainable=False), 'S': ParamSpec((cfg.r,), 'zeros', trainable=False),
+            'P': ParamSpec((cfg.r, d_in), 'zeros', trainable=False)}
+
+def orient(model, targets: dict, cfg, calibration_data, variant: str) -> None:
+    "Fill each target adapter's `U, S, P` with CorDA's split, from the input second moments of one calibration pass."
+    Cs, ntok = second_moments(model, {n: l for n, (l, a) in targets.items()}, calibration_data)
+    check_enough_tokens(ntok, cfg.r, variant)
+    for n, (l, a) in targets.items():
+        U, S, P = corda_basis(dense_weight(l), Cs.pop(n), cfg.r, cfg.cov_eps)
+        with torch.no_grad(): a.U.copy_(U); a.S.copy_(S); a.P.copy_(P)
+
+def check_cov_eps(cfg) -> None:
+    "Validate `cov_eps` on a config (the damping must keep C_eps positive definite)."
+    if not (isinstance(cfg.cov_eps, (int, float)) and math.isfinite(cfg.cov_eps) and cfg.cov_eps > 0):
+        raise ValueError(f"cov_eps={cfg.cov_eps!r} must be a positive finite number (default 1e-3): it damps the "
+                         "second moment so C_eps^(-1/2) exists")
+
+# %% ../nbs/20_basis.ipynb #4aafe4e7
+@torch.no_grad()
+def measured_delta(adapter, layer) -> torch.Tensor:
+    "The weight change `dW` (float64, d_out x d_in) of an attached output-hook adapter, read through its forward."
+    dev = adapter.U.device
+    eye = torch.eye(adapter.d_in, dtype=adapter.U.dtype, device=dev)
+    return adapter(layer, eye, torch.zeros(adapter.d_in, adapter.d_out, dtype=torch.float64, device=dev)).T
+
+def transfer_matrix(adapter, layer) -> torch.Tensor:
+    "`U^T dW V` (float64, r x r): input coordinate j -> output coordinate i, with `dW` measured through the forward."
+    return adapter.U.double().T @ measured_delta(adapter, layer) @ adapter.Vh.double().T

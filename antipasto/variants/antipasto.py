@@ -10,7 +10,7 @@ from ..core import ParamSpec, register
 from ..basis import FamilyConfig, SVDVariant, check_pool, gain_delta
 
 # %% auto #0
-__all__ = ['AntiPaSTOConfig', 'AntiPaSTO', 'measured_delta', 'transfer_matrix']
+__all__ = ['AntiPaSTOConfig', 'AntiPaSTO']
 
 # %% ../../nbs/21_antipasto.ipynb #26c9d565
 @dataclass
@@ -37,15 +37,3 @@ class AntiPaSTO(SVDVariant):
 
     def core_delta(self, p):
         return p * gain_delta(self.S, self.g, self.coeff, self.cfg.suppress_only)
-
-# %% ../../nbs/21_antipasto.ipynb #40346e91
-@torch.no_grad()
-def measured_delta(adapter, layer) -> torch.Tensor:
-    "The weight change `dW` (float64, d_out x d_in) of an attached output-hook adapter, read through its forward."
-    dev = adapter.U.device
-    eye = torch.eye(adapter.d_in, dtype=adapter.U.dtype, device=dev)
-    return adapter(layer, eye, torch.zeros(adapter.d_in, adapter.d_out, dtype=torch.float64, device=dev)).T
-
-def transfer_matrix(adapter, layer) -> torch.Tensor:
-    "`U^T dW V` (float64, r x r): input coordinate j -> output coordinate i, with `dW` measured through the forward."
-    return adapter.U.double().T @ measured_delta(adapter, layer) @ adapter.Vh.double().T

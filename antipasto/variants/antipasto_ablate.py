@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from ..core import ParamSpec, register
 from ..basis import FamilyConfig, SVDVariant, check_pool
-from .antipasto_corda import oblique_specs, orient, check_cov_eps
+from ..basis import oblique_specs, orient, check_cov_eps
 
 # %% auto #0
 __all__ = ['c_init', 'constant', 'orthonormal', 'AntiPaSTOAblateConfig', 'AntiPaSTOAblate']

@@ -8,31 +8,11 @@ import math
 from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
-from ..core import ParamSpec, register, dense_weight
-from ..basis import FamilyConfig, SVDVariant, second_moments, corda_basis, check_enough_tokens, gain_delta
+from ..core import ParamSpec, register
+from ..basis import FamilyConfig, SVDVariant, gain_delta, oblique_specs, orient, check_cov_eps
 
 # %% auto #0
-__all__ = ['oblique_specs', 'orient', 'check_cov_eps', 'AntiPaSTOCorDAConfig', 'AntiPaSTOCorDA']
-
-# %% ../../nbs/24_corda.ipynb #19b6ff81
-def oblique_specs(cfg, d_in: int, d_out: int) -> dict:
-    "Frozen buffers of a covariance-oriented basis: U (d_out, r), S (r,), P (r, d_in)."
-    return {'U': ParamSpec((d_out, cfg.r), 'zeros', trainable=False), 'S': ParamSpec((cfg.r,), 'zeros', trainable=False),
-            'P': ParamSpec((cfg.r, d_in), 'zeros', trainable=False)}
-
-def orient(model, targets: dict, cfg, calibration_data, variant: str) -> None:
-    "Fill each target adapter's `U, S, P` with CorDA's split, from the input second moments of one calibration pass."
-    Cs, ntok = second_moments(model, {n: l for n, (l, a) in targets.items()}, calibration_data)
-    check_enough_tokens(ntok, cfg.r, variant)
-    for n, (l, a) in targets.items():
-        U, S, P = corda_basis(dense_weight(l), Cs.pop(n), cfg.r, cfg.cov_eps)
-        with torch.no_grad(): a.U.copy_(U); a.S.copy_(S); a.P.copy_(P)
-
-def check_cov_eps(cfg) -> None:
-    "Validate `cov_eps` on a config (the damping must keep C_eps positive definite)."
-    if not (isinstance(cfg.cov_eps, (int, float)) and math.isfinite(cfg.cov_eps) and cfg.cov_eps > 0):
-        raise ValueError(f"cov_eps={cfg.cov_eps!r} must be a positive finite number (default 1e-3): it damps the "
-                         "second moment so C_eps^(-1/2) exists")
+__all__ = ['AntiPaSTOCorDAConfig', 'AntiPaSTOCorDA']
 
 # %% ../../nbs/24_corda.ipynb #637e6ca4
 @dataclass
