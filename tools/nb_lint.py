@@ -3,7 +3,7 @@
 `python tools/nb_lint.py` lists offending cells (exit 1 if any); `--fix` moves each top-level import of a mixed
 cell into a new cell just before it.
 """
-import json, pathlib, re, sys, uuid
+import ast, json, pathlib, re, sys, uuid
 
 IMPORT = re.compile(r'(import|from)\s+\S')
 
@@ -39,10 +39,24 @@ def fix(nb):
     return nb
 
 
+def nested(cell):
+    "Whether a non-exported code cell has an import below top level (nbdev runs it for the docs; --fix cannot move it)."
+    src = ''.join(cell['source'])
+    if cell['cell_type'] != 'code' or re.search(r'^#\|\s*export', src, re.M): return False
+    try: tree = ast.parse(src)
+    except SyntaxError: return False
+    top = {id(n) for n in tree.body}
+    return any(isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in top for n in ast.walk(tree))
+
+
 def main(argv):
     do_fix, bad = '--fix' in argv, 0
     for f in sorted(pathlib.Path(__file__).parents[1].joinpath('nbs').glob('*.ipynb')):
         nb = json.loads(f.read_text())
+        deep = [i for i, c in enumerate(nb['cells']) if nested(c)]
+        if deep:
+            bad += len(deep)
+            print(f'{f.name}: cells {deep} import inside a block; move the import to a cell of its own')
         cells = [i for i, c in enumerate(nb['cells']) if mixed(c)]
         if not cells: continue
         if do_fix:

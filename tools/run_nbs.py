@@ -1,7 +1,7 @@
 """Execute notebooks in place so their outputs (prints, tables, plots) show in the docs.
 
 `python tools/run_nbs.py [NAMES...]` runs each notebook of nbs/ (or those named, e.g. 20_basis) in a fresh process,
-writes the outputs into the .ipynb, then runs nbdev_clean on it. A notebook that raises is left unchanged and
+writes the outputs into the .ipynb (minus third-party warnings and progress bars on stderr), then runs nbdev_clean on it. A notebook that raises is left unchanged and
 reported; the exit status is the number of failures.
 """
 import os, pathlib, subprocess, sys
@@ -18,6 +18,11 @@ fn = pathlib.Path(sys.argv[1]); os.chdir(fn.parent)
 nb = read_nb(fn)
 sh = CaptureShell(fn)
 sh.run_all(nb, exc_stop=True)
+# third-party warnings and progress bars on stderr are noise in the docs (and carry this machine's paths)
+noise = lambda t: "site-packages/" in t or "\r" in t
+for c in nb.cells:
+    if c.get("outputs"):
+        c["outputs"] = [o for o in c["outputs"] if not (o.get("name") == "stderr" and noise("".join(o.get("text", ""))))]
 write_nb(nb, fn)
 '''
 
