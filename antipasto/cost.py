@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_cost.ipynb #934461bf
 from __future__ import annotations
-import argparse, copy, csv, os, platform, statistics, sys, time, warnings, weakref
+import argparse, contextlib, copy, csv, os, platform, statistics, sys, time, warnings, weakref
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,8 +19,8 @@ from .testing import model_out
 # %% auto #0
 __all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'qwen3_06b_shaped', 'load_pretrained',
            'vocab_size', 'random_batch', 'task_loss', 'TensorMemory', 'backprop_to_inputs', 'forward_flops',
-           'step_peak_bytes', 'step_times', 'variant_names', 'is_family', 'cost_config', 'cost_report',
-           'markdown_table', 'write_tsv', 'peak_meaning', 'parse_args', 'main']
+           'step_peak_bytes', 'step_times', 'variant_names', 'is_family', 'cost_config', 'timed_group_init',
+           'cost_report', 'markdown_table', 'write_tsv', 'peak_meaning', 'parse_args', 'main']
 
 # %% ../nbs/40_cost.ipynb #81ca3d2f
 QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -207,10 +207,25 @@ def _peft_lora(model, r, targets):
         return get_peft_model(model, LoraConfig(r=r, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=names))
 
 # %% ../nbs/40_cost.ipynb #7c5a47a9
-COLUMNS = ('variant', 'calib', 'r', 'trainable', 'frozen', 'attach_ms', 'fwd_ms', 'fwdbwd_ms', 'x_base',
+COLUMNS = ('variant', 'calib', 'r', 'trainable', 'frozen', 'attach_ms', 'group_init_ms', 'fwd_ms', 'fwdbwd_ms', 'x_base',
            'macs_per_token', 'peak_MiB', 'note')
 
 def _numel(ts) -> int: return sum(t.numel() for t in ts)
+
+@contextlib.contextmanager
+def timed_group_init(vcls, device):
+    "Time every call of `vcls.group_init` inside the block: yields a dict whose 'ms' is the total (None if never called)."
+    own, bound, out = vcls.__dict__.get('group_init'), vcls.group_init, {'ms': None}
+    def timed(cls, *args, **kwargs):
+        _sync(device); t0 = time.perf_counter()
+        try: return bound(*args, **kwargs)
+        finally:
+            _sync(device); out['ms'] = (out['ms'] or 0.0) + 1e3 * (time.perf_counter() - t0)
+    vcls.group_init = classmethod(timed)
+    try: yield out
+    finally:
+        if own is None: del vcls.group_init
+        else: vcls.group_init = own
 
 def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, targets=TARGETS, batch: int = 2,
                 seq: int = 128, repeats: int = 5, warmup: int = 2, calib_batches: int = 4, device=None,
@@ -231,7 +246,7 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
         row = dict.fromkeys(COLUMNS, None) | {'variant': name, 'note': '', 'error': False}
         try:
             _sync(device); t0 = time.perf_counter()
-            m, row['calib'], row['r'], row['note'] = build(m)
+            m, row['calib'], row['r'], row['note'], row['group_init_ms'] = build(m)
             _sync(device); attach_ms = 1e3 * (time.perf_counter() - t0)
             with backprop_to_inputs(m), backprop_to_inputs(base):
                 flops = forward_flops(m, data)
@@ -249,14 +264,15 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
         rows.append(row)
         if log: log(f"{name}: " + (row['note'] if row['error'] else f"{row['fwdbwd_ms']:.1f} ms fwd+bwd"))
 
-    run('base', lambda m: (m, 'no', None, ''))
-    run('peft_lora', lambda m: (_peft_lora(m, r, targets), 'no', r, ''))
+    run('base', lambda m: (m, 'no', None, '', None))
+    run('peft_lora', lambda m: (_peft_lora(m, r, targets), 'no', r, '', None))
     for n in names:
         def build(m, n=n):
             cfg, refused = cost_config(n, r, family_r, targets)
             use = variant_cls(n).calibration != 'none'
-            attach(m, cfg, calib if use else None)
-            return m, 'yes' if use else 'no', None if refused else cfg.r, 'no rank (refuses r): ran with its defaults' if refused else ''
+            with timed_group_init(variant_cls(n), device) as gi: attach(m, cfg, calib if use else None)
+            return (m, 'yes' if use else 'no', None if refused else cfg.r,
+                    'no rank (refuses r): ran with its defaults' if refused else '', gi['ms'])
         run(n, build)
     return rows
 
