@@ -161,6 +161,10 @@ def check_variant(name: str, **kw) -> dict:
         with torch.no_grad():
             with steer(m, 1.0): up = model_out(m, batch).float() - base.float()
             with steer(m, -1.0): down = model_out(m, batch).float() - base.float()
+        if not (up.abs().max() > 0 and down.abs().max() > 0):
+            raise AssertionError(f"{name}: after training, steer(+1) or steer(-1) leaves the {base.dtype} output exactly at the "
+                                 "base: the check's few steps moved it less than that dtype's rounding; give the variant a "
+                                 "larger `check_kw` lr (or init) so the steering check has something to measure")
         res['steer_cos'] = torch.nn.functional.cosine_similarity(up.flatten(), down.flatten(), dim=0).item()
         assert res['steer_cos'] < 0, f"{name}: steer(+1) and steer(-1) move the output the same way"
     try: attach(m, cfg); raise AssertionError(f"{name}: double attach was accepted")
