@@ -12,7 +12,7 @@ the result with nbconvert instead of Quarto. No network is used: math is typeset
 `nbs/sidebar.yml` is regenerated on every run from the notebooks present, grouped into sections by the number
 that starts each notebook's name (SECTIONS below), so new notebooks appear without editing anything.
 """
-import argparse, html, importlib.util, os, re, shutil, sys, time, warnings
+import argparse, html, importlib.util, os, re, shutil, sys, time, urllib.parse, warnings
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -253,7 +253,7 @@ def find_mathjax():
 
 def _slug(s):
     "Pandoc/Quarto heading identifier, which nbdev's doc links point at (lowercase, hyphens for spaces)."
-    s = re.sub(r'[^\w\s.-]', '', html.unescape(s).lower()).strip()
+    s = re.sub(r'[^\w\s.-]', '', html.unescape(urllib.parse.unquote(s)).lower()).strip()
     return re.sub(r'^[^a-z]+', '', re.sub(r'\s+', '-', s)) or 'section'
 
 def _inline_md(s):
