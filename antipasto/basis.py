@@ -14,8 +14,8 @@ from .calibration import calibration_pass
 
 # %% auto #0
 __all__ = ['POOLS', 'svd', 'top_svd', 'layer_svd', 'check_enough_tokens', 'activation_scores', 'select_top', 'second_moments',
-           'corda_basis', 'gain', 'gain_delta', 'FamilyConfig', 'SVDVariant', 'check_pool', 'oblique_specs', 'orient',
-           'check_cov_eps', 'measured_delta', 'transfer_matrix']
+           'corda_basis', 'gain', 'gain_delta', 'FamilyConfig', 'SVDVariant', 'check_pool', 'oblique_specs',
+           'moment_groups', 'orient', 'check_cov_fields', 'measured_delta', 'transfer_matrix']
 
 # %% ../nbs/20_basis.ipynb #44b7c820
 def svd(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -152,19 +152,39 @@ def oblique_specs(cfg, d_in: int, d_out: int) -> dict:
     return {'U': ParamSpec((d_out, cfg.r), 'zeros', trainable=False), 'S': ParamSpec((cfg.r,), 'zeros', trainable=False),
             'P': ParamSpec((cfg.r, d_in), 'zeros', trainable=False)}
 
-def orient(model, targets: dict, cfg, calibration_data, variant: str) -> None:
-    "Fill each target adapter's `U, S, P` with CorDA's split, from the input second moments of one calibration pass."
-    Cs, ntok = second_moments(model, {n: l for n, (l, a) in targets.items()}, calibration_data)
-    check_enough_tokens(ntok, cfg.r, variant)
+def moment_groups(targets: dict, budget_bytes: float) -> list[list[str]]:
+    "Target names in groups whose float64 `d_in x d_in` accumulators fit `budget_bytes` (a target alone may exceed it)."
+    groups, cur, used = [], [], 0
     for n, (l, a) in targets.items():
-        U, S, P = corda_basis(dense_weight(l), Cs.pop(n), cfg.r, cfg.cov_eps)
-        with torch.no_grad(): a.U.copy_(U); a.S.copy_(S); a.P.copy_(P)
+        b = 8 * l.in_features ** 2
+        if cur and used + b > budget_bytes: groups.append(cur); cur, used = [], 0
+        cur.append(n); used += b
+    return groups + [cur] if cur else groups
 
-def check_cov_eps(cfg) -> None:
-    "Validate `cov_eps` on a config (the damping must keep C_eps positive definite)."
+def orient(model, targets: dict, cfg, calibration_data, variant: str) -> None:
+    "Fill each target adapter's `U, S, P` with CorDA's split, one calibration pass per group of targets that fits `cov_budget_gb`."
+    groups = moment_groups(targets, cfg.cov_budget_gb * 2**30)
+    if len(groups) > 1 and iter(calibration_data) is calibration_data:
+        raise ValueError(f"{variant}: the float64 second moments of the {len(targets)} targets exceed cov_budget_gb="
+                         f"{cfg.cov_budget_gb}, so they take {len(groups)} passes over calibration_data, which is a one-shot "
+                         "iterator: pass a list of batches (or raise cov_budget_gb)")
+    for names in groups:
+        Cs, ntok = second_moments(model, {n: targets[n][0] for n in names}, calibration_data)
+        check_enough_tokens(ntok, cfg.r, variant)
+        for n in names:
+            l, a = targets[n]
+            U, S, P = corda_basis(dense_weight(l), Cs.pop(n), cfg.r, cfg.cov_eps)
+            with torch.no_grad(): a.U.copy_(U); a.S.copy_(S); a.P.copy_(P)
+
+def check_cov_fields(cfg) -> None:
+    "Validate `cov_eps` (the damping keeps C_eps positive definite) and `cov_budget_gb` on a config."
     if not (isinstance(cfg.cov_eps, (int, float)) and math.isfinite(cfg.cov_eps) and cfg.cov_eps > 0):
         raise ValueError(f"cov_eps={cfg.cov_eps!r} must be a positive finite number (default 1e-3): it damps the "
                          "second moment so C_eps^(-1/2) exists")
+    b = cfg.cov_budget_gb
+    if isinstance(b, bool) or not (isinstance(b, (int, float)) and math.isfinite(b) and b > 0):
+        raise ValueError(f"cov_budget_gb={b!r} must be a positive number of GiB (default 4): the second moments are "
+                         "accumulated in as many calibration passes as it takes to stay under it")
 
 # %% ../nbs/20_basis.ipynb #4aafe4e7
 @torch.no_grad()

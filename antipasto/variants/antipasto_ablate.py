@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from ..core import ParamSpec, register
 from ..basis import FamilyConfig, SVDVariant, check_pool
-from ..basis import oblique_specs, orient, check_cov_eps
+from ..basis import oblique_specs, orient, check_cov_fields
 
 # %% auto #0
 __all__ = ['c_init', 'constant', 'orthonormal', 'AntiPaSTOAblateConfig', 'AntiPaSTOAblate']
@@ -38,11 +38,12 @@ class AntiPaSTOAblateConfig(FamilyConfig):
     init_alpha: float = 0.05
     cov_orient: bool = False
     cov_eps: float = 1e-3
+    cov_budget_gb: float = 4.0
     act_pool: str = 'rms'
 
     def __post_init__(self):
         super().__post_init__()
-        check_pool(self); check_cov_eps(self)
+        check_pool(self); check_cov_fields(self)
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
             raise ValueError(f"k={self.k!r} must be a positive int (the number of ablated directions)")
         if self.k > self.r:

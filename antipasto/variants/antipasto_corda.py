@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from ..core import ParamSpec, register
-from ..basis import FamilyConfig, SVDVariant, gain_delta, oblique_specs, orient, check_cov_eps
+from ..basis import FamilyConfig, SVDVariant, gain_delta, oblique_specs, orient, check_cov_fields
 
 # %% auto #0
 __all__ = ['AntiPaSTOCorDAConfig', 'AntiPaSTOCorDA']
@@ -17,13 +17,14 @@ __all__ = ['AntiPaSTOCorDAConfig', 'AntiPaSTOCorDA']
 # %% ../../nbs/24_corda.ipynb #637e6ca4
 @dataclass
 class AntiPaSTOCorDAConfig(FamilyConfig):
-    "antipasto_corda: gain core on CorDA's covariance-oriented basis; `cov_eps` damps the second moment."
+    "antipasto_corda: gain core on CorDA's covariance-oriented basis; `cov_eps` damps the second moment, `cov_budget_gb` bounds its memory."
     cov_eps: float = 1e-3
+    cov_budget_gb: float = 4.0
     suppress_only: bool = False
 
     def __post_init__(self):
         super().__post_init__()
-        check_cov_eps(self)
+        check_cov_fields(self)
 
 @register
 class AntiPaSTOCorDA(SVDVariant):
