@@ -11,6 +11,16 @@ import torch
 NPROC = 2
 
 
+def _digest(path) -> str:
+    "A hash of an adapter file's tensors and metadata (safetensors may order the header differently per process)."
+    from safetensors import safe_open
+    h = hashlib.sha256()
+    with safe_open(path, 'pt') as f:
+        h.update(json.dumps(f.metadata(), sort_keys=True).encode())
+        for k in sorted(f.keys()): h.update(k.encode()); h.update(f.get_tensor(k).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _steps(model, wrapped, batch, opt, n=3) -> float:
     import antipasto as ap
     from antipasto.testing import model_out
@@ -58,7 +68,7 @@ def worker(mode: str, out_dir: str) -> None:
             res['sharded'] = sum(type(p).__name__ == 'DTensor' for p in model.parameters())
         path = os.path.join(out_dir, f'{mode}_rank{rank}.safetensors')
         ap.save(wrapped, path)   # every rank: FSDP2's gather is collective
-        with open(path, 'rb') as f: res['sha'] = hashlib.sha256(f.read()).hexdigest()
+        res['sha'] = _digest(path)
         if mode == 'ddp':
             fresh = tiny_lm()
             ap.load(fresh, path)
