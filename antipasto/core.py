@@ -11,10 +11,9 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['DTYPES', 'ROLES', 'MAX_COEFF', 'INIT_STD', 'REGISTRY', 'dtype_name', 'real_number', 'check_number', 'check_int',
-           'check_bool', 'check_choice', 'check_patterns', 'check_layers', 'AdapterConfig', 'check_coeff',
-           'SteerableConfig', 'ParamSpec', 'init_tensor', 'Variant', 'register', 'variant_cls', 'config_for',
-           'dense_weight', 'attach_scope', 'memo']
+__all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'REGISTRY', 'dtype_name', 'real_number', 'check_number', 'check_int', 'check_bool',
+           'check_choice', 'check_patterns', 'check_layers', 'AdapterConfig', 'SteerableConfig', 'ParamSpec',
+           'init_tensor', 'Variant', 'register', 'variant_cls', 'config_for', 'dense_weight', 'attach_scope', 'memo']
 
 # %% ../nbs/00_core.ipynb #4e0abd63
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
@@ -188,14 +187,6 @@ class AdapterConfig:
         "A copy with some fields changed (validated again)."
         return dataclasses.replace(self, **kw)
 
-# %% ../nbs/00_core.ipynb #eadffc23
-MAX_COEFF = 1e4  # beyond this a steering strength is a typo or a hostile file: 1e4 * a trained g of 1e-2 is already a gain of 100
-
-def check_coeff(coeff, what: str = 'coeff') -> float:
-    "A steering coefficient as a float: a finite real number with `|coeff| <= MAX_COEFF`, else a `ValueError` naming `what`."
-    return real_number(coeff, what, -MAX_COEFF, MAX_COEFF,
-                       fix="a steering coefficient is a plain number: +1 applies the adapter, 0 switches it off, -1 reverses it")
-
 # %% ../nbs/00_core.ipynb #57b7f249
 @dataclass
 class SteerableConfig(AdapterConfig):
@@ -204,7 +195,9 @@ class SteerableConfig(AdapterConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.coeff = check_coeff(self.coeff, f"{type(self).__name__}: coeff")
+        # the same bound as the runtime's steering coefficient: beyond it a gain overflows long before it means anything
+        check_number(self, 'coeff', lo=-1e4, hi=1e4, fix="a steering coefficient is a plain number: +1 applies the "
+                     "adapter, 0 switches it off, -1 reverses it")
 
 # %% ../nbs/00_core.ipynb #1d4ecfe5
 INIT_STD = 1e-4
