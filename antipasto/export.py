@@ -19,7 +19,7 @@ from .variants.hra import householder_wy
 from .variants.delora import delora_scale
 
 # %% auto #0
-__all__ = ['EXPORTABLE', 'PeftPart', 'family_factors', 'peft_part', 'export_peft']
+__all__ = ['EXPORTABLE', 'PeftPart', 'family_factors', 'peft_part', 'write_peft', 'export_peft']
 
 # %% ../nbs/07_export.ipynb #bef9907a
 @dataclass
@@ -114,17 +114,13 @@ def _road_part(a, c: float) -> PeftPart:
     return PeftPart('ROAD', {'road_theta': theta, 'road_alpha': alpha}, options={'variant': kind, 'group_size': gs})
 
 # %% ../nbs/07_export.ipynb #0a7d1394
-def _peft_config(parts: dict, layers: dict, base_name):
+def _peft_config(parts: dict, base_name):
     "The peft config object for `parts` (one peft type for all layers)."
     import peft
     names = list(parts)
     kinds = {p.peft_type for p in parts.values()}
     if len(kinds) != 1: raise ValueError(f"export_peft: the layers need different peft types {sorted(kinds)}")
     kind = kinds.pop()
-    conv = [n for n, l in layers.items() if type(l).__name__ == 'Conv1D']
-    if conv and len(conv) != len(layers):
-        raise ValueError(f"export_peft: targets mix Conv1D ({conv[:2]}) and other layer types; peft's fan_in_fan_out is one "
-                         "setting for the whole adapter, so export them as two adapters")
     common = dict(target_modules=names, base_model_name_or_path=base_name, inference_mode=True)
     if kind == 'LORA':
         ranks = {n: p.rank for n, p in parts.items()}
@@ -132,13 +128,12 @@ def _peft_config(parts: dict, layers: dict, base_name):
         pat = {re.escape(n): k for n, k in ranks.items() if k != r}
         dora = any('lora_magnitude_vector' in p.tensors for p in parts.values())
         return peft.LoraConfig(r=r, lora_alpha=r, rank_pattern=pat, alpha_pattern=dict(pat), lora_dropout=0.0, bias='none',
-                               use_dora=dora, fan_in_fan_out=bool(conv), **common)
+                               use_dora=dora, **common)
     if kind == 'IA3':
         ff = [n for n, p in parts.items() if p.options['feedforward']]
-        return peft.IA3Config(feedforward_modules=ff, fan_in_fan_out=bool(conv), **common)
+        return peft.IA3Config(feedforward_modules=ff, **common)
     opts = {(p.options['variant'], p.options['group_size']) for p in parts.values()}
     (variant, gs), = opts
-    if conv: raise ValueError("export_peft: peft's RoAD does not take Conv1D layers; use a model with nn.Linear projections")
     return peft.RoadConfig(variant=variant, group_size=gs, **common)
 
 # %% ../nbs/07_export.ipynb #8eaaf853
@@ -149,6 +144,23 @@ def _pick(model, name):
         raise ValueError("export_peft: several named adapters are attached; pass name=... to export one of them")
     if not ad: raise ValueError("export_peft: no adapter layers to export")
     return ad
+
+# %% ../nbs/07_export.ipynb #5ed2b195
+def write_peft(parts: dict, path, base_name: str | None = None) -> dict:
+    "Write `{layer name: PeftPart}` as a peft adapter folder at `path` (config by peft itself, float32 tensors), atomically per file."
+    cfg = _peft_config(parts, base_name)
+    tensors = {f'base_model.model.{n}.{k}': v.to(torch.float32).contiguous().cpu()
+               for n, p in parts.items() for k, v in p.tensors.items()}
+    bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if bad: raise ValueError(f"export_peft: the exported tensors are not finite at {bad[:2]}; the adapter "
+                             "overflows float32 (at the chosen coefficient)")
+    out = Path(path); out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:  # write both files, then move them in: no half-written folder
+        cfg.save_pretrained(tmp)
+        save_file(tensors, os.path.join(tmp, 'adapter_model.safetensors'), metadata={'format': 'pt'})
+        for f in ('adapter_config.json', 'adapter_model.safetensors'): os.replace(os.path.join(tmp, f), out / f)
+    return {'path': str(out), 'peft_type': cfg.peft_type.value if hasattr(cfg.peft_type, 'value') else str(cfg.peft_type),
+            'layers': len(parts), 'ranks': sorted({p.rank for p in parts.values()})}
 
 # %% ../nbs/07_export.ipynb #1546c39c
 def _current(a) -> float:
@@ -168,25 +180,13 @@ def export_peft(model: nn.Module, path, coeff: float | None = None, name: str | 
     if merged: raise ValueError(f"export_peft: the adapter is merged into the base at {merged[:2]}; ap.unmerge(model) first, "
                                 "so the export is the adapter's change and not the merged weights'")
     layers = {n: model.get_submodule(n) for n in ad}
-    odd = [f"{n} ({type(l).__name__})" for n, l in layers.items() if not isinstance(l, nn.Linear) and type(l).__name__ != 'Conv1D']
-    if odd: raise ValueError(f"export_peft: peft wraps nn.Linear (bitsandbytes' too) and transformers' Conv1D, not {odd[:2]}; "
-                             "exclude those layers from the adapter or keep it in antipasto")
+    odd = [f"{n} ({type(l).__name__})" for n, l in layers.items() if not isinstance(l, nn.Linear)]
+    if odd: raise ValueError(f"export_peft: this export writes peft adapters for nn.Linear targets (bitsandbytes' too), not "
+                             f"{odd[:2]}; exclude those layers from the adapter or keep it in antipasto")
     family = [isinstance(a, SVDVariant) for a in ad.values()]
     if any(family):
         with (steer(model, c if name is None else {name: c}) if c is not None else nullcontext()):
             parts = {n: peft_part(a, layers[n], a.coeff) for n, a in ad.items()}
     else:
         parts = {n: peft_part(a, layers[n], c if c is not None else _current(a)) for n, a in ad.items()}
-    cfg = _peft_config(parts, layers, getattr(getattr(model, 'config', None), 'name_or_path', None) or None)
-    tensors = {f'base_model.model.{n}.{k}': v.to(torch.float32).contiguous().cpu()
-               for n, p in parts.items() for k, v in p.tensors.items()}
-    bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
-    if bad: raise ValueError(f"export_peft: the exported tensors are not finite at {bad[:2]} (coeff={c}); the adapter "
-                             "overflows float32 at this coefficient")
-    out = Path(path); out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out) as tmp:  # write both files, then move them in: no half-written folder
-        cfg.save_pretrained(tmp)
-        save_file(tensors, os.path.join(tmp, 'adapter_model.safetensors'), metadata={'format': 'pt'})
-        for f in ('adapter_config.json', 'adapter_model.safetensors'): os.replace(os.path.join(tmp, f), out / f)
-    return {'path': str(out), 'peft_type': cfg.peft_type.value if hasattr(cfg.peft_type, 'value') else str(cfg.peft_type),
-            'layers': len(parts), 'ranks': sorted({p.rank for p in parts.values()})}
+    return write_peft(parts, path, getattr(getattr(model, 'config', None), 'name_or_path', None) or None)
