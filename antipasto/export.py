@@ -13,7 +13,7 @@ from torch import nn
 from safetensors.torch import save_file
 from contextlib import nullcontext
 from .core import real_number, dense_weight
-from .runtime import adapters, steer
+from .runtime import adapters, names, steer, unwrap
 from .basis import SVDVariant
 from .variants.hra import householder_wy
 from .variants.delora import delora_scale
@@ -139,9 +139,9 @@ def _peft_config(parts: dict, base_name):
 # %% ../nbs/07_export.ipynb #8eaaf853
 def _pick(model, name):
     "The adapters to export by layer name, and the layers (one adapter name only)."
-    ad = adapters(model) if name is None else adapters(model, name)
-    if any(':' in k for k in ad):
-        raise ValueError("export_peft: several named adapters are attached; pass name=... to export one of them")
+    if name is None and len(names(model)) > 1:
+        raise ValueError(f"export_peft: several adapters are attached ({names(model)}); pass name=... to export one of them")
+    ad = adapters(model, name)
     if not ad: raise ValueError("export_peft: no adapter layers to export")
     return ad
 
@@ -179,7 +179,8 @@ def export_peft(model: nn.Module, path, coeff: float | None = None, name: str | 
     merged = [n for n, a in ad.items() if getattr(a, 'merged', False)]
     if merged: raise ValueError(f"export_peft: the adapter is merged into the base at {merged[:2]}; ap.unmerge(model) first, "
                                 "so the export is the adapter's change and not the merged weights'")
-    layers = {n: model.get_submodule(n) for n in ad}
+    base = unwrap(model)  # layer names are relative to the model inside DDP / FSDP / torch.compile / peft wrappers
+    layers = {n: base.get_submodule(n) for n in ad}
     odd = [f"{n} ({type(l).__name__})" for n, l in layers.items() if not isinstance(l, nn.Linear)]
     if odd: raise ValueError(f"export_peft: this export writes peft adapters for nn.Linear targets (bitsandbytes' too), not "
                              f"{odd[:2]}; exclude those layers from the adapter or keep it in antipasto")
@@ -189,4 +190,4 @@ def export_peft(model: nn.Module, path, coeff: float | None = None, name: str | 
             parts = {n: peft_part(a, layers[n], a.coeff) for n, a in ad.items()}
     else:
         parts = {n: peft_part(a, layers[n], c if c is not None else _current(a)) for n, a in ad.items()}
-    return write_peft(parts, path, getattr(getattr(model, 'config', None), 'name_or_path', None) or None)
+    return write_peft(parts, path, getattr(getattr(base, 'config', None), 'name_or_path', None) or None)
