@@ -11,7 +11,6 @@ import antipasto as ap
 from antipasto.testing import tiny_lm, tiny_batch, minilm, minilm_batch, model_out, snapshot, assert_unchanged, perturb_trainables
 
 NAN, INF = float('nan'), float('inf')
-NEW_RUNTIME = hasattr(ap, 'unwrap')  # the runtime that validates steer's coefficient (lead's "runtime:" commit)
 
 
 def _flags(model): return {n: m.training for n, m in model.named_modules()}
@@ -91,11 +90,12 @@ def test_config_refused(tiny, case):
 
 
 # ---- configs edited after construction: validate() re-runs every check --------------------------------------------
-def _edited(name, field, value, **kw):
+def _edited(name, field, value, explicit=False, **kw):
+    "Build a valid config, edit one field to a bad value, then attach (attach re-runs every check; or call validate())."
     def call(m):
         cfg = ap.config_for(name, **kw)
         setattr(cfg, field, value)
-        cfg.validate()           # the lead's attach calls this too; here it is called directly so the case holds today
+        if explicit: cfg.validate()
         ap.attach(m, cfg)
     return call
 
@@ -108,6 +108,9 @@ EDIT_CASES = [
     ('edit suppress_only=no', _edited('antipasto', 'suppress_only', 'no', r=8), ["suppress_only='no' must be True or False"]),
     ('edit coeff=inf', _edited('antipasto', 'coeff', INF, r=8), ['coeff=inf must be a finite number']),
     ('edit dtype=int8', _edited('lora', 'dtype', 'int8'), ["dtype='int8' is not supported"]),
+    ('edit roles=middle', _edited('lora', 'target_roles', ('middle',)), ["target_roles=('middle',) must be a subset"]),
+    ('validate() r=str', _edited('lora', 'r', '4', explicit=True), ["r='4' must be a positive int"]),
+    ('validate() alpha=-1', _edited('lora', 'alpha', -1.0, explicit=True), ['alpha=-1.0 must be a finite number > 0']),
 ]
 
 
@@ -124,6 +127,19 @@ def test_bare_string_is_one_pattern():
     assert cfg.validate().target_names == ('q_proj$',)
     m = _tiny()
     assert sorted(ap.attach(m, cfg)) == ['model.layers.0.self_attn.q_proj', 'model.layers.1.self_attn.q_proj']
+    ap.detach(m)
+
+
+def test_edits_after_attach_change_nothing():
+    "The adapter keeps its own copy of the config: editing the user's object after attach moves no output."
+    m, b = _tiny(), tiny_batch()
+    cfg = ap.config_for('lora', r=4)
+    ap.attach(m, cfg)
+    perturb_trainables(m, 0.1)
+    with torch.no_grad(): y = model_out(m, b)
+    cfg.r, cfg.alpha, cfg.target_names = 8, 1.0, ('.',)
+    with torch.no_grad(): assert torch.equal(model_out(m, b), y)
+    assert {a.cfg.r for a in ap.adapters(m).values()} == {4}
     ap.detach(m)
 
 
@@ -201,9 +217,8 @@ STEER_BAD = ['abc', NAN, INF, -INF, True, None, 1e300, '1', [1.0]]
 
 @pytest.mark.parametrize('variant', ['antipasto', 'lora'])
 @pytest.mark.parametrize('coeff', STEER_BAD, ids=[repr(c) for c in STEER_BAD])
-@pytest.mark.xfail(not NEW_RUNTIME, strict=True, reason="today's steer converts with float() and takes only family "
-                   "variants; the lead's runtime checks coeff for every variant (this marker goes when it lands)")
 def test_steer_bad_coeff(coeff, variant):
+    "`steer` refuses a coefficient that is not a finite real number of sensible size, naming `coeff`, for every variant."
     m, b = _tiny(), tiny_batch()
     ap.attach(m, ap.config_for(variant, r=8))
     perturb_trainables(m, 0.1)  # off the identity init, so a coefficient that slipped through would move the outputs
