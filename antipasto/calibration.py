@@ -9,50 +9,80 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['real_tokens', 'calibration_pass']
+__all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'calibration_pass']
 
 # %% ../nbs/02_calibration.ipynb #0c0e08c3
-def _split_batch(batch):
-    "(args, kwargs, attention_mask or None) of one calibration batch."
-    if isinstance(batch, dict): return (), dict(batch), batch.get('attention_mask')
-    if isinstance(batch, (tuple, list)): return tuple(batch), {}, None
-    if isinstance(batch, torch.Tensor): return (batch,), {}, None
-    raise TypeError(f"calibration batch of type {type(batch).__name__}; use a dict of model kwargs, a tuple of args or a tensor")
+BATCH_HELP = "a batch must be a dict of model kwargs (e.g. tokenizer(texts, return_tensors='pt', padding=True)), a tuple of positional args, or a tensor of token ids"
+
+def calibration_batches(data) -> Iterable:
+    "`data` as an iterable of batches (a lone dict or tensor is one batch); a clear error for what cannot be one."
+    if isinstance(data, (dict, torch.Tensor)): return [data]
+    if isinstance(data, (str, bytes)):
+        raise TypeError(f"calibration_data is raw text ({type(data).__name__}); tokenize it first: {BATCH_HELP}")
+    if data is None or not hasattr(data, '__iter__'):
+        raise TypeError(f"calibration_data={data!r} (a {type(data).__name__}) is not an iterable of batches; pass a "
+                        f"list of batches, where {BATCH_HELP}")
+    return data
+
+# %% ../nbs/02_calibration.ipynb #395ade39
+def _split_batch(batch, i: int):
+    "(args, kwargs, attention_mask or None) of calibration batch number `i`."
+    if isinstance(batch, dict): args, kwargs = (), dict(batch)
+    elif isinstance(batch, (tuple, list)): args, kwargs = tuple(batch), {}
+    elif isinstance(batch, torch.Tensor): args, kwargs = (batch,), {}
+    else:
+        what = 'raw text: tokenize it first' if isinstance(batch, (str, bytes)) else f'a {type(batch).__name__}'
+        raise TypeError(f"calibration_data batch {i} is {what}; {BATCH_HELP}")
+    mask = kwargs.get('attention_mask')
+    if mask is not None and not isinstance(mask, torch.Tensor):
+        raise TypeError(f"calibration_data batch {i}: attention_mask is a {type(mask).__name__}; pass a tensor "
+                        "(return_tensors='pt')")
+    return args, kwargs, mask
 
 def _to(v, device):
     return v.to(device) if isinstance(v, torch.Tensor) else v
 
+# %% ../nbs/02_calibration.ipynb #9cc07815
 def real_tokens(x: torch.Tensor, mask: torch.Tensor | None, name: str = '') -> torch.Tensor:
     "The rows of `x` (..., d) at real-token positions of `mask` (batch, seq), flattened to (n, d)."
     if mask is None: return x.reshape(-1, x.shape[-1])
     m = mask.to(device=x.device).bool()
     if x.shape[:-1] == m.shape: return x[m]
     if x.dim() == 2 and x.shape[0] == m.numel(): return x[m.reshape(-1)]
-    raise ValueError(f"calibration input of {name!r} has shape {tuple(x.shape)}, which does not line up with "
-                     f"attention_mask {tuple(m.shape)}; pass batches without padding or without attention_mask")
+    raise ValueError(f"calibration input of layer {name!r} has shape {tuple(x.shape)}, which does not line up with "
+                     f"attention_mask {tuple(m.shape)}: this layer does not see one row per token (a pooler or a head "
+                     f"reads one position per sequence), so its padding cannot be masked. Exclude it from the targets "
+                     f"(e.g. add its name to exclude_names)")
 
+# %% ../nbs/02_calibration.ipynb #f12da6b9
 @torch.no_grad()
 def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callable[[str, torch.Tensor], None],
                      data: Iterable) -> int:
     "Run `data` through `model`, calling `fn(name, x_real)` at each layer's input; returns the real-token count."
-    if isinstance(data, (dict, torch.Tensor)): data = [data]
+    data = calibration_batches(data)
     device = next(model.parameters()).device
-    first, state = next(iter(layers), None), {'mask': None, 'n': 0}
+    first, state = next(iter(layers), None), {'mask': None, 'n': 0, 'i': -1}
     def hook(name):
         def pre(mod, args, kwargs):
             x = real_tokens((args[0] if args else kwargs['input']).detach(), state['mask'], name)
+            bad = ~torch.isfinite(x).all(dim=-1)
+            if bad.any():
+                raise ValueError(f"calibration_data batch {state['i']} gives non-finite (nan/inf) inputs at layer {name!r} "
+                                 f"on {int(bad.sum())} of {x.shape[0]} real tokens; remove or fix that batch (or look for an "
+                                 "overflow in the model's dtype)")
             if name == first: state['n'] += x.shape[0]
             fn(name, x)
         return pre
-    was_training, handles = model.training, []
+    flags, handles = {m: m.training for m in model.modules()}, []  # every module's own flag, not one for all
     try:
         model.eval()
         for n, l in layers.items(): handles.append(l.register_forward_pre_hook(hook(n), with_kwargs=True))
-        for batch in data:
-            args, kwargs, state['mask'] = _split_batch(batch)
+        for i, batch in enumerate(data):
+            state['i'] = i
+            args, kwargs, state['mask'] = _split_batch(batch, i)
             model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
     finally:
         for h in handles: h.remove()
-        model.train(was_training)
+        for m, t in flags.items(): m.training = t
     if state['n'] == 0: raise ValueError("calibration_data produced no real tokens (empty iterable, or all padding)")
     return state['n']

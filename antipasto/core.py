@@ -4,16 +4,17 @@
 
 # %% ../nbs/00_core.ipynb #9a848947
 from __future__ import annotations
-import contextlib, contextvars, dataclasses, math, numbers, re
+import contextlib, contextvars, copy, dataclasses, math, numbers, re
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar
 import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'REGISTRY', 'dtype_name', 'AdapterConfig', 'SteerableConfig',
-           'ParamSpec', 'init_tensor', 'check_coeff', 'current_coeff', 'Variant', 'register', 'variant_cls',
-           'config_for', 'dense_weight', 'attach_scope', 'memo']
+__all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'REGISTRY', 'dtype_name', 'real_number', 'check_number',
+           'check_int', 'check_bool', 'check_choice', 'check_patterns', 'check_layers', 'AdapterConfig',
+           'SteerableConfig', 'ParamSpec', 'init_tensor', 'check_coeff', 'current_coeff', 'Variant', 'register',
+           'variant_cls', 'config_for', 'dense_weight', 'attach_scope', 'memo']
 
 # %% ../nbs/00_core.ipynb #4e0abd63
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
@@ -28,14 +29,99 @@ def dtype_name(dt) -> str:
         if name in DTYPES: return name
     raise ValueError(f"dtype={dt!r} is not supported; use one of {sorted(DTYPES)} (or the torch.dtype)")
 
+# %% ../nbs/00_core.ipynb #8d9a71b4
+def real_number(v, what: str, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False, fix: str = '') -> float:
+    "`v` as a float if it is a finite real number (not a bool or string) inside the bounds, else a `ValueError` naming `what`."
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    if ok:
+        x = float(v)
+        ok = (lo is None or (x > lo if lo_open else x >= lo)) and (hi is None or (x < hi if hi_open else x <= hi))
+    if ok: return x
+    rng = ' and'.join(s for s in ((f" {'>' if lo_open else '>='} {lo}" if lo is not None else ''),
+                                   (f" {'<' if hi_open else '<='} {hi}" if hi is not None else '')) if s)
+    got = '' if isinstance(v, numbers.Real) and not isinstance(v, bool) else f" (got a {type(v).__name__})"
+    raise ValueError(f"{what}={v!r} must be a finite number{rng}{got}{'; ' + fix if fix else ''}")
+
+# %% ../nbs/00_core.ipynb #ab2a93a1
+def _fix(cfg, name: str, fix: str) -> str:
+    "The fix a message suggests: the caller's words, else the field's default."
+    if fix: return fix
+    f = type(cfg).__dataclass_fields__.get(name)
+    d = getattr(f, 'default', dataclasses.MISSING)
+    return '' if d is dataclasses.MISSING else f"the default is {name}={d!r}"
+
+def check_number(cfg, name: str, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False, fix: str = '') -> float:
+    "Check that `cfg.<name>` is a finite real number inside the bounds and store it as a float."
+    v = real_number(getattr(cfg, name), f"{type(cfg).__name__}: {name}", lo, hi, lo_open, hi_open, _fix(cfg, name, fix))
+    setattr(cfg, name, v)
+    return v
+
+# %% ../nbs/00_core.ipynb #0503111a
+def check_int(cfg, name: str, lo: int = 1, fix: str = '') -> int:
+    "Check that `cfg.<name>` is an int (not a bool) `>= lo` (default: a positive int) and store it as an int."
+    v = getattr(cfg, name)
+    if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= lo):
+        kind = 'a positive int' if lo == 1 else f"an int >= {lo}"
+        got = '' if isinstance(v, numbers.Integral) and not isinstance(v, bool) else f" (got a {type(v).__name__})"
+        fix = _fix(cfg, name, fix)
+        raise ValueError(f"{type(cfg).__name__}: {name}={v!r} must be {kind}{got}{'; ' + fix if fix else ''}")
+    setattr(cfg, name, int(v))
+    return int(v)
+
+# %% ../nbs/00_core.ipynb #8ce8b0eb
+def check_bool(cfg, name: str) -> bool:
+    "Check that `cfg.<name>` is `True` or `False` (a string such as `'no'` is truthy, so it is refused)."
+    v = getattr(cfg, name)
+    if not isinstance(v, bool):
+        raise ValueError(f"{type(cfg).__name__}: {name}={v!r} must be True or False (got a {type(v).__name__}); "
+                         f"{_fix(cfg, name, '')}")
+    return v
+
+# %% ../nbs/00_core.ipynb #c3ade821
+def check_choice(cfg, name: str, choices: tuple) -> str:
+    "Check that `cfg.<name>` is one of the strings `choices`."
+    v = getattr(cfg, name)
+    if not (isinstance(v, str) and v in choices):
+        raise ValueError(f"{type(cfg).__name__}: {name}={v!r} is not one of {tuple(choices)}; {_fix(cfg, name, '')}")
+    return v
+
+# %% ../nbs/00_core.ipynb #ecdc63de
+def check_patterns(cfg, name: str) -> tuple:
+    "Check `cfg.<name>` is a regex string or an iterable of them, compile each, and store them as a tuple (a bare string is one pattern)."
+    v = getattr(cfg, name)
+    example = f"e.g. {name}=('q_proj$', 'v_proj$')"
+    if v is None: pats = ()
+    elif isinstance(v, str): pats = (v,)
+    elif isinstance(v, (bytes, dict)) or not hasattr(v, '__iter__'):
+        raise ValueError(f"{type(cfg).__name__}: {name}={v!r} must be a regex string or a sequence of them "
+                         f"(got a {type(v).__name__}); {example}")
+    else: pats = tuple(v)
+    for p in pats:
+        if not isinstance(p, str):
+            raise ValueError(f"{type(cfg).__name__}: {name} holds {p!r} (a {type(p).__name__}); every entry must be a "
+                             f"regex string, {example}")
+        try: re.compile(p)
+        except re.error as e:
+            raise ValueError(f"{type(cfg).__name__}: {name} has an invalid regex {p!r} ({e}); fix or escape it "
+                             "(re.escape for a literal name)") from None
+    setattr(cfg, name, pats)
+    return pats
+
+# %% ../nbs/00_core.ipynb #77b63100
+def check_layers(cfg, name: str = 'layers') -> tuple | None:
+    "Check `cfg.<name>` is None (every block) or block indices: one int or a sequence of ints (not bools) `>= 0`; store a tuple."
+    v = getattr(cfg, name)
+    if v is None: return None
+    vals = (v,) if isinstance(v, numbers.Integral) else tuple(v) if hasattr(v, '__iter__') and not isinstance(v, (str, bytes, dict)) else None
+    if vals is None or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in vals):
+        raise ValueError(f"{type(cfg).__name__}: {name}={v!r} must be non-negative block indices (ints, not bools), "
+                         f"e.g. {name}=(0, 1), or None for every block")
+    vals = tuple(int(i) for i in vals)
+    setattr(cfg, name, vals)
+    return vals
+
 # %% ../nbs/00_core.ipynb #babe35c8
 ROLES = ('reader', 'writer', 'inner')
-
-def _as_tuple(v, what):
-    if v is None: return ()
-    if isinstance(v, (str, int)): return (v,)
-    try: return tuple(v)
-    except TypeError: raise ValueError(f"{what}={v!r} must be a sequence") from None
 
 @dataclass
 class AdapterConfig:
@@ -50,22 +136,35 @@ class AdapterConfig:
     variant: ClassVar[str] = ''
 
     def __post_init__(self):
+        "Normalise and check the shared fields; a variant's config extends this (calling `super().__post_init__()` first)."
         self.dtype = dtype_name(self.dtype)
-        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
-            raise ValueError(f"r={self.r!r} must be a positive int")
-        self.target_roles = _as_tuple(self.target_roles, 'target_roles')
-        bad = [x for x in self.target_roles if x not in ROLES]
-        if bad: raise ValueError(f"target_roles has {bad}; roles are {ROLES}")
-        for f in ('target_names', 'exclude_names'):
-            pats = _as_tuple(getattr(self, f), f)
-            for p in pats:
-                try: re.compile(p)
-                except re.error as e: raise ValueError(f"{f} has an invalid regex {p!r}: {e}") from None
-            setattr(self, f, pats)
-        if self.layers is not None:
-            self.layers = _as_tuple(self.layers, 'layers')
-            if not all(isinstance(i, int) and i >= 0 for i in self.layers):
-                raise ValueError(f"layers={self.layers!r} must be non-negative block indices (or None for all)")
+        check_int(self, 'r')
+        check_number(self, 'alpha', lo=0, lo_open=True)
+        roles = self.target_roles
+        self.target_roles = (roles,) if isinstance(roles, str) else tuple(roles) if hasattr(roles, '__iter__') else roles
+        if not isinstance(self.target_roles, tuple) or any(not isinstance(x, str) or x not in ROLES for x in self.target_roles):
+            raise ValueError(f"{type(self).__name__}: target_roles={roles!r} must be a subset of {ROLES}, e.g. "
+                             "target_roles=('reader',), or () for any role")
+        check_patterns(self, 'target_names'); check_patterns(self, 'exclude_names')
+        check_layers(self)
+
+    def validate(self) -> 'AdapterConfig':
+        "Run every check of this config's class again on its current values (edits after construction included); returns self."
+        fresh = dataclasses.replace(self)  # a new instance runs the whole __post_init__ chain, the variant's checks too
+        for f in fields(self): self.__dict__[f.name] = getattr(fresh, f.name)  # normalised values (str -> one pattern)
+        return self
+
+    def frozen(self) -> 'AdapterConfig':
+        "A validated, independent, read-only copy: later edits to `self` do not reach it, and edits to it raise."
+        c = copy.deepcopy(dataclasses.replace(self))
+        c.__dict__['_frozen'] = True
+        return c
+
+    def __setattr__(self, name, value):
+        if self.__dict__.get('_frozen'):
+            raise AttributeError(f"this {type(self).__name__} belongs to an attached adapter and is read-only ({name}="
+                                 f"{value!r} refused); build a new one with cfg.replace({name}=...) and attach that")
+        super().__setattr__(name, value)
 
     @property
     def torch_dtype(self) -> torch.dtype: return DTYPES[self.dtype]
@@ -78,15 +177,18 @@ class AdapterConfig:
     @staticmethod
     def from_dict(d: dict) -> 'AdapterConfig':
         "Rebuild the config of the variant named in `d['variant']`."
+        if not isinstance(d, dict) or not isinstance(d.get('variant'), str):
+            got = f"keys {sorted(map(str, d))[:8]}" if isinstance(d, dict) else f"a {type(d).__name__}"
+            raise ValueError(f"a config dict needs a 'variant' name string and the config's fields (as cfg.to_dict() "
+                             f"writes it); got {got}")
         d = dict(d)
-        name = d.pop('variant', None)
-        return config_for(name, **d)
+        return config_for(d.pop('variant'), **d)
 
     def replace(self, **kw) -> 'AdapterConfig':
         "A copy with some fields changed (validated again)."
         return dataclasses.replace(self, **kw)
 
-# %% ../nbs/00_core.ipynb #eadffc23
+# %% ../nbs/00_core.ipynb #57b7f249
 @dataclass
 class SteerableConfig(AdapterConfig):
     "Config of a variant with a runtime steering coefficient."
@@ -94,9 +196,9 @@ class SteerableConfig(AdapterConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.coeff, (int, float)) or isinstance(self.coeff, bool) or not math.isfinite(self.coeff):
-            raise ValueError(f"coeff={self.coeff!r} must be a finite number")
-        self.coeff = float(self.coeff)
+        # the same bound as the runtime's steering coefficient: beyond it a gain overflows long before it means anything
+        check_number(self, 'coeff', lo=-1e4, hi=1e4, fix="a steering coefficient is a plain number: +1 applies the "
+                     "adapter, 0 switches it off, -1 reverses it")
 
 # %% ../nbs/00_core.ipynb #1d4ecfe5
 INIT_STD = 1e-4
