@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from .core import AdapterConfig, Variant, attach_scope, variant_cls
 from .targets import find_targets
+from .layers import dims, check_layouts, hold_layouts, release_layouts
 
 # %% auto #0
 __all__ = ['ADAPTER', 'STATE', 'FORMAT', 'adapters', 'attach', 'detach', 'steer', 'save', 'read_config', 'load']
@@ -63,7 +64,8 @@ def _build(model, cfg, calibration_data, from_state: dict | None = None) -> tupl
             raise ValueError(f"{vcls.name} needs calibration_data (an iterable of model inputs) to initialise its basis")
         if vcls.calibration == 'none' and calibration_data is not None:
             raise ValueError(f"{vcls.name} does not use calibration_data; drop the argument")
-    adp = {n: vcls(cfg, l.in_features, l.out_features, device=l.weight.device) for n, l in targets.items()}
+    check_layouts(model)  # a 4-bit layer rewritten for CPU inference has lost its weight and passes no gradient
+    adp = {n: vcls(cfg, *dims(l), device=l.weight.device) for n, l in targets.items()}
     if from_state is None:
         with attach_scope():  # init and group_init may share per-layer work (see core.memo)
             for n, l in targets.items(): adp[n].reset(l)
@@ -76,6 +78,7 @@ def _build(model, cfg, calibration_data, from_state: dict | None = None) -> tupl
 def _install(model, cfg, targets, adp) -> None:
     st = _Attached(cfg, list(targets), requires_grad={n: p.requires_grad for n, p in model.named_parameters()})
     setattr(model, STATE, st)
+    st.layouts = hold_layouts(model)  # no bitsandbytes CPU rewrite while attached (see antipasto.layers)
     try:
         for p in model.parameters(): p.requires_grad_(False)
         for n, l in targets.items():
@@ -109,6 +112,7 @@ def detach(model: nn.Module) -> None:
         del l._modules[ADAPTER]
     for n, p in model.named_parameters():
         if n in st.requires_grad: p.requires_grad_(st.requires_grad[n])
+    release_layouts(model, getattr(st, 'layouts', {}))
     delattr(model, STATE)
 
 # %% ../nbs/03_runtime.ipynb #e62dc895
