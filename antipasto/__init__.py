@@ -12,6 +12,7 @@ from .core import (AdapterConfig, SteerableConfig, ParamSpec, Variant, REGISTRY,
 from .targets import find_targets, role_of, layer_index, is_linear_like
 from .calibration import calibration_pass
 from .export import export_peft
+from .steering import train_steering, SteeringVector, contrastive_pairs, builtin_pairs, flip_sign
 from .runtime import (attach, detach, steer, save, load, adapters, read_config, names, adapter_config, merge,
                                unmerge, unwrap, checkpoint, restore, AdapterCheckpoints, AdapterFileError, delta_weight)
 import importlib as _importlib, pkgutil as _pkgutil

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import SteerableConfig, ParamSpec, Variant, dense_weight, memo
+from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
 from .calibration import calibration_pass
 
 # %% auto #0
@@ -59,7 +59,7 @@ def select_top(U, S, Vh, act: torch.Tensor, r: int):
 # %% ../nbs/20_basis.ipynb #eb03157b
 def second_moments(model, layers: dict, data) -> tuple[dict, int]:
     "Per layer, the uncentred input second moment `E[x x^T]` (float64, CPU) over real tokens; and the token count."
-    acc = {n: torch.zeros(l.in_features, l.in_features, dtype=torch.float64) for n, l in layers.items()}
+    acc = {n: torch.zeros(dims(l)[0], dims(l)[0], dtype=torch.float64) for n, l in layers.items()}
     def fn(name, x):
         x = x.double().cpu()
         acc[name] += x.T @ x
@@ -156,7 +156,7 @@ def moment_groups(targets: dict, budget_bytes: float) -> list[list[str]]:
     "Target names in groups whose float64 `d_in x d_in` accumulators fit `budget_bytes` (a target alone may exceed it)."
     groups, cur, used = [], [], 0
     for n, (l, a) in targets.items():
-        b = 8 * l.in_features ** 2
+        b = 8 * dims(l)[0] ** 2
         if cur and used + b > budget_bytes: groups.append(cur); cur, used = [], 0
         cur.append(n); used += b
     return groups + [cur] if cur else groups

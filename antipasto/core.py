@@ -14,7 +14,7 @@ from torch import nn
 __all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'REGISTRY', 'dtype_name', 'real_number', 'check_number',
            'check_int', 'check_bool', 'check_choice', 'check_patterns', 'check_layers', 'AdapterConfig',
            'SteerableConfig', 'ParamSpec', 'init_tensor', 'check_coeff', 'current_coeff', 'Variant', 'register',
-           'variant_cls', 'config_for', 'dense_weight', 'attach_scope', 'memo']
+           'variant_cls', 'config_for', 'attach_scope', 'memo']
 
 # %% ../nbs/00_core.ipynb #4e0abd63
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
@@ -130,7 +130,7 @@ class AdapterConfig:
     alpha: float = 16.0
     dtype: str = 'float32'
     target_roles: tuple = ()
-    target_names: tuple = (r'q_proj$', r'v_proj$', r'\.query$', r'\.value$')
+    target_names: tuple = (r'(^|\.)q_proj$', r'(^|\.)v_proj$', r'\.query$', r'\.value$', r'\.c_attn$', r'(^|\.)qkv_proj$', r'Attention\.[qv]$')
     exclude_names: tuple = (r'lm_head', r'embed')
     layers: tuple | None = None
     variant: ClassVar[str] = ''
@@ -280,10 +280,10 @@ class Variant(nn.Module):
     @classmethod
     def check(cls, cfg, name: str, layer: nn.Module) -> None:
         "Raise a `ValueError` naming `name` if this layer cannot take the variant (runs before any change)."
-        lim = min(layer.in_features, layer.out_features)
-        if cfg.r > lim:
-            raise ValueError(f"{cls.name}: r={cfg.r} exceeds min(d_in, d_out)={lim} at layer {name!r} "
-                             f"({layer.in_features}->{layer.out_features}); lower r or exclude this layer")
+        d_in, d_out = dims(layer)
+        if cfg.r > min(d_in, d_out):
+            raise ValueError(f"{cls.name}: r={cfg.r} exceeds min(d_in, d_out)={min(d_in, d_out)} at layer {name!r} "
+                             f"({d_in}->{d_out}); lower r or exclude this layer")
 
     @torch.no_grad()
     def reset(self, layer: nn.Module, generator=None) -> None:
@@ -373,14 +373,8 @@ def config_for(name: str, **overrides) -> AdapterConfig:
     if unknown: raise ValueError(f"{name}: unknown config field(s) {unknown}; fields are {sorted(known)}")
     return cls(**overrides)
 
-def dense_weight(layer: nn.Module) -> torch.Tensor:
-    "A float32 copy of a linear-like layer's weight (dequantised where the layer knows how)."
-    w = layer.weight
-    if not w.is_floating_point():
-        if hasattr(layer, 'dequantize'): w = layer.dequantize()
-        else: raise TypeError(f"{type(layer).__name__} stores a {w.dtype} weight and has no dequantize(); "
-                              "this variant needs a dense copy of the weight for its init")
-    return w.detach().to(torch.float32).reshape(layer.out_features, layer.in_features).clone()
+# %% ../nbs/00_core.ipynb #257674af
+from .layers import dense_weight, dims  # re-exported: variants import them from core
 
 # %% ../nbs/00_core.ipynb #eded28c2
 _MEMO: contextvars.ContextVar = contextvars.ContextVar('antipasto_memo', default=None)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from ..core import AdapterConfig, ParamSpec, Variant, register, dense_weight
+from ..layers import weight_matrix
 
 # %% auto #0
 __all__ = ['dora_weight_norm', 'DoRAConfig', 'DoRA', 'dora_to_peft']
@@ -45,8 +46,7 @@ class DoRA(Variant):
 
     def weight_norm(self, layer) -> torch.Tensor:
         "`||W + s B A||` per output row, detached."
-        w = layer.weight if layer.weight.is_floating_point() else dense_weight(layer)
-        return dora_weight_norm(w, self.A, self.B, self.cfg.alpha / self.cfg.r).detach()
+        return dora_weight_norm(weight_matrix(layer), self.A, self.B, self.cfg.alpha / self.cfg.r).detach()
 
     @torch.no_grad()
     def init(self, layer): self.magnitude.copy_(self.weight_norm(layer))

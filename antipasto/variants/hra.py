@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 import torch
-from ..core import AdapterConfig, ParamSpec, Variant, register
+from ..core import AdapterConfig, ParamSpec, Variant, register, dims
 from .ia3 import check_unused
 
 # %% auto #0
@@ -62,8 +62,8 @@ class HRA(Variant):
 
     @classmethod
     def check(cls, cfg, name, layer):
-        if cfg.r > layer.in_features:
-            raise ValueError(f"hra: r={cfg.r} exceeds d_in={layer.in_features} at layer {name!r}: at most d_in "
+        if cfg.r > dims(layer)[0]:
+            raise ValueError(f"hra: r={cfg.r} exceeds d_in={dims(layer)[0]} at layer {name!r}: at most d_in "
                              "reflections are independent; lower r or exclude this layer")
 
     def forward_input(self, layer, x):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 import torch
-from ..core import AdapterConfig, ParamSpec, Variant, register
+from ..core import AdapterConfig, ParamSpec, Variant, register, dims
 from .ia3 import check_unused
 
 # %% auto #0
@@ -64,7 +64,7 @@ class Road(Variant):
     @classmethod
     def check(cls, cfg, name, layer):
         "`group_size` must divide d_out; the shared rank bound is skipped because RoAD has no rank."
-        d, gs = layer.out_features, cfg.group_size
+        d, gs = dims(layer)[1], cfg.group_size
         if d % gs:
             fit = math.gcd(d, gs)
             hint = f"e.g. group_size={fit}" if fit % 2 == 0 else "an even divisor of d_out"
