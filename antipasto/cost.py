@@ -333,7 +333,8 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
             row['error'] = True
         del m
         rows.append(row)
-        if log: log(f"{name}: " + (row['note'] if row['error'] else f"{row['fwdbwd_ms']:.1f} ms fwd+bwd"))
+        done = f"{row['fwdbwd_ms']:.1f} ms fwd+bwd" if row['fwdbwd_ms'] is not None else f"{row['attach_ms']:.1f} ms attach"
+        if log: log(f"{name}: " + (row['note'] if row['error'] else done))
 
     refs = {'base': lambda m: (m, 'no', None, '', None),
             'peft_lora': lambda m: (_peft_lora(m, r, targets), 'no', r, '', None),
