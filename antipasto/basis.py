@@ -13,24 +13,81 @@ from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
 from .calibration import calibration_pass
 
 # %% auto #0
-__all__ = ['POOLS', 'svd', 'top_svd', 'layer_svd', 'check_enough_tokens', 'activation_scores', 'select_top', 'second_moments',
-           'corda_basis', 'gain', 'gain_delta', 'FamilyConfig', 'SVDVariant', 'check_pool', 'oblique_specs',
-           'moment_groups', 'orient', 'check_cov_fields', 'measured_delta', 'transfer_matrix']
+__all__ = ['KAPPA_MAX', 'POOLS', 'canonical_signs', 'gram_svd', 'svd', 'randomized_svd', 'top_svd', 'layer_svd',
+           'check_enough_tokens', 'activation_scores', 'select_top', 'second_moments', 'corda_basis', 'gain',
+           'gain_delta', 'FamilyConfig', 'SVDVariant', 'check_pool', 'oblique_specs', 'moment_groups', 'orient',
+           'check_cov_fields', 'measured_delta', 'transfer_matrix']
 
-# %% ../nbs/20_basis.ipynb #44b7c820
-def svd(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Full thin SVD `W = U diag(S) Vh` in float32 (float64 input stays float64)."
-    W = W if W.dtype == torch.float64 else W.float()
-    return torch.linalg.svd(W, full_matrices=False)
+# %% ../nbs/20_basis.ipynb #c79a5fde
+def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "Canonical signs: the largest-magnitude entry of each left vector `U[:, i]` is positive (the first on a tie), `Vh[i]` flipped with it; `U diag(S) Vh` is unchanged."
+    idx = U.abs().argmax(0, keepdim=True)
+    sign = torch.where(U.gather(0, idx) < 0, -1.0, 1.0).to(U.dtype)
+    return U * sign, Vh * sign.T
 
-def top_svd(W: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "The top-`r` singular triplets of `W`: U (d_out, r), S (r,), Vh (r, d_in)."
-    U, S, Vh = svd(W)
-    return U[:, :r], S[:r], Vh[:r]
+# %% ../nbs/20_basis.ipynb #ffed26f3
+def gram_svd(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Thin SVD of `W` (float64, descending, unchecked) from `eigh` of its smaller Gram matrix; the other side is `W v / s`."
+    Wd = W.detach().double()
+    wide = Wd.shape[0] <= Wd.shape[1]
+    lam, Q = torch.linalg.eigh(Wd @ Wd.T if wide else Wd.T @ Wd)
+    lam, Q = lam.flip(0), Q.flip(1)
+    S = lam.clamp(min=0).sqrt()
+    if wide: return Q, S, (Q.T @ Wd) / S[:, None]
+    return (Wd @ Q) / S, S, Q.T
 
-def layer_svd(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Full SVD of a layer's dense weight, computed once per attach (`core.memo`): `init` and `group_init` share it."
-    return memo(('svd', id(layer)), lambda: svd(dense_weight(layer)))
+# %% ../nbs/20_basis.ipynb #155f1416
+KAPPA_MAX = 1e5  # Gram route: the derived side loses ~ eps64 * kappa^2 ~ 1e-6 of orthonormality at this condition number
+
+def svd(W: torch.Tensor, r: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Exact thin SVD with canonical signs, top `r` triplets (all when None): the float64 Gram route, or `torch.linalg.svd` past `KAPPA_MAX`; float32 out (float64 stays float64)."
+    dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
+    U, S, Vh = gram_svd(W)
+    k = S.shape[0] if r is None else r
+    U, S, Vh = U[:, :k], S[:k], Vh[:k]
+    if not (S[-1] * KAPPA_MAX >= S[0] > 0 and torch.isfinite(U).all() and torch.isfinite(Vh).all()):
+        U, S, Vh = torch.linalg.svd(W.detach().to(dtype), full_matrices=False)
+        U, S, Vh = U[:, :k], S[:k], Vh[:k]
+    U, Vh = canonical_signs(U, Vh)
+    return U.to(dtype), S.to(dtype), Vh.to(dtype)
+
+# %% ../nbs/20_basis.ipynb #3f5d8a87
+def randomized_svd(W: torch.Tensor, r: int, tol: float = 1e-2, max_iter: int = 8, oversample: int = 8, seed: int = 0):
+    "Top-`r` triplets by subspace iteration until a step adds under `tol` of the top-r energy, on `W`'s device; None if it does not converge or the checks fail."
+    Wf = W.detach().float()
+    m, n = Wf.shape
+    l = min(r + oversample, m, n)
+    g = torch.Generator(device=Wf.device).manual_seed(seed)
+    Qv = torch.linalg.qr(torch.randn(n, l, generator=g, device=Wf.device)).Q
+    prev = None
+    for _ in range(max_iter + 1):
+        Y = Wf @ Qv                                         # W on the current right subspace
+        Q, R = torch.linalg.qr(Y)
+        e = torch.linalg.svdvals(R)[:r].double().square().sum()   # its top-r energy, free from the QR
+        if prev is not None and e - prev <= tol * e: break
+        prev = e
+        Qv = torch.linalg.qr(Wf.T @ Q).Q                    # one power step: span(W^T W Qv)
+    else: return None
+    Uy, S, Vyh = torch.linalg.svd(Y, full_matrices=False)    # Rayleigh-Ritz: W (Qv Vy^T) = Uy diag(S) exactly
+    U, S, Vh = Uy[:, :r], S[:r], Vyh[:r] @ Qv.T
+    eye = torch.eye(r, device=Wf.device)
+    if not (torch.isfinite(S).all() and S[-1] * KAPPA_MAX >= S[0] > 0 and (U.T @ U - eye).abs().max() <= 1e-4
+            and (Vh @ Vh.T - eye).abs().max() <= 1e-4): return None
+    U, Vh = canonical_signs(U, Vh)
+    return U, S, Vh
+
+# %% ../nbs/20_basis.ipynb #bfaef2b8
+def top_svd(W: torch.Tensor, r: int, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "The top-`r` triplets of `W` with canonical signs: `randomized_svd` when `r` is small next to `W` (unless `exact`) and its checks pass, else the exact `svd`."
+    if not exact and 4 * (r + 8) <= min(W.shape):
+        out = randomized_svd(W, r)
+        if out is not None: return out
+    return svd(W, r)
+
+# %% ../nbs/20_basis.ipynb #8f66d5a8
+def layer_svd(layer: nn.Module, r: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "`top_svd` of a layer's dense weight (the full exact `svd` when `r` is None), on the weight's device; nothing is cached."
+    return svd(dense_weight(layer)) if r is None else top_svd(dense_weight(layer), r)
 
 # %% ../nbs/20_basis.ipynb #04043a0b
 POOLS = ('rms', 'mean_abs')
@@ -117,9 +174,7 @@ class SVDVariant(Variant):
             for name, t in (('U', U), ('S', S), ('Vh', Vh)): getattr(self, name).copy_(t)
 
     def init(self, layer):
-        U, S, Vh = layer_svd(layer)
-        r = self.cfg.r
-        self.set_basis(U[:, :r], S[:r], Vh[:r])
+        self.set_basis(*layer_svd(layer, self.cfg.r))
 
     @classmethod
     def group_init(cls, model, targets, cfg, calibration_data):

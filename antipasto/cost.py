@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_cost.ipynb #934461bf
 from __future__ import annotations
-import argparse, contextlib, copy, csv, os, platform, statistics, sys, time, warnings, weakref
+import argparse, contextlib, copy, csv, os, platform, statistics, sys, tempfile, time, warnings, weakref
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,15 +12,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 from .core import SteerableConfig, REGISTRY, config_for, variant_cls
-from .runtime import attach
+from .runtime import attach, save, load
 from .targets import find_targets
 from .testing import model_out
 
 # %% auto #0
-__all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'qwen3_06b_shaped', 'load_pretrained',
-           'vocab_size', 'random_batch', 'task_loss', 'TensorMemory', 'backprop_to_inputs', 'forward_flops',
-           'step_peak_bytes', 'step_times', 'variant_names', 'is_family', 'cost_config', 'timed_group_init',
-           'cost_report', 'markdown_table', 'write_tsv', 'peak_meaning', 'parse_args', 'main']
+__all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'LLAMA3_8B', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'NOCALIB', 'GOALS', 'PRESETS',
+           'qwen3_06b_shaped', 'load_pretrained', 'vocab_size', 'random_batch', 'task_loss', 'llama8b_shaped',
+           'TensorMemory', 'backprop_to_inputs', 'forward_flops', 'step_peak_bytes', 'step_times', 'decode_times',
+           'variant_names', 'is_family', 'cost_config', 'timed_group_init', 'cost_report', 'markdown_table',
+           'write_tsv', 'peak_meaning', 'target_ratios', 'parse_args', 'main']
 
 # %% ../nbs/40_cost.ipynb #81ca3d2f
 QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -73,6 +74,20 @@ def task_loss(model: nn.Module, batch: dict) -> torch.Tensor:
         logits, labels = y[:, :-1].reshape(-1, y.shape[-1]), batch['input_ids'][:, 1:].reshape(-1)
         return F.cross_entropy(logits[mask].float(), labels[mask])
     return y.float().pow(2).mean()
+
+# %% ../nbs/40_cost.ipynb #87cc6a7a
+LLAMA3_8B = dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                 vocab_size=128256, num_hidden_layers=32, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                 max_position_embeddings=8192, rope_parameters={'rope_type': 'default', 'rope_theta': 5e5})
+
+def llama8b_shaped(layers: int = 1, vocab: int = DEFAULT_VOCAB, dtype=torch.float32, seed: int = 0, **overrides) -> nn.Module:
+    "A random-weight Llama causal LM with Llama-3-8B's layer shapes, `layers` blocks and a `vocab`-token embedding."
+    from transformers import LlamaConfig, LlamaForCausalLM
+    kw = {**LLAMA3_8B, 'num_hidden_layers': layers, 'vocab_size': vocab, 'use_cache': False, **overrides}
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(**kw)
+    cfg._attn_implementation = 'eager'
+    return LlamaForCausalLM(cfg).to(dtype).eval()
 
 # %% ../nbs/40_cost.ipynb #418fcb8d
 def _storages(xs) -> dict:
@@ -162,11 +177,31 @@ def step_times(model: nn.Module, batch: dict, repeats: int = 5, warmup: int = 2,
         if i >= warmup: fwd.append(f); both.append(b); ratio.append(r)
     return statistics.median(fwd), statistics.median(both), statistics.median(ratio)
 
+# %% ../nbs/40_cost.ipynb #7d7cadc2
+def decode_times(model: nn.Module, ref: nn.Module, new_tokens: int = 16, prompt: int = 8, repeats: int = 5,
+                 warmup: int = 1) -> tuple:
+    "Batch-1 greedy decoding: the model's median tokens/s and the median ratio of its time to `ref`'s, timed in alternation; `(None, None)` without `generate`."
+    if not (hasattr(model, 'generate') and getattr(model, 'can_generate', lambda: True)()): return None, None
+    device = next(model.parameters()).device
+    ids = random_batch(ref, 1, prompt, seed=0, device=device)
+    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0)
+    def gen_s(m):
+        _sync(device); t0 = time.perf_counter()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            m.generate(**ids, **kw)
+        _sync(device); return time.perf_counter() - t0
+    tps, ratio = [], []
+    for i in range(warmup + repeats):
+        t, b = gen_s(model), gen_s(ref)
+        if i >= warmup: tps.append(new_tokens / t); ratio.append(t / b)
+    return statistics.median(tps), statistics.median(ratio)
+
 # %% ../nbs/40_cost.ipynb #56dd7bd9
 TARGETS = (r'q_proj$', r'v_proj$', r'\.query$', r'\.value$')
 ORDER = ('lora', 'antipasto', 'antipasto_rot', 'antipasto_ablate', 'antipasto_corda', 'antipasto_dplr',
          'pissa', 'dora', 'delora', 'ia3', 'ia3_ff', 'hra', 'eva', 'road')
-REFERENCES = ('base', 'peft_lora')
+REFERENCES = ('base', 'peft_lora', 'peft_pissa', 'peft_pissa_niter_4')
 
 def variant_names(selected=None) -> list[str]:
     "Registered variants in report order (the SPEC's, then any others by name), or the `selected` ones checked."
@@ -196,7 +231,7 @@ def cost_config(name: str, r: int = 32, family_r: int = 256, targets=TARGETS) ->
     refused = _refusal(name, rank, common) or _refusal(name, 2 * rank, common)
     return config_for(name, **common) if refused else config_for(name, r=rank, **common), refused
 
-def _peft_lora(model, r, targets):
+def _peft_lora(model, r, targets, init=True):
     try: from peft import LoraConfig, get_peft_model
     except ImportError: raise ImportError("peft is not installed (it is a dev dependency: pip install 'peft==0.21.*'); "
                                           "the peft_lora reference row is skipped") from None
@@ -204,11 +239,26 @@ def _peft_lora(model, r, targets):
     names = sorted(find_targets(model, cfg))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)  # transformers' deprecation notices raised inside peft
-        return get_peft_model(model, LoraConfig(r=r, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=names))
+        return get_peft_model(model, LoraConfig(r=r, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=names,
+                                                init_lora_weights=init))
+
+# %% ../nbs/40_cost.ipynb #fdf5df66
+def _file_cost(model, base, device) -> tuple[float, float]:
+    "KiB of the file `save` writes for the attached adapter, and ms to `load` it onto a fresh copy of `base`."
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, 'adapter.safetensors')
+        save(model, path)
+        kib, fresh = os.path.getsize(path) / 1024, copy.deepcopy(base)
+        _sync(device); t0 = time.perf_counter()
+        load(fresh, path)
+        _sync(device); ms = 1e3 * (time.perf_counter() - t0)
+    del fresh
+    return kib, ms
 
 # %% ../nbs/40_cost.ipynb #7c5a47a9
-COLUMNS = ('variant', 'calib', 'r', 'trainable', 'frozen', 'attach_ms', 'group_init_ms', 'fwd_ms', 'fwdbwd_ms', 'x_base',
-           'macs_per_token', 'peak_MiB', 'note')
+COLUMNS = ('variant', 'calib', 'r', 'trainable', 'frozen', 'attach_ms', 'group_init_ms', 'attach_peak_MiB', 'fwd_ms',
+           'fwdbwd_ms', 'x_base', 'decode_tok_s', 'decode_x_base', 'macs_per_token', 'peak_MiB', 'file_KiB', 'load_ms', 'note')
+NOCALIB = ' (no calib)'  # suffix of a row that attaches a calibration-optional variant without data
 
 def _numel(ts) -> int: return sum(t.numel() for t in ts)
 
@@ -227,11 +277,25 @@ def timed_group_init(vcls, device):
         if own is None: del vcls.group_init
         else: vcls.group_init = own
 
+def _attach_peak(device):
+    "A context whose `.peak` is the peak bytes allocated inside it (CUDA allocator above the start, or `TensorMemory`)."
+    if device.type != 'cuda': return TensorMemory()
+    class _Cuda:
+        def __enter__(self):
+            torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device)
+            self.before = torch.cuda.memory_allocated(device); return self
+        def __exit__(self, *exc):
+            torch.cuda.synchronize(device); self.peak = torch.cuda.max_memory_allocated(device) - self.before
+    return _Cuda()
+
 def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, targets=TARGETS, batch: int = 2,
                 seq: int = 128, repeats: int = 5, warmup: int = 2, calib_batches: int = 4, device=None,
-                log=None) -> list[dict]:
-    "One row of cost numbers for the bare base, peft's LoRA and each registered variant (all of them unless `variants`)."
+                log=None, references=('base', 'peft_lora'), no_calib=(), decode_tokens: int = 16) -> list[dict]:
+    "One row of cost numbers for the `references` and each registered variant (all unless `variants`; `no_calib` ones also without data)."
     names = variant_names(variants)
+    bad = [n for n in references if n not in REFERENCES] + [n for n in no_calib if n not in names]
+    if bad: raise ValueError(f"unknown references or no_calib rows {bad}: references are {list(REFERENCES)}, no_calib "
+                             f"names a selected variant ({names})")
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     try: import peft  # imported here so that the peft row's attach time does not include the import
     except ImportError: pass
@@ -241,39 +305,53 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
     tokens, base_buffers = batch * seq, _numel(base.buffers())
     rows, ref = [], {}
 
-    def run(name, build):
+    def run(name, build, attach_only=False, ours=False):
         m = copy.deepcopy(base)
         row = dict.fromkeys(COLUMNS, None) | {'variant': name, 'note': '', 'error': False}
         try:
-            _sync(device); t0 = time.perf_counter()
-            m, row['calib'], row['r'], row['note'], row['group_init_ms'] = build(m)
-            _sync(device); attach_ms = 1e3 * (time.perf_counter() - t0)
-            with backprop_to_inputs(m), backprop_to_inputs(base):
-                flops = forward_flops(m, data)
-                peak = step_peak_bytes(m, data)
-                fwd, both, ratio = step_times(m, data, repeats, warmup, ref=None if name == 'base' else base)
-            if name == 'base': ref.update(flops=flops)
+            with _attach_peak(device) as mem:
+                _sync(device); t0 = time.perf_counter()
+                m, row['calib'], row['r'], row['note'], row['group_init_ms'] = build(m)
+                _sync(device); attach_ms = 1e3 * (time.perf_counter() - t0)
             row.update(trainable=_numel(p for p in m.parameters() if p.requires_grad),
-                       frozen=_numel(m.buffers()) - base_buffers, attach_ms=None if name == 'base' else attach_ms,
-                       fwd_ms=fwd, fwdbwd_ms=both, x_base=ratio,
-                       macs_per_token=(flops - ref['flops']) / 2 / tokens if ref else None, peak_MiB=peak / 2**20)
+                       frozen=_numel(m.buffers()) - base_buffers)
+            if name != 'base': row.update(attach_ms=attach_ms, attach_peak_MiB=mem.peak / 2**20)
+            if attach_only:
+                row['note'] = (row['note'] + ' attach only (its forward is peft_lora\'s)').strip()
+            else:
+                with backprop_to_inputs(m), backprop_to_inputs(base):
+                    flops = forward_flops(m, data)
+                    peak = step_peak_bytes(m, data)
+                    fwd, both, ratio = step_times(m, data, repeats, warmup, ref=None if name == 'base' else base)
+                if name == 'base': ref.update(flops=flops)
+                row.update(fwd_ms=fwd, fwdbwd_ms=both, x_base=ratio, peak_MiB=peak / 2**20,
+                           macs_per_token=(flops - ref['flops']) / 2 / tokens if ref else None)
+                if decode_tokens: row['decode_tok_s'], row['decode_x_base'] = decode_times(m, base, decode_tokens, 8, repeats)
+            if ours: row['file_KiB'], row['load_ms'] = _file_cost(m, base, device)
         except Exception as e:
             row['note'] = f'{type(e).__name__}: {e}'.replace('\n', ' ')[:200]
             row['error'] = True
         del m
         rows.append(row)
-        if log: log(f"{name}: " + (row['note'] if row['error'] else f"{row['fwdbwd_ms']:.1f} ms fwd+bwd"))
+        done = f"{row['fwdbwd_ms']:.1f} ms fwd+bwd" if row['fwdbwd_ms'] is not None else f"{row['attach_ms']:.1f} ms attach"
+        if log: log(f"{name}: " + (row['note'] if row['error'] else done))
 
-    run('base', lambda m: (m, 'no', None, '', None))
-    run('peft_lora', lambda m: (_peft_lora(m, r, targets), 'no', r, '', None))
+    refs = {'base': lambda m: (m, 'no', None, '', None),
+            'peft_lora': lambda m: (_peft_lora(m, r, targets), 'no', r, '', None),
+            'peft_pissa': lambda m: (_peft_lora(m, family_r, targets, 'pissa'), 'no', family_r, 'full SVD', None),
+            'peft_pissa_niter_4': lambda m: (_peft_lora(m, family_r, targets, 'pissa_niter_4'), 'no', family_r, '', None)}
+    run('base', refs['base'])  # always: every ratio is to it
+    for n in references:
+        if n != 'base': run(n, refs[n], attach_only=n.startswith('peft_pissa'))
     for n in names:
-        def build(m, n=n):
-            cfg, refused = cost_config(n, r, family_r, targets)
-            use = variant_cls(n).calibration != 'none'
-            with timed_group_init(variant_cls(n), device) as gi: attach(m, cfg, calib if use else None)
-            return (m, 'yes' if use else 'no', None if refused else cfg.r,
-                    'no rank (refuses r): ran with its defaults' if refused else '', gi['ms'])
-        run(n, build)
+        for use_data in (True, False) if n in no_calib else (True,):
+            def build(m, n=n, use_data=use_data):
+                cfg, refused = cost_config(n, r, family_r, targets)
+                use = variant_cls(n).calibration != 'none' and use_data
+                with timed_group_init(variant_cls(n), device) as gi: attach(m, cfg, calib if use else None)
+                return (m, 'yes' if use else 'no', None if refused else cfg.r,
+                        'no rank (refuses r): ran with its defaults' if refused else '', gi['ms'])
+            run(n if use_data else n + NOCALIB, build, ours=True)
     return rows
 
 # %% ../nbs/40_cost.ipynb #cdb29013
@@ -281,7 +359,7 @@ def _fmt(k, v) -> str:
     if v is None: return '-'
     if isinstance(v, float):
         if k == 'macs_per_token': return f'{v:,.0f}'
-        return f'{v:.2f}' if k == 'x_base' else f'{v:.1f}'
+        return f'{v:.2f}' if k in ('x_base', 'decode_x_base') else f'{v:.1f}'
     if isinstance(v, int) and k in ('trainable', 'frozen'): return f'{v:,}'
     return str(v)
 
@@ -308,14 +386,34 @@ def peak_meaning(device) -> str:
             "temporaries, gradients; peak of the live total, via TensorMemory); weights and inputs allocated before are "
             "not counted, nor memory a kernel allocates internally")
 
+# %% ../nbs/40_cost.ipynb #6605e923
+GOALS = {'attach (no calib) / peft PiSSA full SVD': 0.3, 'attach (no calib) / peft pissa_niter_4': 1.0,
+         'attach with selection / peft PiSSA full SVD': 0.5, 'decode unmerged / base': 1.05, 'train step / peft LoRA': 1.0}
+
+def target_ratios(rows: list[dict], family: str = 'antipasto') -> dict:
+    "Issue 13's ratios (keys of `GOALS`) from one report's rows; None where a row they need is missing or failed."
+    by = {row['variant']: row for row in rows if not row['error']}
+    def ratio(a, ka, b, kb):
+        x, y = by.get(a, {}).get(ka), by.get(b, {}).get(kb)
+        return x / y if x is not None and y else None
+    sel = family if by.get(family, {}).get('calib') == 'yes' else None
+    return {'attach (no calib) / peft PiSSA full SVD': ratio(family + NOCALIB, 'attach_ms', 'peft_pissa', 'attach_ms'),
+            'attach (no calib) / peft pissa_niter_4': ratio(family + NOCALIB, 'attach_ms', 'peft_pissa_niter_4', 'attach_ms'),
+            'attach with selection / peft PiSSA full SVD': ratio(sel, 'attach_ms', 'peft_pissa', 'attach_ms'),
+            'decode unmerged / base': by.get(family, {}).get('decode_x_base'),
+            'train step / peft LoRA': ratio(family, 'x_base', 'peft_lora', 'x_base')}
+
 # %% ../nbs/40_cost.ipynb #ffe87ce6
 def _csv(s: str) -> list[str]: return [x.strip() for x in s.split(',') if x.strip()]
+
+PRESETS = {'llama8b-shaped': dict(layers=1, r=256, variants=['antipasto'], references=list(REFERENCES), no_calib=['antipasto'],
+                                   batch=1, seq=64, repeats=3, warmup=1, calib_batches=4)}
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='antipasto-cost', description="Cost of every registered adapter variant on one model "
                                 "and one target set: parameters, buffers, attach/forward/backward time, peak memory, MACs.")
-    p.add_argument('--model', help="local Hugging Face model folder (or a cached hub name); default: a random-weight "
-                   "Qwen3-0.6B-shaped model, no download")
+    p.add_argument('--model', help="local Hugging Face model folder (or a cached hub name), or 'llama8b-shaped' (random "
+                   "weights, Llama-3-8B layer shapes: see PRESETS); default: a random-weight Qwen3-0.6B-shaped model, no download")
     p.add_argument('--layers', type=int, help="blocks to build (default 2); with --model, keep only the first N blocks")
     p.add_argument('--vocab', type=int, default=DEFAULT_VOCAB, help=f"vocabulary of the built model (default "
                    f"{DEFAULT_VOCAB}; Qwen3-0.6B has {QWEN3_06B['vocab_size']})")
@@ -333,11 +431,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'], help="base model dtype")
     p.add_argument('--device', help="cpu or cuda (default: cuda when available)")
     p.add_argument('--out', default='results/cost.tsv', help="TSV output path (default results/cost.tsv)")
+    p.add_argument('--references', type=_csv, default=['base', 'peft_lora'], help=f"reference rows, of {list(REFERENCES)} "
+                   "(default base,peft_lora; peft_pissa* rows time the attach only)")
+    p.add_argument('--no-calib', type=_csv, default=[], help="variants to measure a second time without calibration data")
+    p.add_argument('--decode-tokens', type=int, default=16, help="new tokens of the batch-1 greedy decode timing (0: skip it)")
     p.add_argument('--strict', action='store_true', help="exit with status 1 when any row could not be measured")
+    pre = p.parse_known_args(argv)[0]
+    if pre.model in PRESETS: p.set_defaults(**PRESETS[pre.model])
     a = p.parse_args(argv)
     for k in ('layers', 'vocab', 'r', 'family_r', 'batch', 'seq', 'repeats', 'threads'):
         v = getattr(a, k)
         if v is not None and v < 1: p.error(f"--{k.replace('_', '-')} must be >= 1, got {v}")
+    if a.decode_tokens < 0: p.error(f"--decode-tokens must be >= 0, got {a.decode_tokens}")
     if a.seq < 2: p.error("--seq must be >= 2 (the loss predicts the next token)")
     return a
 
@@ -347,7 +452,10 @@ def main(argv=None) -> int:
     import antipasto  # registers every variant
     dtype = getattr(torch, a.dtype)
     if a.threads: torch.set_num_threads(a.threads)
-    if a.model:
+    if a.model == 'llama8b-shaped':
+        make = lambda: llama8b_shaped(a.layers, a.vocab, dtype)
+        what = f"random Llama-3-8B-shaped model, {a.layers} block(s), vocab {a.vocab}"
+    elif a.model:
         extra = {} if a.layers is None else {'num_hidden_layers': a.layers}
         make, what = (lambda: load_pretrained(a.model, dtype, **extra)), f"{a.model}" + (f", first {a.layers} blocks" if extra else '')
     else:
@@ -358,13 +466,17 @@ def main(argv=None) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     rows = cost_report(make, a.variants, a.r, a.family_r, a.targets, a.batch, a.seq, a.repeats, a.warmup,
-                       a.calib_batches, device, log)
+                       a.calib_batches, device, log, a.references, a.no_calib, a.decode_tokens)
     elapsed = time.perf_counter() - t0
     dev = torch.cuda.get_device_name(device) if device.type == 'cuda' else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     print(f"# antipasto-cost\n\nModel: {what}, {a.dtype}. Targets: {', '.join(a.targets)}. r={a.r} (LoRA-likes), "
           f"family r={a.family_r}. Batch {a.batch} x seq {a.seq}; median of {a.repeats} after {a.warmup} warm-up. "
           f"Device: {dev}. Total {elapsed:.0f} s.\n\npeak_MiB: {peak_meaning(device)}.\n")
     print(markdown_table(rows))
+    ratios = {k: v for k, v in target_ratios(rows).items() if v is not None}
+    if ratios:
+        print("\nIssue-13 ratios from this run (goal in brackets):\n")
+        for k, v in ratios.items(): print(f"- {k}: {v:.2f} (<= {GOALS[k]})")
     write_tsv(rows, a.out)
     failed = [r['variant'] for r in rows if r['error']]
     log(f"wrote {a.out}" + (f"; rows that could not be measured: {failed}" if failed else ''))
