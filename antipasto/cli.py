@@ -18,14 +18,16 @@ def command(argv: list[str]) -> tuple[str, list[str]]:
     "The sub-command `argv` names (default 'recovery') and the arguments that go to it."
     if argv and not argv[0].startswith('-'):
         if argv[0] not in COMMANDS:
-            raise SystemExit(f"antipasto-bench: unknown sub-command {argv[0]!r}; use one of {sorted(COMMANDS)} "
+            raise ValueError(f"unknown sub-command {argv[0]!r}; use one of {sorted(COMMANDS)} "
                              "(no sub-command: recovery)")
         return argv[0], argv[1:]
     return 'recovery', argv
 
 # %% ../nbs/49_cli.ipynb #e583523d
 def main(argv: list[str] | None = None) -> int:
-    "Console entry point `antipasto-bench [SUB] ARGS`: run the sub-command, return its exit status."
-    name, rest = command(list(sys.argv[1:] if argv is None else argv))
+    "Console entry point `antipasto-bench [SUB] ARGS`: run the sub-command, return its exit status (2: no such sub-command)."
+    try: name, rest = command(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as e:
+        print(f"antipasto-bench: {e}", file=sys.stderr); return 2
     module, fn = COMMANDS[name]
     return getattr(importlib.import_module(module), fn)(rest)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/38_train.ipynb #6065fb5c
 from __future__ import annotations
-import datetime, os, subprocess, time
+import datetime, math, os, subprocess, time
 from dataclasses import fields
 import torch
 from torch import nn
