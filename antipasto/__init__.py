@@ -11,7 +11,8 @@ from .core import (AdapterConfig, SteerableConfig, ParamSpec, Variant, REGISTRY,
                             variant_cls, init_tensor, dense_weight, DTYPES)
 from .targets import find_targets, role_of, layer_index, is_linear_like
 from .calibration import calibration_pass
-from .runtime import attach, detach, steer, save, load, adapters, read_config
+from .runtime import (attach, detach, steer, save, load, adapters, read_config, names, adapter_config, merge,
+                               unmerge, unwrap, checkpoint, restore, AdapterCheckpoints, AdapterFileError, delta_weight)
 import importlib as _importlib, pkgutil as _pkgutil
 import antipasto.variants as _variants
 

@@ -4,15 +4,16 @@
 
 # %% ../nbs/00_core.ipynb #9a848947
 from __future__ import annotations
-import contextlib, contextvars, dataclasses, math, re
+import contextlib, contextvars, dataclasses, math, numbers, re
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar
 import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'REGISTRY', 'dtype_name', 'AdapterConfig', 'SteerableConfig', 'ParamSpec',
-           'init_tensor', 'Variant', 'register', 'variant_cls', 'config_for', 'dense_weight', 'attach_scope', 'memo']
+__all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'REGISTRY', 'dtype_name', 'AdapterConfig', 'SteerableConfig',
+           'ParamSpec', 'init_tensor', 'check_coeff', 'current_coeff', 'Variant', 'register', 'variant_cls',
+           'config_for', 'dense_weight', 'attach_scope', 'memo']
 
 # %% ../nbs/00_core.ipynb #4e0abd63
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
@@ -124,6 +125,28 @@ def init_tensor(spec: ParamSpec, dtype: torch.dtype, device=None, generator=None
     else: raise ValueError(f"unknown init {init!r}; use zeros, ones, near_zero, near_one, kaiming or a callable")
     return t.to(device=device, dtype=dtype)
 
+# %% ../nbs/00_core.ipynb #21569fa2
+STEERING: contextvars.ContextVar = contextvars.ContextVar('antipasto_steering', default=())
+COEFF_MAX = 1e4  # a steering coefficient is O(1); beyond this the gain overflows float32 long before it means anything
+
+def check_coeff(c, what: str = 'coeff') -> float:
+    "`c` as a float, or a clear error naming `what` if it is not a finite real number of sensible size."
+    if isinstance(c, bool) or not isinstance(c, numbers.Real):
+        raise TypeError(f"{what}={c!r} must be a real number (1.0 up, 0.0 off, -1.0 down)")
+    c = float(c)
+    if not math.isfinite(c) or abs(c) > COEFF_MAX: raise ValueError(f"{what}={c!r} must be finite with |{what}| <= {COEFF_MAX:g}")
+    return c
+
+def current_coeff(adapter) -> float:
+    "The coefficient `adapter` runs with now: the innermost steering entry that names it, else its own."
+    for _, table in reversed(STEERING.get()):
+        c = table.get(id(adapter))
+        if c is not None:
+            adapter.__dict__['_was_steered'] = True
+            return c
+    return adapter.__dict__.get('_coeff', 1.0)
+
+
 # %% ../nbs/00_core.ipynb #b3f48847
 class Variant(nn.Module):
     "One adapter on one linear-like layer: its tensors (from `param_specs`), its init and its forward."
@@ -135,7 +158,7 @@ class Variant(nn.Module):
     def __init__(self, cfg: AdapterConfig, d_in: int, d_out: int, device=None):
         super().__init__()
         self.cfg, self.d_in, self.d_out = cfg, d_in, d_out
-        self.coeff = getattr(cfg, 'coeff', None)
+        self._coeff, self.merged = float(getattr(cfg, 'coeff', 1.0)), False
         self.specs = self.param_specs(cfg, d_in, d_out)
         for n, s in self.specs.items():
             t = torch.empty(tuple(s.shape), dtype=s.dtype or cfg.torch_dtype, device=device)
@@ -181,11 +204,25 @@ class Variant(nn.Module):
 
     forward_input = None  # pre-hook variants define forward_input(self, layer, x) -> new x
 
-    def on_attach(self, layer: nn.Module) -> None:
-        "Edit the base layer at install time (only for variants that change the base by definition)."
+    @property
+    def coeff(self) -> float:
+        "The steering coefficient of the forward running now (see `current_coeff`)."
+        return current_coeff(self)
 
-    def restore(self, layer: nn.Module) -> None:
-        "Undo `on_attach` exactly."
+    @coeff.setter
+    def coeff(self, c) -> None: self._coeff = check_coeff(c)
+
+    @property
+    def steerable(self) -> bool:
+        "Whether the core uses the coefficient itself (family variants); others are steered linearly by the runtime."
+        return hasattr(self.cfg, 'coeff')
+
+    def _apply(self, fn, recurse=True):
+        # model.to(dtype) / .half() move an attached adapter to the new device but keep its own dtype
+        def keep_dtype(t):
+            dev = fn(torch.empty(0, dtype=t.dtype, device=t.device)).device
+            return t if t.device == dev else t.to(dev)
+        return super()._apply(keep_dtype, recurse)
 
     @classmethod
     def hook_kind(cls) -> str:

@@ -1,0 +1,111 @@
+"""The runtime under torchrun (gloo, two CPU processes): DDP and FSDP2 train, steer and save through the wrapper.
+
+Run as a script by torchrun (the worker); run by pytest (the launcher and the checks). Each worker shuts its process
+group down before it exits (a rank left running at interpreter exit can abort with "terminate called without an active
+exception"). The DDP run reports the step time with the frozen bases excluded from DDP's per-step buffer broadcast
+(what attach sets up) and with them broadcast (DDP's default), in one run.
+"""
+import hashlib, json, os, subprocess, sys, time
+import torch
+
+NPROC = 2
+
+
+def _digest(path) -> str:
+    "A hash of an adapter file's tensors and metadata (safetensors may order the header differently per process)."
+    from safetensors import safe_open
+    h = hashlib.sha256()
+    with safe_open(path, 'pt') as f:
+        h.update(json.dumps(f.metadata(), sort_keys=True).encode())
+        for k in sorted(f.keys()): h.update(k.encode()); h.update(f.get_tensor(k).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _steps(model, wrapped, batch, opt, n=3) -> float:
+    import antipasto as ap
+    from antipasto.testing import model_out
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with ap.steer(wrapped, 1.0): up = model_out(wrapped, batch).pow(2).mean()
+        with ap.steer(wrapped, -1.0): down = model_out(wrapped, batch).pow(2).mean()
+        (up - down).backward()   # the contrastive step of steering training
+        opt.step(); opt.zero_grad()
+    return (time.perf_counter() - t0) / n
+
+
+def worker(mode: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    import antipasto as ap
+    from antipasto.testing import tiny_lm, tiny_batch, perturb_trainables
+    dist.init_process_group('gloo')
+    try:
+        rank = dist.get_rank()
+        torch.manual_seed(0)
+        model = tiny_lm()
+        ap.attach(model, ap.config_for('antipasto', r=8))
+        perturb_trainables(model, 0.1)   # the same seeded values on every rank
+        batch = tiny_batch(seed=100 + rank)  # different data on each rank
+        res = {}
+        if mode == 'ddp':
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            wrapped = DDP(model)
+            res['ignored_buffers'] = len(wrapped.parameters_to_ignore)
+            opt = torch.optim.Adam([p for p in wrapped.parameters() if p.requires_grad], lr=1e-2)
+            _steps(model, wrapped, batch, opt, 1)   # warm-up
+            res['step_s'] = _steps(model, wrapped, batch, opt)
+            ignore = model.__dict__.pop('_ddp_params_and_buffers_to_ignore')
+            broadcasting = DDP(model)   # DDP's default: every buffer, the frozen bases included, sent every forward
+            opt2 = torch.optim.Adam([p for p in broadcasting.parameters() if p.requires_grad], lr=0.0)
+            res['step_s_broadcast'] = _steps(model, broadcasting, batch, opt2)
+            model._ddp_params_and_buffers_to_ignore = ignore
+        else:
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+            fully_shard(model, mesh=init_device_mesh('cpu', (NPROC,)))
+            wrapped = model
+            opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+            res['step_s'] = _steps(model, wrapped, batch, opt)
+            res['sharded'] = sum(type(p).__name__ == 'DTensor' for p in model.parameters())
+        path = os.path.join(out_dir, f'{mode}_rank{rank}.safetensors')
+        ap.save(wrapped, path)   # every rank: FSDP2's gather is collective
+        res['sha'] = _digest(path)
+        if mode == 'ddp':
+            fresh = tiny_lm()
+            ap.load(fresh, path)
+            from antipasto.testing import model_out
+            with torch.no_grad(), ap.steer(wrapped, -1.0), ap.steer(fresh, -1.0):
+                res['reload_err'] = (model_out(fresh, batch) - model_out(model, batch)).abs().max().item()
+        with open(os.path.join(out_dir, f'{mode}_rank{rank}.json'), 'w') as f: json.dump(res, f)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(mode, tmp_path):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1',
+           'TOKENIZERS_PARALLELISM': 'false'}
+    p = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(NPROC),
+                        __file__, mode, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return [json.loads((tmp_path / f'{mode}_rank{r}.json').read_text()) for r in range(NPROC)]
+
+
+def test_ddp_steer_train_save(tmp_path):
+    res = _run('ddp', tmp_path)
+    print(f"DDP step: {res[0]['step_s'] * 1e3:.1f} ms with the frozen bases excluded from the broadcast, "
+          f"{res[0]['step_s_broadcast'] * 1e3:.1f} ms with them broadcast (DDP's default); "
+          f"{res[0]['ignored_buffers']} buffers excluded")
+    assert res[0]['ignored_buffers'] == 3 * 4   # U, S, Vh on q/v of 2 blocks
+    assert res[0]['sha'] == res[1]['sha']       # the replicas stayed identical, so the files are too
+    assert res[0]['reload_err'] == 0.0
+
+
+def test_fsdp2_steer_train_save(tmp_path):
+    res = _run('fsdp', tmp_path)
+    print(f"FSDP2 step: {res[0]['step_s'] * 1e3:.1f} ms; {res[0]['sharded']} sharded parameters")
+    assert res[0]['sharded'] > 0
+    assert res[0]['sha'] == res[1]['sha']   # every rank gathers and writes the same adapter file
+
+
+if __name__ == '__main__':
+    worker(sys.argv[1], sys.argv[2])
