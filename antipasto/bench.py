@@ -4,7 +4,7 @@
 
 # %% ../nbs/41_bench.ipynb #ae825033
 from __future__ import annotations
-import argparse, copy, csv, json, math, os, sys, time
+import argparse, copy, csv, json, math, os, random, sys, time
 import torch
 from torch import nn
 from .core import AdapterConfig, variant_cls, config_for
