@@ -285,7 +285,7 @@ def recovery(variants=None, teachers=None, objectives=DEFAULT_OBJECTIVES, steps:
             for name in names:
                 row = {'variant': name, 'teacher': tname, 'objective': objective, 'steps': steps, 'seed': seed, 'error': ''}
                 try:
-                    cfg = run_config(name, student, r, family_r, layers=layers)
+                    cfg = run_config(name, student, r, family_r, layers=layers, log=log)
                     row.update(r=cfg.r if has_rank(name) else None, lr=lr if lr is not None else bench_lr(name),
                                config=json.dumps(cfg.to_dict()))
                     mine = sorted(find_targets(student, cfg))
