@@ -13,10 +13,10 @@ from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
 from .calibration import calibration_pass
 
 # %% auto #0
-__all__ = ['KAPPA_MAX', 'POOLS', 'canonical_signs', 'gram_svd', 'svd', 'randomized_svd', 'top_svd', 'layer_svd',
+__all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_svd', 'svd', 'randomized_svd', 'top_svd', 'layer_svd',
            'check_enough_tokens', 'activation_scores', 'select_top', 'second_moments', 'corda_basis', 'gain',
-           'gain_delta', 'FamilyConfig', 'SVDVariant', 'check_pool', 'oblique_specs', 'moment_groups', 'orient',
-           'check_cov_fields', 'measured_delta', 'transfer_matrix']
+           'gain_delta', 'moment_groups', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig', 'SVDVariant',
+           'measured_delta', 'transfer_matrix']
 
 # %% ../nbs/20_basis.ipynb #c79a5fde
 def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,71 +142,7 @@ def gain_delta(S: torch.Tensor, g: torch.Tensor, coeff: float, suppress_only: bo
     if suppress_only: g = g.clamp(max=0)
     return S * F.elu(coeff * g)
 
-# %% ../nbs/20_basis.ipynb #e83854a3
-@dataclass
-class FamilyConfig(SteerableConfig):
-    "Shared fields of the AntiPaSTO family: r = 256 and the steering `coeff`."
-    r: int = 256
-    alpha: float = 1.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.alpha != 1.0:
-            raise ValueError(f"alpha={self.alpha}: the AntiPaSTO family has no alpha scale (the core's scale is "
-                             "learned); leave alpha at its default")
-
-class SVDVariant(Variant):
-    "Family base class: a frozen top-r basis of the layer weight and the delta-form forward `y + U core_delta(Vh x)`."
-    calibration = 'optional'
-    check_kw = dict(r=16)
-
-    @classmethod
-    def basis_specs(cls, cfg, d_in, d_out) -> dict:
-        return {'U': ParamSpec((d_out, cfg.r), 'zeros', trainable=False), 'S': ParamSpec((cfg.r,), 'zeros', trainable=False),
-                'Vh': ParamSpec((cfg.r, d_in), 'zeros', trainable=False)}
-
-    @classmethod
-    def param_specs(cls, cfg, d_in, d_out): return cls.basis_specs(cfg, d_in, d_out)
-
-    def set_basis(self, U, S, Vh) -> None:
-        "Copy a basis into the frozen buffers (cast to the adapter dtype)."
-        with torch.no_grad():
-            for name, t in (('U', U), ('S', S), ('Vh', Vh)): getattr(self, name).copy_(t)
-
-    def init(self, layer):
-        self.set_basis(*layer_svd(layer, self.cfg.r))
-
-    @classmethod
-    def group_init(cls, model, targets, cfg, calibration_data):
-        "Re-select each target's r directions by activation score `S_i * pool |x . v_i|` (section 3)."
-        svds = {n: layer_svd(l) for n, (l, a) in targets.items()}
-        acts, ntok = activation_scores(model, {n: l for n, (l, a) in targets.items()},
-                                       {n: s[2] for n, s in svds.items()}, calibration_data, cfg.act_pool)
-        check_enough_tokens(ntok, cfg.r, cls.name)
-        for n, (l, a) in targets.items(): a.set_basis(*select_top(*svds[n], acts[n], cfg.r))
-
-    def coords(self, x: torch.Tensor) -> torch.Tensor:
-        "Basis coordinates `p = Vh x` of each token."
-        return F.linear(x, self.Vh)
-
-    def core_delta(self, p: torch.Tensor) -> torch.Tensor:
-        "`(core - diag S) p`: the change the core makes to the coordinates."
-        raise NotImplementedError
-
-    def forward(self, layer, x, y):
-        p = self.coords(x.to(self.S.dtype))
-        return y + F.linear(self.core_delta(p), self.U).to(y.dtype)
-
-def check_pool(cfg) -> None:
-    "Validate `act_pool` on a config."
-    if cfg.act_pool not in POOLS: raise ValueError(f"act_pool={cfg.act_pool!r}; use one of {POOLS}")
-
 # %% ../nbs/20_basis.ipynb #4aa69155
-def oblique_specs(cfg, d_in: int, d_out: int) -> dict:
-    "Frozen buffers of a covariance-oriented basis: U (d_out, r), S (r,), P (r, d_in)."
-    return {'U': ParamSpec((d_out, cfg.r), 'zeros', trainable=False), 'S': ParamSpec((cfg.r,), 'zeros', trainable=False),
-            'P': ParamSpec((cfg.r, d_in), 'zeros', trainable=False)}
-
 def moment_groups(targets: dict, budget_bytes: float) -> list[list[str]]:
     "Target names in groups whose float64 `d_in x d_in` accumulators fit `budget_bytes` (a target alone may exceed it)."
     groups, cur, used = [], [], 0
@@ -216,6 +152,7 @@ def moment_groups(targets: dict, budget_bytes: float) -> list[list[str]]:
         cur.append(n); used += b
     return groups + [cur] if cur else groups
 
+# %% ../nbs/20_basis.ipynb #c9ca9614
 def orient(model, targets: dict, cfg, calibration_data, variant: str) -> None:
     "Fill each target adapter's `U, S, P` with CorDA's split, one calibration pass per group of targets that fits `cov_budget_gb`."
     groups = moment_groups(targets, cfg.cov_budget_gb * 2**30)
@@ -231,6 +168,12 @@ def orient(model, targets: dict, cfg, calibration_data, variant: str) -> None:
             U, S, P = corda_basis(dense_weight(l), Cs.pop(n), cfg.r, cfg.cov_eps)
             with torch.no_grad(): a.U.copy_(U); a.S.copy_(S); a.P.copy_(P)
 
+# %% ../nbs/20_basis.ipynb #e83854a3
+def check_pool(cfg) -> None:
+    "Validate `act_pool` on a config."
+    if cfg.act_pool not in POOLS: raise ValueError(f"act_pool={cfg.act_pool!r}; use one of {POOLS}")
+
+# %% ../nbs/20_basis.ipynb #6f4e31da
 def check_cov_fields(cfg) -> None:
     "Validate `cov_eps` (the damping keeps C_eps positive definite) and `cov_budget_gb` on a config."
     if not (isinstance(cfg.cov_eps, (int, float)) and math.isfinite(cfg.cov_eps) and cfg.cov_eps > 0):
@@ -241,6 +184,84 @@ def check_cov_fields(cfg) -> None:
         raise ValueError(f"cov_budget_gb={b!r} must be a positive number of GiB (default 4): the second moments are "
                          "accumulated in as many calibration passes as it takes to stay under it")
 
+# %% ../nbs/20_basis.ipynb #94d61703
+BASES = ('svd', 'corda')
+
+@dataclass
+class FamilyConfig(SteerableConfig):
+    "Shared fields of the AntiPaSTO family: r = 256, the steering `coeff`, and the frozen `basis` with its knobs."
+    r: int = 256
+    alpha: float = 1.0
+    basis: str = 'svd'
+    act_pool: str = 'rms'
+    cov_eps: float = 1e-3
+    cov_budget_gb: float = 4.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.alpha != 1.0:
+            raise ValueError(f"alpha={self.alpha}: the AntiPaSTO family has no alpha scale (the core's scale is "
+                             "learned); leave alpha at its default")
+        if self.basis not in BASES:
+            raise ValueError(f"basis={self.basis!r}; use 'svd' (the weight's top-r singular vectors) or 'corda' "
+                             "(CorDA's covariance-oriented split, needs calibration data)")
+        check_pool(self); check_cov_fields(self)
+
+# %% ../nbs/20_basis.ipynb #6c907064
+class SVDVariant(Variant):
+    "Family base class: a frozen rank-r basis `U, S, B` of the layer (`cfg.basis`) and the delta form `y + U core_delta(B x)`."
+    calibration = 'optional'
+
+    @classmethod
+    def requires_calibration(cls, cfg) -> bool:
+        "CorDA's basis is built from the calibration inputs, so `basis='corda'` needs them."
+        return cls.calibration == 'required' or cfg.basis == 'corda'
+
+    @classmethod
+    def basis_specs(cls, cfg, d_in, d_out) -> dict:
+        "Frozen buffers `U (d_out, r)`, `S (r,)` and the input side: `Vh (r, d_in)` for 'svd', `P (r, d_in)` for 'corda'."
+        return {'U': ParamSpec((d_out, cfg.r), 'zeros', trainable=False), 'S': ParamSpec((cfg.r,), 'zeros', trainable=False),
+                ('P' if cfg.basis == 'corda' else 'Vh'): ParamSpec((cfg.r, d_in), 'zeros', trainable=False)}
+
+    @classmethod
+    def param_specs(cls, cfg, d_in, d_out): return cls.basis_specs(cfg, d_in, d_out)
+
+    @property
+    def basis_in(self) -> torch.Tensor:
+        "The input side of the basis: `Vh` (orthonormal rows) or `P` (oblique rows)."
+        return self.P if self.cfg.basis == 'corda' else self.Vh
+
+    def set_basis(self, U, S, B) -> None:
+        "Copy a basis into the frozen buffers (cast to the adapter dtype)."
+        with torch.no_grad():
+            for t, v in ((self.U, U), (self.S, S), (self.basis_in, B)): t.copy_(v)
+
+    def init(self, layer):
+        if self.cfg.basis == 'corda': return  # the oriented basis needs the calibration data: group_init fills it
+        self.set_basis(*layer_svd(layer, self.cfg.r))
+
+    @classmethod
+    def group_init(cls, model, targets, cfg, calibration_data):
+        "'corda': orient every target (section 6); 'svd': re-select its r directions by `S_i * pool |x . v_i|` (section 3)."
+        if cfg.basis == 'corda': return orient(model, targets, cfg, calibration_data, cls.name)
+        svds = {n: layer_svd(l) for n, (l, a) in targets.items()}
+        acts, ntok = activation_scores(model, {n: l for n, (l, a) in targets.items()},
+                                       {n: s[2] for n, s in svds.items()}, calibration_data, cfg.act_pool)
+        check_enough_tokens(ntok, cfg.r, cls.name)
+        for n, (l, a) in targets.items(): a.set_basis(*select_top(*svds[n], acts[n], cfg.r))
+
+    def coords(self, x: torch.Tensor) -> torch.Tensor:
+        "Basis coordinates `p = B x` of each token."
+        return F.linear(x, self.basis_in)
+
+    def core_delta(self, p: torch.Tensor) -> torch.Tensor:
+        "`(core - diag S) p`: the change the core makes to the coordinates."
+        raise NotImplementedError
+
+    def forward(self, layer, x, y):
+        p = self.coords(x.to(self.S.dtype))
+        return y + F.linear(self.core_delta(p), self.U).to(y.dtype)
+
 # %% ../nbs/20_basis.ipynb #4aafe4e7
 @torch.no_grad()
 def measured_delta(adapter, layer) -> torch.Tensor:
@@ -249,6 +270,8 @@ def measured_delta(adapter, layer) -> torch.Tensor:
     eye = torch.eye(adapter.d_in, dtype=adapter.U.dtype, device=dev)
     return adapter(layer, eye, torch.zeros(adapter.d_in, adapter.d_out, dtype=torch.float64, device=dev)).T
 
+# %% ../nbs/20_basis.ipynb #8cd37094
 def transfer_matrix(adapter, layer) -> torch.Tensor:
-    "`U^T dW V` (float64, r x r): input coordinate j -> output coordinate i, with `dW` measured through the forward."
-    return adapter.U.double().T @ measured_delta(adapter, layer) @ adapter.Vh.double().T
+    "`U^T dW B^+` (float64, r x r): input coordinate j -> output coordinate i, with `dW` measured through the forward."
+    B = adapter.basis_in.double()
+    return adapter.U.double().T @ measured_delta(adapter, layer) @ (B.T if adapter.cfg.basis == 'svd' else torch.linalg.pinv(B))

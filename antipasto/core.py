@@ -346,11 +346,23 @@ def register(cls: type[Variant]) -> type[Variant]:
     other = REGISTRY.get(cls.name)
     if other is not None and other.__qualname__ != cls.__qualname__:
         raise ValueError(f"variant name {cls.name!r} is taken by {other.__qualname__}")
-    if cls.config_cls.variant not in ('', cls.name):
-        raise ValueError(f"{cls.config_cls.__name__} already belongs to variant {cls.config_cls.variant!r}")
+    owner = vars(cls.config_cls).get('variant', '')  # its own: a subclass of a registered config is free (antipasto_corda's)
+    if owner not in ('', cls.name):
+        raise ValueError(f"{cls.config_cls.__name__} already belongs to variant {owner!r}")
     cls.config_cls.variant = cls.name
     REGISTRY[cls.name] = cls
+    if other is not None and other is not cls:  # a redefinition (a notebook re-running its cell, a reload) wins everywhere
+        _rebind(other, cls); _rebind(other.config_cls, cls.config_cls)
     return cls
+
+def _rebind(old, new) -> None:
+    "Point every module-level name the package binds to `old` at `new`, so `ap.XConfig` and `REGISTRY` never disagree."
+    import sys  # local: the imports cell of this notebook is shared with other edits
+    root = __name__.partition('.')[0]
+    for m in list(sys.modules.values()):
+        if not getattr(m, '__name__', '').partition('.')[0] == root: continue
+        for k, v in list(vars(m).items()):
+            if v is old: setattr(m, k, new)
 
 def variant_cls(name_or_cfg) -> type[Variant]:
     "The registered class for a variant name or config."

@@ -11,14 +11,14 @@ from torch import nn
 from .core import config_for, variant_cls
 from .runtime import attach, save
 from .targets import find_targets
-from .cost import is_family, cost_config
-from .bench import fit, init_distributed, world, trainable, provenance, default_targets, _csv
+from .cost import is_family
+from .train import fit, init_distributed, world, trainable, provenance, default_targets, csv_list, run_config
 
 # %% auto #0
-__all__ = ['NUMBER', 'MARKER', 'TRAIN_FIELDS', 'TEST_FIELDS', 'PROMPT', 'ANSWER_IS', 'DEFAULT_MODEL', 'LORA_R', 'FAMILY_R', 'LR',
-           'LORA_LR', 'FAMILY_LR', 'GSM8K_COLUMNS', 'to_number', 'extract_answer', 'is_correct', 'read_records',
-           'load_train', 'load_test', 'to_target', 'encode', 'collate', 'train_stream', 'batches', 'answer',
-           'check_test_lengths', 'evaluate', 'write_fixture', 'gsm8k_lr', 'run_config', 'run_name', 'load_model', 'run',
+__all__ = ['NUMBER', 'MARKER', 'TRAIN_FIELDS', 'TEST_FIELDS', 'PROMPT', 'ANSWER_IS', 'DEFAULT_MODEL', 'GSM8K_R', 'GSM8K_FAMILY_R',
+           'GSM8K_LR', 'GSM8K_LORA_LR', 'GSM8K_FAMILY_LR', 'GSM8K_COLUMNS', 'to_number', 'extract_answer', 'is_correct',
+           'read_records', 'load_train', 'load_test', 'to_target', 'encode', 'collate', 'train_stream', 'batches',
+           'answer', 'check_test_lengths', 'evaluate', 'write_fixture', 'gsm8k_lr', 'run_name', 'load_model', 'run',
            'append_tsv', 'parse_gsm8k_args', 'gsm8k_main']
 
 # %% ../nbs/43_gsm8k.ipynb #410e4e36
@@ -214,30 +214,15 @@ def write_fixture(root: str, n_train: int = 32, n_test: int = 8, seed: int = 0, 
 
 # %% ../nbs/43_gsm8k.ipynb #1ea29dd7
 DEFAULT_MODEL = 'Qwen/Qwen3-0.6B-Base'
-LORA_R, FAMILY_R = 32, 256
-LR = {'delora': 1e-3, 'ia3': 5e-3, 'ia3_ff': 5e-3}
-LORA_LR, FAMILY_LR = 1e-4, 5e-3
+GSM8K_R, GSM8K_FAMILY_R = 32, 256
+GSM8K_LR = {'delora': 1e-3, 'ia3': 5e-3, 'ia3_ff': 5e-3}
+GSM8K_LORA_LR, GSM8K_FAMILY_LR = 1e-4, 5e-3
 
 def gsm8k_lr(name: str) -> float:
     "The default learning rate of variant `name` on this benchmark."
-    return LR.get(name, FAMILY_LR if is_family(name) else LORA_LR)
+    return GSM8K_LR.get(name, GSM8K_FAMILY_LR if is_family(name) else GSM8K_LORA_LR)
 
-def run_config(name: str, model: nn.Module, r: int = LORA_R, family_r: int = FAMILY_R, targets=None, layers=None,
-               overrides: dict | None = None, log=print):
-    "The adapter config of a run: rank by family, the variant's own targets, extra fields; ranks clipped to the targets with a note."
-    targets = tuple(targets) if targets else default_targets(name)
-    known = {f.name for f in dataclasses.fields(variant_cls(name).config_cls)}
-    unknown = sorted(set(overrides or {}) - known)
-    if unknown: raise ValueError(f"--set {unknown}: not fields of {name}'s config; its fields are {sorted(known)}")
-    cfg, refused = cost_config(name, r, family_r, targets)
-    cfg = cfg.replace(layers=tuple(layers) if layers else None, **(overrides or {}))
-    if not refused:
-        lim = min(min(l.in_features, l.out_features) for l in find_targets(model, cfg).values())
-        if cfg.r > lim:
-            if log: log(f"note: r={cfg.r} exceeds the smallest target dimension {lim}; using r={lim}")
-            cfg = cfg.replace(r=lim)
-    return cfg
-
+# %% ../nbs/43_gsm8k.ipynb #47f04e06
 def run_name(model: str, name: str, cfg, lr: float, steps: int, seed: int) -> str:
     "A run id that differs whenever the settings a sweep varies differ (`__k<lora_rank>`, `__b<block_size>` when present)."
     tag = re.sub(r'[^A-Za-z0-9.-]+', '-', os.path.basename(os.path.normpath(model)))
@@ -269,7 +254,7 @@ def run(args) -> dict | None:
     if args.n_test: test_recs = [test_recs[i] for i in range(min(args.n_test, len(test_recs)))]
     check_test_lengths(tok, test_recs, args.max_len)
     overrides = {k: _value(v) for k, v in (f.split('=', 1) for f in args.set)}
-    cfg = run_config(args.variant, model, args.r, args.family_r, _csv(args.targets), args.layers, overrides, log)
+    cfg = run_config(args.variant, model, args.r, args.family_r, csv_list(args.targets), args.layers, overrides, log)
     lr = args.lr if args.lr is not None else gsm8k_lr(args.variant)
     rid = run_name(args.model, args.variant, cfg, lr, args.steps, args.seed)
     pad = tok.pad_token_id
@@ -342,8 +327,8 @@ def parse_gsm8k_args(argv=None) -> argparse.Namespace:
     p.add_argument('--steps', type=int, default=5000)
     p.add_argument('--batch-size', type=int, default=4, help="per process (default 4)")
     p.add_argument('--lr', type=float, help="default: 1e-4; delora 1e-3; ia3, ia3_ff, family 5e-3")
-    p.add_argument('--r', type=int, default=LORA_R, help=f"rank of LoRA-likes (default {LORA_R})")
-    p.add_argument('--family-r', type=int, default=FAMILY_R, help=f"rank of the family (default {FAMILY_R})")
+    p.add_argument('--r', type=int, default=GSM8K_R, help=f"rank of LoRA-likes (default {GSM8K_R})")
+    p.add_argument('--family-r', type=int, default=GSM8K_FAMILY_R, help=f"rank of the family (default {GSM8K_FAMILY_R})")
     p.add_argument('--targets', help="comma-separated target-name regexes (default: the variant's own)")
     p.add_argument('--layers', type=lambda s: [int(x) for x in s.split(',')], help="block indices (default: all)")
     p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE', help="any other config field, e.g. lora_rank=4")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import torch
 from ..core import ParamSpec, register
-from ..basis import FamilyConfig, SVDVariant, check_pool, gain_delta
+from ..basis import FamilyConfig, SVDVariant, gain_delta
 
 # %% auto #0
 __all__ = ['AntiPaSTOConfig', 'AntiPaSTO']
@@ -15,21 +15,19 @@ __all__ = ['AntiPaSTOConfig', 'AntiPaSTO']
 # %% ../../nbs/21_antipasto.ipynb #26c9d565
 @dataclass
 class AntiPaSTOConfig(FamilyConfig):
-    "AntiPaSTO: a 1+ELU gain on r frozen singular directions; `suppress_only` allows attenuation only (for coeff >= 0)."
-    act_pool: str = 'rms'
+    "AntiPaSTO: a 1+ELU gain on r frozen basis directions; `suppress_only` allows attenuation only (for coeff >= 0)."
     suppress_only: bool = False
 
     def __post_init__(self):
         super().__post_init__()
-        check_pool(self)
         if not isinstance(self.suppress_only, bool):
             raise ValueError(f"suppress_only={self.suppress_only!r} must be True or False")
 
+# %% ../../nbs/21_antipasto.ipynb #c4052ca1
 @register
 class AntiPaSTO(SVDVariant):
-    "Diagonal core `diag(S * (1 + ELU(coeff g)))` in the layer's frozen top-r singular basis; `g = 0` at init."
+    "Diagonal core `diag(S * (1 + ELU(coeff g)))` in the layer's frozen rank-r basis; `g = 0` at init."
     name, config_cls = 'antipasto', AntiPaSTOConfig
-    check_kw = dict(r=16, lr=1e-2)
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from ..core import ParamSpec, register
-from ..basis import FamilyConfig, SVDVariant, check_pool
-from ..basis import oblique_specs, orient, check_cov_fields
+from ..basis import FamilyConfig, SVDVariant
 
 # %% auto #0
 __all__ = ['c_init', 'constant', 'orthonormal', 'AntiPaSTOAblateConfig', 'AntiPaSTOAblate']
@@ -33,17 +32,12 @@ def orthonormal(c: torch.Tensor) -> torch.Tensor:
 # %% ../../nbs/23_ablate.ipynb #9f00960c
 @dataclass
 class AntiPaSTOAblateConfig(FamilyConfig):
-    "antipasto_ablate: learned directional ablation of `k` directions in the output singular coordinates."
+    "antipasto_ablate: learned directional ablation of `k` directions in the output coordinates of the frozen basis."
     k: int = 1
     init_alpha: float = 0.05
-    cov_orient: bool = False
-    cov_eps: float = 1e-3
-    cov_budget_gb: float = 4.0
-    act_pool: str = 'rms'
 
     def __post_init__(self):
         super().__post_init__()
-        check_pool(self); check_cov_fields(self)
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
             raise ValueError(f"k={self.k!r} must be a positive int (the number of ablated directions)")
         if self.k > self.r:
@@ -51,31 +45,17 @@ class AntiPaSTOAblateConfig(FamilyConfig):
                              "basis; lower k or raise r")
         if not (isinstance(self.init_alpha, (int, float)) and 0 <= self.init_alpha <= 1):
             raise ValueError(f"init_alpha={self.init_alpha!r} must lie in [0, 1] (the fraction ablated at init)")
-        if not isinstance(self.cov_orient, bool): raise ValueError(f"cov_orient={self.cov_orient!r} must be a bool")
 
+# %% ../../nbs/23_ablate.ipynb #34862c2a
 @register
 class AntiPaSTOAblate(SVDVariant):
-    "Contraction core `h - coeff (h C) diag(alpha) C^T` on output singular coordinates `h = S * p`."
+    "Contraction core `h - coeff (h C) diag(alpha) C^T` on output coordinates `h = S * p` of the frozen basis."
     name, config_cls = 'antipasto_ablate', AntiPaSTOAblateConfig
-    check_kw = dict(r=16, init_alpha=0.25, identity_tol=1.0)  # the init ablates by design: see "Identity at init"
-
-    @classmethod
-    def requires_calibration(cls, cfg): return cfg.cov_orient
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):
-        basis = oblique_specs(cfg, d_in, d_out) if cfg.cov_orient else cls.basis_specs(cfg, d_in, d_out)
-        return {**basis, 'c': ParamSpec((cfg.r, cfg.k), c_init), 'alpha': ParamSpec((cfg.k,), constant(cfg.init_alpha))}
-
-    def init(self, layer):
-        if not self.cfg.cov_orient: super().init(layer)  # the oriented basis needs the data: group_init fills it
-
-    @classmethod
-    def group_init(cls, model, targets, cfg, calibration_data):
-        if cfg.cov_orient: orient(model, targets, cfg, calibration_data, cls.name)
-        else: super().group_init(model, targets, cfg, calibration_data)
-
-    def coords(self, x): return F.linear(x, self.P if self.cfg.cov_orient else self.Vh)
+        return {**cls.basis_specs(cfg, d_in, d_out), 'c': ParamSpec((cfg.r, cfg.k), c_init),
+                'alpha': ParamSpec((cfg.k,), constant(cfg.init_alpha))}
 
     def core_delta(self, p):
         C, h = orthonormal(self.c), self.S * p

@@ -4,46 +4,27 @@
 
 # %% ../../nbs/24_corda.ipynb #efe62fe6
 from __future__ import annotations
-import math
 from dataclasses import dataclass
-import torch
-import torch.nn.functional as F
-from ..core import ParamSpec, register
-from ..basis import FamilyConfig, SVDVariant, gain_delta, oblique_specs, orient, check_cov_fields
+from ..core import register
+from .antipasto import AntiPaSTOConfig, AntiPaSTO
 
 # %% auto #0
 __all__ = ['AntiPaSTOCorDAConfig', 'AntiPaSTOCorDA']
 
 # %% ../../nbs/24_corda.ipynb #637e6ca4
 @dataclass
-class AntiPaSTOCorDAConfig(FamilyConfig):
-    "antipasto_corda: gain core on CorDA's covariance-oriented basis; `cov_eps` damps the second moment, `cov_budget_gb` bounds its memory."
-    cov_eps: float = 1e-3
-    cov_budget_gb: float = 4.0
-    suppress_only: bool = False
+class AntiPaSTOCorDAConfig(AntiPaSTOConfig):
+    "antipasto_corda: the `antipasto` gain on CorDA's covariance-oriented basis (`basis` is fixed to 'corda')."
+    basis: str = 'corda'
 
     def __post_init__(self):
         super().__post_init__()
-        check_cov_fields(self)
+        if self.basis != 'corda':
+            raise ValueError(f"basis={self.basis!r}: antipasto_corda is the gain on basis='corda'; for the gain on the "
+                             "weight's singular vectors use 'antipasto' (AntiPaSTOConfig)")
 
+# %% ../../nbs/24_corda.ipynb #34b366b5
 @register
-class AntiPaSTOCorDA(SVDVariant):
-    "Gain `S * (1 + ELU(coeff g))` on the covariance-oriented basis `W = W_res + U S P`."
+class AntiPaSTOCorDA(AntiPaSTO):
+    "Gain `S * (1 + ELU(coeff g))` on the covariance-oriented basis `W = W_res + U S P` (needs calibration data)."
     name, config_cls, calibration = 'antipasto_corda', AntiPaSTOCorDAConfig, 'required'
-    check_kw = dict(r=16, lr=1e-2)  # 5 steps at 1e-2 move the output well past bfloat16 rounding, so steering is measurable
-
-    @classmethod
-    def param_specs(cls, cfg, d_in, d_out):
-        return {**oblique_specs(cfg, d_in, d_out), 'g': ParamSpec((cfg.r,), 'zeros')}
-
-    def init(self, layer):
-        "Nothing per layer: the basis needs the calibration data, so `group_init` fills it."
-
-    @classmethod
-    def group_init(cls, model, targets, cfg, calibration_data):
-        orient(model, targets, cfg, calibration_data, cls.name)
-
-    def coords(self, x): return F.linear(x, self.P)
-
-    def core_delta(self, p):
-        return p * gain_delta(self.S, self.g, self.coeff, self.cfg.suppress_only)

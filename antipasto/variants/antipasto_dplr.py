@@ -8,25 +8,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from ..core import ParamSpec, register
-from ..basis import FamilyConfig, check_pool
-from .antipasto import AntiPaSTO
+from .antipasto import AntiPaSTO, AntiPaSTOConfig
 
 # %% auto #0
 __all__ = ['AntiPaSTODPLRConfig', 'AntiPaSTODPLR']
 
 # %% ../../nbs/25_dplr.ipynb #0ec49542
 @dataclass
-class AntiPaSTODPLRConfig(FamilyConfig):
+class AntiPaSTODPLRConfig(AntiPaSTOConfig):
     "AntiPaSTO-DPLR: the 1+ELU gain plus a rank-`lora_rank` core B A in the frozen basis (`lora_rank` >= 1; 0 is 'antipasto')."
-    act_pool: str = 'rms'
-    suppress_only: bool = False
     lora_rank: int = 8
 
     def __post_init__(self):
         super().__post_init__()
-        check_pool(self)
-        if not isinstance(self.suppress_only, bool):
-            raise ValueError(f"suppress_only={self.suppress_only!r} must be True or False")
         k = self.lora_rank
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise ValueError(f"lora_rank={k!r} must be a positive int")
@@ -37,9 +31,10 @@ class AntiPaSTODPLRConfig(FamilyConfig):
             raise ValueError(f"lora_rank={k} exceeds r={self.r}: B A is an r x r matrix, so its rank is at most r; "
                              "lower lora_rank or raise r")
 
+# %% ../../nbs/25_dplr.ipynb #2d334179
 @register
 class AntiPaSTODPLR(AntiPaSTO):
-    "Core `diag(S * (1 + ELU(coeff g))) + coeff B A` on the unscaled coordinates `Vh x`; `g = 0`, `B = 0` at init."
+    "Core `diag(S * (1 + ELU(coeff g))) + coeff B A` on the unscaled coordinates `p = B_basis x`; `g = 0`, `B = 0` at init."
     name, config_cls = 'antipasto_dplr', AntiPaSTODPLRConfig
 
     @classmethod

@@ -8,11 +8,11 @@ import math
 from dataclasses import dataclass
 import torch
 from ..core import ParamSpec, register
-from ..basis import FamilyConfig, SVDVariant, check_pool
+from ..basis import FamilyConfig, SVDVariant
 
 # %% auto #0
-__all__ = ['ROTATE', 'skew', 'cayley', 'soft_clamp', 'block_rotations', 'apply_blocks', 'delta_s_init', 'AntiPaSTORotConfig',
-           'check_blocks', 'AntiPaSTORot']
+__all__ = ['ROTATE', 'skew', 'cayley', 'soft_clamp', 'block_rotations', 'apply_blocks', 'delta_s_init', 'check_blocks',
+           'AntiPaSTORotConfig', 'AntiPaSTORot']
 
 # %% ../../nbs/22_rot.ipynb #1a7300f9
 def skew(t: torch.Tensor, bs: int) -> torch.Tensor:
@@ -42,23 +42,31 @@ def apply_blocks(R: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return torch.einsum('nij,...nj->...ni', R, q).flatten(-2)
 
 # %% ../../nbs/22_rot.ipynb #2c3c3431
-ROTATE = ('V', 'U', 'both', 'none')
-
 def delta_s_init(shape, dtype, generator=None) -> torch.Tensor:
     "The research init of `delta_s`: 4e-4 + 4e-4 * N(0, 1), near zero but off it."
     return 4e-4 + 4e-4 * torch.randn(shape, generator=generator)
 
+# %% ../../nbs/22_rot.ipynb #f4e28d5a
+def check_blocks(cfg, where: str = '') -> None:
+    "A clear error when `r` is not a whole number of rotation blocks."
+    if cfg.rotate_basis != 'none' and cfg.r % cfg.block_size:
+        lo, hi = cfg.r - cfg.r % cfg.block_size, cfg.r - cfg.r % cfg.block_size + cfg.block_size
+        raise ValueError(f"antipasto_rot{where}: r={cfg.r} is not a multiple of block_size={cfg.block_size} (the "
+                         f"rotation acts on r/block_size blocks); use r={hi}{f' or r={lo}' if lo else ''}, "
+                         "or a block_size that divides r")
+
+# %% ../../nbs/22_rot.ipynb #41560596
+ROTATE = ('V', 'U', 'both', 'none')
+
 @dataclass
 class AntiPaSTORotConfig(FamilyConfig):
-    "antipasto_rot: block-Cayley rotation of the singular basis plus an additive change of S."
+    "antipasto_rot: block-Cayley rotation of the frozen basis plus an additive change of S."
     block_size: int = 4
     max_rotation_angle: float = 0.5
     rotate_basis: str = 'V'
-    act_pool: str = 'rms'
 
     def __post_init__(self):
         super().__post_init__()
-        check_pool(self)
         if self.rotate_basis not in ROTATE:
             raise ValueError(f"rotate_basis={self.rotate_basis!r}; use one of {ROTATE}")
         if not isinstance(self.block_size, int) or isinstance(self.block_size, bool) or self.block_size < 2:
@@ -68,19 +76,11 @@ class AntiPaSTORotConfig(FamilyConfig):
             raise ValueError(f"max_rotation_angle={a!r} must lie in (0, pi) radians (default 0.5)")
         check_blocks(self)
 
-def check_blocks(cfg, where: str = '') -> None:
-    "A clear error when `r` is not a whole number of rotation blocks."
-    if cfg.rotate_basis != 'none' and cfg.r % cfg.block_size:
-        lo, hi = cfg.r - cfg.r % cfg.block_size, cfg.r - cfg.r % cfg.block_size + cfg.block_size
-        raise ValueError(f"antipasto_rot{where}: r={cfg.r} is not a multiple of block_size={cfg.block_size} (the "
-                         f"rotation acts on r/block_size blocks); use r={hi}{f' or r={lo}' if lo else ''}, "
-                         "or a block_size that divides r")
-
+# %% ../../nbs/22_rot.ipynb #a44f71be
 @register
 class AntiPaSTORot(SVDVariant):
-    "Rotate the frozen singular basis by block-Cayley rotations and shift S: `U_eff diag(S + delta_s) Vh_eff`."
+    "Rotate the frozen basis by block-Cayley rotations and shift S: `U_eff diag(S + delta_s) B_eff`."
     name, config_cls = 'antipasto_rot', AntiPaSTORotConfig
-    check_kw = dict(r=16, identity_tol=2.0 ** -4)  # near-identity init: the tolerance is derived in the notebook
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):

@@ -44,7 +44,6 @@ class DeLoRAConfig(AdapterConfig):
 class DeLoRA(Variant):
     "Normalised low-rank update `B diag(lambda / r / (|a_i| |b_i|)) A diag(w)`; `B = 0` at init."
     name, config_cls = 'delora', DeLoRAConfig
-    check_kw = dict(r=4, delora_lambda=1.0)
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):

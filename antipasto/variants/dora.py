@@ -29,7 +29,6 @@ class DoRAConfig(AdapterConfig):
 class DoRA(Variant):
     "LoRA direction with a learned per-row magnitude: `y' = (m / ||W + sBA||_row) (Wx + sBAx) + b`."
     name, config_cls = 'dora', DoRAConfig
-    check_kw = dict(r=4)
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):

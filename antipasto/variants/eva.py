@@ -35,7 +35,6 @@ class EVA(LoRA):
     "LoRA with `A` = the top-`r` principal directions of each target's calibration inputs, `B = 0`."
     name, config_cls = 'eva', EVAConfig
     calibration = 'required'
-    check_kw = dict(r=4, lr=3e-4)
 
     @classmethod
     @torch.no_grad()

@@ -55,7 +55,6 @@ class HRAConfig(AdapterConfig):
 class HRA(Variant):
     "Input rotation `y = W (H_0 ... H_{r-1}) x + b` by `r` Householder reflections; paired at init so the product is I."
     name, config_cls = 'hra', HRAConfig
-    check_kw = {'identity_tol': 5e-5}  # paired reflections cancel to float32 round-off, not bitwise
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out): return {'U': ParamSpec((d_in, cfg.r), paired_kaiming)}

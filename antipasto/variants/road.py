@@ -54,7 +54,7 @@ class RoadConfig(AdapterConfig):
 class Road(Variant):
     "Grouped 2x2 rotations-and-scales of the output, `y' = a * y + b * rot(y)`; theta = 0, alpha = 1 at init."
     name, config_cls = 'road', RoadConfig
-    check_kw = {'group_size': 32}  # the tiny model's k/v projections have 32 outputs
+    ranked = False
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):
