@@ -255,7 +255,7 @@ class Variant(nn.Module):
     name: ClassVar[str] = ''
     config_cls: ClassVar[type] = AdapterConfig
     calibration: ClassVar[str] = 'none'
-    check_kw: ClassVar[dict] = {}  # defaults for `testing.check_variant` (tolerances, lr, small r)
+    ranked: ClassVar[bool] = True  # has a rank `r` (the IA3 gates and RoAD do not)
 
     def __init__(self, cfg: AdapterConfig, d_in: int, d_out: int, device=None):
         super().__init__()

@@ -15,6 +15,7 @@ from .core import SteerableConfig, REGISTRY, config_for, variant_cls
 from .runtime import attach, save, load
 from .targets import find_targets
 from .testing import model_out
+from .train import run_config, has_rank, csv_list
 
 # %% auto #0
 __all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'LLAMA3_8B', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'NOCALIB', 'GOALS', 'PRESETS',
@@ -216,20 +217,9 @@ def is_family(name: str) -> bool:
     "Whether a variant belongs to the AntiPaSTO family (its config has a steering `coeff`)."
     return issubclass(variant_cls(name).config_cls, SteerableConfig)
 
-def _refusal(name: str, r: int, common: dict) -> str:
-    "The error a config raises for rank `r` when it is about the rank, else ''."
-    try: config_for(name, r=r, **common)
-    except ValueError as e:
-        if 'r=' in str(e): return str(e)
-    return ''
-
 def cost_config(name: str, r: int = 32, family_r: int = 256, targets=TARGETS) -> tuple:
-    "The config a row uses (rank by family, the one target set, no role or block filter) and why a rank was refused, if it was."
-    common = dict(target_names=tuple(targets), target_roles=(), layers=None)
-    rank = family_r if is_family(name) else r
-    # a variant without a rank (IA3) refuses any r but its default: probe a second value in case rank is that default
-    refused = _refusal(name, rank, common) or _refusal(name, 2 * rank, common)
-    return config_for(name, **common) if refused else config_for(name, r=rank, **common), refused
+    "The config a row uses (`train.run_config`: rank by family, the one target set) and, for a variant without a rank, why."
+    return run_config(name, None, r, family_r, targets), '' if has_rank(name) else f'{name} has no rank'
 
 def _peft_lora(model, r, targets, init=True):
     try: from peft import LoraConfig, get_peft_model
@@ -404,8 +394,6 @@ def target_ratios(rows: list[dict], family: str = 'antipasto') -> dict:
             'train step / peft LoRA': ratio(family, 'x_base', 'peft_lora', 'x_base')}
 
 # %% ../nbs/40_cost.ipynb #ffe87ce6
-def _csv(s: str) -> list[str]: return [x.strip() for x in s.split(',') if x.strip()]
-
 PRESETS = {'llama8b-shaped': dict(layers=1, r=256, variants=['antipasto'], references=list(REFERENCES), no_calib=['antipasto'],
                                    batch=1, seq=64, repeats=3, warmup=1, calib_batches=4)}
 
@@ -419,8 +407,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    f"{DEFAULT_VOCAB}; Qwen3-0.6B has {QWEN3_06B['vocab_size']})")
     p.add_argument('--r', type=int, default=32, help="rank of LoRA-like baselines and of the peft LoRA row (default 32)")
     p.add_argument('--family-r', type=int, default=256, help="rank of the AntiPaSTO family (default 256)")
-    p.add_argument('--variants', type=_csv, help="comma-separated variant names (default: every registered variant)")
-    p.add_argument('--targets', type=_csv, default=list(TARGETS), help="comma-separated target-name regexes (default: q/v)")
+    p.add_argument('--variants', type=csv_list, help="comma-separated variant names (default: every registered variant)")
+    p.add_argument('--targets', type=csv_list, default=list(TARGETS), help="comma-separated target-name regexes (default: q/v)")
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--seq', type=int, default=128)
     p.add_argument('--repeats', type=int, default=5, help="timed runs per row; the median is reported (default 5)")
@@ -431,9 +419,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'], help="base model dtype")
     p.add_argument('--device', help="cpu or cuda (default: cuda when available)")
     p.add_argument('--out', default='results/cost.tsv', help="TSV output path (default results/cost.tsv)")
-    p.add_argument('--references', type=_csv, default=['base', 'peft_lora'], help=f"reference rows, of {list(REFERENCES)} "
+    p.add_argument('--references', type=csv_list, default=['base', 'peft_lora'], help=f"reference rows, of {list(REFERENCES)} "
                    "(default base,peft_lora; peft_pissa* rows time the attach only)")
-    p.add_argument('--no-calib', type=_csv, default=[], help="variants to measure a second time without calibration data")
+    p.add_argument('--no-calib', type=csv_list, default=[], help="variants to measure a second time without calibration data")
     p.add_argument('--decode-tokens', type=int, default=16, help="new tokens of the batch-1 greedy decode timing (0: skip it)")
     p.add_argument('--strict', action='store_true', help="exit with status 1 when any row could not be measured")
     pre = p.parse_known_args(argv)[0]

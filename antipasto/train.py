@@ -11,6 +11,7 @@ from torch import nn
 import antipasto
 from .core import AdapterConfig, SteerableConfig, config_for, variant_cls
 from .targets import find_targets
+from .layers import dims
 
 # %% auto #0
 __all__ = ['cosine_lr', 'world', 'init_distributed', 'shard', 'trainable', 'fit', 'has_rank', 'default_targets', 'run_config',
@@ -122,7 +123,7 @@ def run_config(name: str, model: nn.Module | None = None, r: int = 8, family_r: 
     if model is not None and has_rank(name):
         where = AdapterConfig(**{k: v for k, v in kw.items() if k in ('target_names', 'target_roles', 'layers', 'exclude_names')})
         found = find_targets(model, where)
-        lim = min((min(l.in_features, l.out_features) for l in found.values()), default=kw['r'])
+        lim = min((min(dims(l)) for l in found.values()), default=kw['r'])
         if kw['r'] > lim:
             if log: log(f"note: r={kw['r']} exceeds the smallest target dimension {lim}; using r={lim}")
             kw['r'] = lim

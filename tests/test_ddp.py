@@ -20,7 +20,7 @@ def _gather(t):
 
 def worker(out_dir: str, fixture: str) -> None:
     import antipasto as ap
-    from antipasto.bench import init_distributed, fit, world, trainable
+    from antipasto.train import init_distributed, fit, world, trainable
     from antipasto.gsm8k import gsm8k_main
     from antipasto.testing import tiny_lm, tiny_batch
     init_distributed()

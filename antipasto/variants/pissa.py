@@ -32,7 +32,6 @@ class PiSSAConfig(AdapterConfig):
 class PiSSA(LoRA):
     "LoRA initialised from the top-`r` SVD of `W`, in delta form: `y + s (B A - B0 A0) x`, the base weight untouched."
     name, config_cls = 'pissa', PiSSAConfig
-    check_kw = dict(r=4)
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):
