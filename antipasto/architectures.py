@@ -8,7 +8,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .layers import is_linear_like, quantize_linear, dense_weight, dims
-from .testing import TEST_MODELS, CHECK_DEFAULTS, tiny_batch, model_out, perturb_trainables, check_variant
+from .testing import TEST_MODELS, CHECK_DEFAULTS, tiny_batch, model_out, perturb_trainables, check_variant, check_kw
 
 # %% auto #0
 __all__ = ['ARCHS', 'QUANTS', 'DELTAS', 'INT8_BASE_TOL', 'tiny_arch', 'arch_batch', 'quantize_blocks', 'test_model',
@@ -122,7 +122,7 @@ def dense_reference(name: str, model: str, tol: float = 1e-5, base_tol: float | 
     from antipasto.runtime import attach, detach, steer, adapters
     vcls, make, make_batch = variant_cls(name), *TEST_MODELS[test_model(model)]
     base_tol = (INT8_BASE_TOL if model.endswith(':int8') else tol) if base_tol is None else base_tol
-    cfg = config_for(name, **{k: v for k, v in vcls.check_kw.items() if k not in CHECK_DEFAULTS})
+    cfg = config_for(name, **{k: v for k, v in check_kw(name).items() if k not in CHECK_DEFAULTS})
     m, batch = make(), make_batch()
     attach(m, cfg, [batch] if vcls.requires_calibration(cfg) else None)
     perturb_trainables(m, scale, seed)
