@@ -99,7 +99,7 @@ def _rot(a, c):
 def _ablate(a, c):
     cd = a.c.double()
     C = cd / cd.norm() if cd.shape[1] == 1 else torch.linalg.qr(cd).Q
-    B = (a.P if a.cfg.cov_orient else a.Vh).double()
+    B = a.basis_in.double()   # Vh, or P on basis='corda'
     return -c * a.U.double() @ C @ torch.diag(a.alpha.double().clamp(0, 1)) @ C.T @ torch.diag(a.S.double()) @ B
 
 DELTAS = {

@@ -187,7 +187,7 @@ CALIB_CASES = [
     *[(f'{v} nan in batch 1', _calib(v, _nan_embeds(), **kw),
        ['calibration_data batch 1 gives non-finite (nan/inf) inputs at layer', 'remove or fix that batch'])
       for v, kw in (('eva', {}), ('antipasto', {'r': 8}), ('antipasto_corda', {'r': 8}), ('antipasto_dplr', {'r': 8}),
-                    ('antipasto_ablate', {'r': 8, 'cov_orient': True}))],
+                    ('antipasto_ablate', {'r': 8, 'basis': 'corda'}))],
     ('eva inf in batch 0', _calib('eva', _nan_embeds(INF, 0)), ['calibration_data batch 0 gives non-finite']),
     ('antipasto -inf in batch 0', _calib('antipasto', _nan_embeds(-INF, 0), r=8), ['calibration_data batch 0 gives non-finite']),
     ('eva a batch raises', _calib('eva', _raising()), ['the data loader failed on batch 1']),
