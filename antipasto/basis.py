@@ -176,7 +176,7 @@ def check_pool(cfg) -> None:
 # %% ../nbs/20_basis.ipynb #6f4e31da
 def check_cov_fields(cfg) -> None:
     "Validate `cov_eps` (the damping keeps C_eps positive definite) and `cov_budget_gb` on a config."
-    if not (isinstance(cfg.cov_eps, (int, float)) and math.isfinite(cfg.cov_eps) and cfg.cov_eps > 0):
+    if isinstance(cfg.cov_eps, bool) or not (isinstance(cfg.cov_eps, (int, float)) and math.isfinite(cfg.cov_eps) and cfg.cov_eps > 0):
         raise ValueError(f"cov_eps={cfg.cov_eps!r} must be a positive finite number (default 1e-3): it damps the "
                          "second moment so C_eps^(-1/2) exists")
     b = cfg.cov_budget_gb

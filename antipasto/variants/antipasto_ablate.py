@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
-from ..core import ParamSpec, register
+from ..core import ParamSpec, register, check_number
 from ..basis import FamilyConfig, SVDVariant
 
 # %% auto #0
@@ -43,8 +43,7 @@ class AntiPaSTOAblateConfig(FamilyConfig):
         if self.k > self.r:
             raise ValueError(f"k={self.k} exceeds r={self.r}: at most r orthonormal directions fit in the r-dim "
                              "basis; lower k or raise r")
-        if not (isinstance(self.init_alpha, (int, float)) and 0 <= self.init_alpha <= 1):
-            raise ValueError(f"init_alpha={self.init_alpha!r} must lie in [0, 1] (the fraction ablated at init)")
+        check_number(self, 'init_alpha', 0, 1, fix='the fraction ablated at init, in [0, 1]')
 
 # %% ../../nbs/23_ablate.ipynb #34862c2a
 @register

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 import torch
-from ..core import ParamSpec, register
+from ..core import ParamSpec, register, check_number
 from ..basis import FamilyConfig, SVDVariant
 
 # %% auto #0
@@ -71,9 +71,7 @@ class AntiPaSTORotConfig(FamilyConfig):
             raise ValueError(f"rotate_basis={self.rotate_basis!r}; use one of {ROTATE}")
         if not isinstance(self.block_size, int) or isinstance(self.block_size, bool) or self.block_size < 2:
             raise ValueError(f"block_size={self.block_size!r} must be an int >= 2 (a rotation needs a plane)")
-        a = self.max_rotation_angle
-        if not (isinstance(a, (int, float)) and 0 < a < math.pi):
-            raise ValueError(f"max_rotation_angle={a!r} must lie in (0, pi) radians (default 0.5)")
+        check_number(self, 'max_rotation_angle', 0, math.pi, lo_open=True, hi_open=True, fix='radians in (0, pi), default 0.5')
         check_blocks(self)
 
 # %% ../../nbs/22_rot.ipynb #a44f71be

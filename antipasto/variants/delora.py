@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import math
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, ParamSpec, Variant, register, dense_weight
+from ..core import AdapterConfig, ParamSpec, Variant, register, dense_weight, check_number
 
 # %% auto #0
 __all__ = ['DELORA_EPS', 'delora_scale', 'delora_delta', 'DeLoRAConfig', 'DeLoRA', 'delora_to_peft']
@@ -35,10 +35,7 @@ class DeLoRAConfig(AdapterConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.delora_lambda, bool) or not isinstance(self.delora_lambda, (int, float)) \
-                or not math.isfinite(self.delora_lambda):
-            raise ValueError(f"delora_lambda={self.delora_lambda!r} must be a finite number")
-        self.delora_lambda = float(self.delora_lambda)
+        check_number(self, 'delora_lambda', 0, lo_open=True, fix="the norm bound is positive (peft's default 15)")
 
 @register
 class DeLoRA(Variant):
