@@ -11,7 +11,7 @@ from .layers import is_linear_like, quantize_linear, dense_weight, dims
 from .testing import TEST_MODELS, CHECK_DEFAULTS, tiny_batch, model_out, perturb_trainables, check_variant, check_kw
 
 # %% auto #0
-__all__ = ['ARCHS', 'QUANTS', 'DELTAS', 'INT8_BASE_TOL', 'tiny_arch', 'arch_batch', 'quantize_blocks', 'test_model',
+__all__ = ['ARCHS', 'QUANTS', 'DELTAS', 'INT8_BASE_TOL', 'tiny_arch', 'arch_batch', 'quantize_blocks', 'registered_model',
            'dense_reference', 'check_row', 'markdown_table']
 
 # %% ../nbs/06_architectures.ipynb #3ac654d2
@@ -64,7 +64,7 @@ def quantize_blocks(model: nn.Module, quant: str) -> nn.Module:
             setattr(model.get_submodule(parent), leaf, quantize_linear(m, bits, qt or 'nf4'))
     return model.eval()
 
-def test_model(key: str) -> str:
+def registered_model(key: str) -> str:
     "Register `key` (`'llama'`, `'minilm'`, `'llama:nf4'`, ...) in `testing.TEST_MODELS` so `check_variant(model=key)` runs on it."
     if key in TEST_MODELS: return key
     arch, _, quant = key.partition(':')
@@ -120,7 +120,7 @@ def dense_reference(name: str, model: str, tol: float = 1e-5, base_tol: float | 
     "Assert every target of variant `name` on test model `model` matches float64 `W x + b + dW x`; returns the worst relative errors."
     from antipasto.core import config_for, variant_cls
     from antipasto.runtime import attach, detach, steer, adapters
-    vcls, make, make_batch = variant_cls(name), *TEST_MODELS[test_model(model)]
+    vcls, make, make_batch = variant_cls(name), *TEST_MODELS[registered_model(model)]
     base_tol = (INT8_BASE_TOL if model.endswith(':int8') else tol) if base_tol is None else base_tol
     cfg = config_for(name, **{k: v for k, v in check_kw(name).items() if k not in CHECK_DEFAULTS})
     m, batch = make(), make_batch()
@@ -162,7 +162,7 @@ def dense_reference(name: str, model: str, tol: float = 1e-5, base_tol: float | 
 # %% ../nbs/06_architectures.ipynb #93fdf463
 def check_row(name: str, model: str) -> dict:
     "The runtime contract and the dense reference of variant `name` on test model `model`, as one row of numbers."
-    res = check_variant(name, model=test_model(model))
+    res = check_variant(name, model=registered_model(model))
     ref = dense_reference(name, model)
     return {'model': model, 'variant': name, 'targets': ref['targets'], 'identity': res['identity_err'],
             'dense ref (base)': ref['base'], 'dense ref (adapter)': ref['adapter'],

@@ -348,8 +348,8 @@ def steer(model: nn.Module, coeff):
 
 # %% ../nbs/03_runtime.ipynb #893224e0
 @torch.no_grad()
-def delta_weight(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> torch.Tensor:
-    "The float32 weight change `dW` (d_out x d_in) the unmerged adapters `name` (None: all) make on one layer, read through their forward."
+def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    "The float32 change `(dW, db)` the unmerged adapters `name` (None: all) make on one layer's map `x -> W x + b`, read through their forward."
     st = _state(model)
     sel = _select(st, name)
     ads = [(k, st.named[k].adapters[layer_name]) for k in sel if layer_name in st.named[k].adapters]
@@ -357,16 +357,24 @@ def delta_weight(model: nn.Module, layer_name: str, name: str | None = None, chu
     layer = st.named[ads[0][0]].layers[layer_name]
     d_in, d_out = dims(layer)
     W = layer.weight
-    out = torch.zeros(d_out, d_in, dtype=torch.float32, device=W.device)
-    for i in range(0, d_in, chunk):
-        x = torch.eye(d_in, dtype=W.dtype, device=W.device)[i:i + chunk]
+    def change(x):
         y = layer.forward(x)   # .forward: the base layer, no hooks
+        out = 0.
         for k, a in ads:
             c = current_coeff(a)
             if a.forward_input is not None: y_new = layer.forward(a.forward_input(layer, x) if (a.steerable or c == 1.0) else x + c * (a.forward_input(layer, x) - x))
             else: y_new = _run(a, layer, x, y, c)
-            out[:, i:i + chunk] += (y_new.float() - y.float()).T
-    return out
+            out = out + (y_new.float() - y.float())
+        return out
+    db = change(torch.zeros(1, d_in, dtype=W.dtype, device=W.device))[0]   # an output gate also scales the bias
+    dW = torch.zeros(d_out, d_in, dtype=torch.float32, device=W.device)
+    for i in range(0, d_in, chunk):
+        dW[:, i:i + chunk] = (change(torch.eye(d_in, dtype=W.dtype, device=W.device)[i:i + chunk]) - db).T
+    return dW, db
+
+def delta_weight(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> torch.Tensor:
+    "The float32 weight change `dW` (d_out x d_in) the unmerged adapters `name` (None: all) make on one layer."
+    return _affine_delta(model, layer_name, name, chunk)[0]
 
 @torch.no_grad()
 def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
@@ -382,18 +390,23 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: it is a {type(l).__name__} with a {l.weight.dtype} "
                                  "weight; merging needs a dense weight (keep the live adapter on a quantized base)")
     ctx = steer(m, coeff if isinstance(coeff, dict) else {k: coeff for k in todo}) if coeff is not None else _nullctx()
+    layers = {n: l for k in todo for n, l in st.named[k].layers.items()}
     with ctx:
         deltas = {}
         for k in todo:
             for n in st.named[k].layers:
-                d = delta_weight(m, n, k)
-                deltas[n] = deltas[n] + d if n in deltas else d
-    layers = {n: l for k in todo for n, l in st.named[k].layers.items()}
-    for n, d in deltas.items():
+                dW, db = _affine_delta(m, n, k)
+                deltas[n] = (deltas[n][0] + dW, deltas[n][1] + db) if n in deltas else (dW, db)
+    for n, (dW, db) in deltas.items():
+        if layers[n].bias is None and db.abs().max() > 0:
+            raise ValueError(f"cannot merge into {n!r}: the adapter shifts the output at x = 0 but the layer has no bias")
+    for n, (dW, db) in deltas.items():
         l = layers[n]
-        if n not in st.merged: st.merged[n] = (l, l.weight.detach().to('cpu', copy=True))
-        d = d.T if layer_kind(l) == 'conv1d' else d   # Conv1D stores its weight (d_in, d_out)
-        l.weight.copy_((l.weight.float() + d).to(l.weight.dtype))
+        if n not in st.merged:
+            st.merged[n] = (l, l.weight.detach().to('cpu', copy=True), None if l.bias is None else l.bias.detach().to('cpu', copy=True))
+        dW = dW.T if layer_kind(l) == 'conv1d' else dW   # Conv1D stores its weight (d_in, d_out)
+        l.weight.copy_((l.weight.float() + dW).to(l.weight.dtype))
+        if l.bias is not None: l.bias.copy_((l.bias.float() + db).to(l.bias.dtype))
     for k in todo:
         for a in st.named[k].adapters.values(): a.merged = True
 
@@ -403,7 +416,9 @@ def unmerge(model: nn.Module) -> None:
     m = unwrap(model)
     st = _state(m)
     if not st.merged: raise RuntimeError("nothing is merged on this model")
-    for n, (l, w) in st.merged.items(): l.weight.copy_(w.to(l.weight.device))
+    for n, (l, w, b) in st.merged.items():
+        l.weight.copy_(w.to(l.weight.device))
+        if b is not None: l.bias.copy_(b.to(l.bias.device))
     st.merged.clear()
     for e in st.named.values():
         for a in e.adapters.values(): a.merged = False

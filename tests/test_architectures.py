@@ -7,7 +7,7 @@ MiniLM's real weights run the same matrix in each variant's notebook (`check_all
 import importlib.util, os
 import pytest, torch
 import antipasto as ap
-from antipasto.architectures import ARCHS, QUANTS, check_row, test_model, quantize_blocks, tiny_arch, arch_batch
+from antipasto.architectures import ARCHS, QUANTS, check_row, registered_model, quantize_blocks, tiny_arch, arch_batch
 from antipasto.layers import cpu_packed, dense_weight
 from antipasto.testing import snapshot, assert_unchanged, model_out, check_variant, check_kw
 
@@ -53,7 +53,7 @@ def test_quantized_base(quant, name):
 @pytest.mark.parametrize('name', ['dora', 'delora', 'ia3', 'hra', 'eva', 'road', 'ia3_ff'])
 def test_other_variants_on_4bit(name):
     "The LoRA-likes that read the weight (DoRA, DeLoRA) or only the layer's sizes, on an nf4 base."
-    res = check_variant(name, model=test_model('llama:nf4'))
+    res = check_variant(name, model=registered_model('llama:nf4'))
     assert res['loss_last'] < res['loss_first']
 
 
