@@ -5,6 +5,8 @@
 # %% ../nbs/42_probe.ipynb #5951c146
 from __future__ import annotations
 import argparse, ast, copy, json, math, os, sys, tempfile, time
+from dataclasses import dataclass
+from typing import Callable
 import torch
 from torch import nn
 from .core import config_for, variant_cls
@@ -14,18 +16,21 @@ from .testing import model_out, snapshot, assert_unchanged, SENTENCES
 from .cost import load_pretrained, random_batch, task_loss, vocab_size
 
 # %% auto #0
-__all__ = ['ulp', 'reload_tol', 'probe', 'text_batch', 'padded_random_batch', 'usable_tokenizer', 'format_report',
-           'parse_probe_args', 'probe_main']
+__all__ = ['ulp', 'reload_tol', 'ProbeRun', 'start_probe', 'check_targets', 'check_trainable_only', 'check_grads', 'check_train',
+           'check_perturb', 'check_save_load', 'check_detach', 'run_check', 'probe', 'text_batch',
+           'padded_random_batch', 'usable_tokenizer', 'format_report', 'parse_probe_args', 'probe_main']
 
 # %% ../nbs/42_probe.ipynb #d59b094d
 def ulp(y: torch.Tensor) -> float:
     "One epsilon of `y`'s dtype at `y`'s scale: the smallest change worth calling a change."
     return torch.finfo(y.dtype).eps * (1 + y.float().abs().max().item())
 
+# %% ../nbs/42_probe.ipynb #e94c24aa
 def reload_tol(y: torch.Tensor) -> float:
     "Allowed difference between an adapted output and its reload: 8 `ulp`s."
     return 8 * ulp(y)
 
+# %% ../nbs/42_probe.ipynb #2c8a0c9d
 def _perturb_(adapter: nn.Module, generator) -> list[str]:
     "Add noise of about the tensor's own size (at least 0.5) to every trainable tensor of one adapter."
     names = []
@@ -36,10 +41,25 @@ def _perturb_(adapter: nn.Module, generator) -> list[str]:
         names.append(n)
     return names
 
-# %% ../nbs/42_probe.ipynb #a582f874
-def probe(model: nn.Module, cfg, batch: dict, calibration_data=None, fresh=None, steps: int = 2, lr: float = 1e-3,
-          seed: int = 0) -> dict:
-    "Attach `cfg` to `model`, check targets, adapter-only grads, perturbation, save/load and detach on `batch`; returns the findings."
+# %% ../nbs/42_probe.ipynb #947e52aa
+@dataclass
+class ProbeRun:
+    "One probe in progress: the adapted model, its batch, what it was before `attach`, and the findings so far."
+    model: nn.Module
+    batch: dict
+    base: torch.Tensor      # output before attach
+    snap: dict              # `snapshot` before attach
+    expected: list          # names `find_targets` matched before attach
+    fresh: Callable         # builds a fresh base for the reload check
+    res: dict               # the findings `probe` returns
+    adp: dict               # name -> adapter
+    ad_params: set          # ids of the adapters' tensors
+    trainable: list         # the tensors with `requires_grad`
+    trained: torch.Tensor | None = None  # output after the training steps; None until they ran
+
+# %% ../nbs/42_probe.ipynb #9bde9350
+def start_probe(model: nn.Module, cfg, batch: dict, calibration_data=None, fresh=None) -> ProbeRun:
+    "Snapshot `model` and its output, attach `cfg`, and record targets, attach time, trainable size and identity error."
     vcls = variant_cls(cfg)
     expected = list(find_targets(model, cfg))
     snap = snapshot(model)
@@ -49,84 +69,114 @@ def probe(model: nn.Module, cfg, batch: dict, calibration_data=None, fresh=None,
     with torch.no_grad(): base = model_out(model, batch)
     res = {'variant': vcls.name, 'targets': {n: (l.in_features, l.out_features) for n, l in find_targets(model, cfg).items()},
            'checks': {}}
-    state = {}
-
-    def step(name, fn):
-        try: ok, detail = fn()
-        except Exception as e: ok, detail = False, f'{type(e).__name__}: {e}'
-        res['checks'][name] = {'ok': bool(ok), 'detail': detail}
-
     t0 = time.perf_counter()
     attach(model, cfg, calibration_data)
     res['attach_ms'] = 1e3 * (time.perf_counter() - t0)
     adp = adapters(model)
-    ad_params = {id(p) for a in adp.values() for p in a.parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     res['trainable'] = sum(p.numel() for p in trainable)
     with torch.no_grad(): res['identity_err'] = (model_out(model, batch).float() - base.float()).abs().max().item()
+    return ProbeRun(model, batch, base, snap, expected, fresh, res, adp, {id(p) for a in adp.values() for p in a.parameters()},
+                    trainable)
 
-    def targets():
-        got = list(adp)
-        shapes = all((a.d_in, a.d_out) == res['targets'][n] for n, a in adp.items())
-        return got == expected and shapes, f"{len(got)} adapters on exactly the {len(expected)} matched layers"
-    def trainable_only():
-        stray = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in ad_params]
-        return trainable and not stray, f"{len(trainable)} trainable tensors, {len(stray)} outside the adapters {stray[:3]}"
-    def grads():
-        model.zero_grad(set_to_none=True)
-        task_loss(model, batch).backward()
-        base_g = [n for n, p in model.named_parameters() if id(p) not in ad_params and p.grad is not None]
-        ad_g = [p.grad for a in adp.values() for p in a.parameters() if p.requires_grad]
-        bad = sum(g is not None and not torch.isfinite(g).all().item() for g in ad_g)
-        nonzero = sum(g is not None and g.abs().sum().item() > 0 for g in ad_g)
-        model.zero_grad(set_to_none=True)
-        return (not base_g and not bad and nonzero > 0,
-                f"{nonzero}/{len(ad_g)} adapter grads non-zero, {bad} non-finite; base params with a grad: {len(base_g)}")
-    def train():
-        opt, losses = torch.optim.Adam(trainable, lr=lr), []
-        for _ in range(steps):
-            loss = task_loss(model, batch); loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-        with torch.no_grad(): state['trained'] = model_out(model, batch)
-        res['losses'] = losses
-        return all(map(math.isfinite, losses)), f"{steps} Adam steps (lr {lr}): loss {losses[0]:.4g} -> {losses[-1]:.4g}"
-    def perturb():
-        name, first = next(iter(adp.items()))
-        keep = {n: p.detach().clone() for n, p in first.named_parameters()}
-        with torch.no_grad():
-            tensors = _perturb_(first, torch.Generator().manual_seed(seed))
-            moved = (model_out(model, batch).float() - state['trained'].float()).abs().max().item()
-            for n, p in first.named_parameters(): p.copy_(keep[n])
-            back = torch.equal(model_out(model, batch), state['trained'])
-        res['perturb_change'] = moved
-        floor = ulp(state['trained'])
-        return moved > floor and back, (f"noise on {name}.{{{','.join(tensors)}}} moves the output by {moved:.3g} "
-                                        f"(floor {floor:.2g}); restored exactly: {back}")
-    def save_load():
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, 'adapter.safetensors')
-            save(model, path)
-            other = fresh()
-            load(other, path)
-            with torch.no_grad(): again = model_out(other, batch)
-            detach(other)
-        err, tol = (again.float() - state['trained'].float()).abs().max().item(), reload_tol(state['trained'])
-        res['load_err'], res['load_tol'] = err, tol
-        return err <= tol, f"fresh copy + load: max |diff| {err:.3g} (tolerance {tol:.2g})"
-    def detached():
-        detach(model)
-        assert_unchanged(model, snap)
-        with torch.no_grad(): same = torch.equal(model_out(model, batch), base)
-        return same, "state dict, grad flags, hooks and attributes as before attach; output bitwise: " + str(same)
+# %% ../nbs/42_probe.ipynb #eb20f79b
+def check_targets(p: ProbeRun) -> tuple[bool, str]:
+    "The adapters sit on exactly the matched layers, each sized to its layer."
+    got = list(p.adp)
+    shapes = all((a.d_in, a.d_out) == p.res['targets'][n] for n, a in p.adp.items())
+    return got == p.expected and shapes, f"{len(got)} adapters on exactly the {len(p.expected)} matched layers"
 
-    for name, fn in (('targets', targets), ('trainable_only', trainable_only), ('grads', grads), ('train', train),
-                     ('perturb', perturb), ('save_load', save_load), ('detach', detached)):
-        if name in ('perturb', 'save_load') and 'trained' not in state:
-            res['checks'][name] = {'ok': False, 'detail': 'not run: the training steps failed'}
+# %% ../nbs/42_probe.ipynb #a20c82d2
+def check_trainable_only(p: ProbeRun) -> tuple[bool, str]:
+    "Every tensor with `requires_grad` belongs to an adapter."
+    stray = [n for n, q in p.model.named_parameters() if q.requires_grad and id(q) not in p.ad_params]
+    return p.trainable and not stray, f"{len(p.trainable)} trainable tensors, {len(stray)} outside the adapters {stray[:3]}"
+
+# %% ../nbs/42_probe.ipynb #9ece8f19
+def check_grads(p: ProbeRun) -> tuple[bool, str]:
+    "After one backward of the task loss no base parameter has a gradient; adapter gradients are finite, some non-zero."
+    model = p.model
+    model.zero_grad(set_to_none=True)
+    task_loss(model, p.batch).backward()
+    base_g = [n for n, q in model.named_parameters() if id(q) not in p.ad_params and q.grad is not None]
+    ad_g = [q.grad for a in p.adp.values() for q in a.parameters() if q.requires_grad]
+    bad = sum(g is not None and not torch.isfinite(g).all().item() for g in ad_g)
+    nonzero = sum(g is not None and g.abs().sum().item() > 0 for g in ad_g)
+    model.zero_grad(set_to_none=True)
+    return (not base_g and not bad and nonzero > 0,
+            f"{nonzero}/{len(ad_g)} adapter grads non-zero, {bad} non-finite; base params with a grad: {len(base_g)}")
+
+# %% ../nbs/42_probe.ipynb #da9cc664
+def check_train(p: ProbeRun, steps: int, lr: float) -> tuple[bool, str]:
+    "A few Adam steps run with finite losses; keeps the trained output in `p.trained` and the losses in the findings."
+    opt, losses = torch.optim.Adam(p.trainable, lr=lr), []
+    for _ in range(steps):
+        loss = task_loss(p.model, p.batch); loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    with torch.no_grad(): p.trained = model_out(p.model, p.batch)
+    p.res['losses'] = losses
+    return all(map(math.isfinite, losses)), f"{steps} Adam steps (lr {lr}): loss {losses[0]:.4g} -> {losses[-1]:.4g}"
+
+# %% ../nbs/42_probe.ipynb #d4a67419
+def check_perturb(p: ProbeRun, seed: int = 0) -> tuple[bool, str]:
+    "Noise on the first adapter moves the trained output by more than one `ulp`, and restoring it brings the output back bitwise."
+    name, first = next(iter(p.adp.items()))
+    keep = {n: q.detach().clone() for n, q in first.named_parameters()}
+    with torch.no_grad():
+        tensors = _perturb_(first, torch.Generator().manual_seed(seed))
+        moved = (model_out(p.model, p.batch).float() - p.trained.float()).abs().max().item()
+        for n, q in first.named_parameters(): q.copy_(keep[n])
+        back = torch.equal(model_out(p.model, p.batch), p.trained)
+    p.res['perturb_change'] = moved
+    floor = ulp(p.trained)
+    return moved > floor and back, (f"noise on {name}.{{{','.join(tensors)}}} moves the output by {moved:.3g} "
+                                    f"(floor {floor:.2g}); restored exactly: {back}")
+
+# %% ../nbs/42_probe.ipynb #e19ac0af
+def check_save_load(p: ProbeRun) -> tuple[bool, str]:
+    "`save`, then `load` into a fresh base, reproduces the trained output within `reload_tol`."
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, 'adapter.safetensors')
+        save(p.model, path)
+        other = p.fresh()
+        load(other, path)
+        with torch.no_grad(): again = model_out(other, p.batch)
+        detach(other)
+    err, tol = (again.float() - p.trained.float()).abs().max().item(), reload_tol(p.trained)
+    p.res['load_err'], p.res['load_tol'] = err, tol
+    return err <= tol, f"fresh copy + load: max |diff| {err:.3g} (tolerance {tol:.2g})"
+
+# %% ../nbs/42_probe.ipynb #db276a13
+def check_detach(p: ProbeRun) -> tuple[bool, str]:
+    "After `detach` the model matches its snapshot from before `attach` and gives the base output bitwise."
+    detach(p.model)
+    assert_unchanged(p.model, p.snap)
+    with torch.no_grad(): same = torch.equal(model_out(p.model, p.batch), p.base)
+    return same, "state dict, grad flags, hooks and attributes as before attach; output bitwise: " + str(same)
+
+# %% ../nbs/42_probe.ipynb #52b968d5
+def run_check(res: dict, name: str, fn: Callable) -> None:
+    "Record `fn()`'s `(ok, detail)` under `res['checks'][name]`; an exception is a failure with the exception as detail."
+    try: ok, detail = fn()
+    except Exception as e: ok, detail = False, f'{type(e).__name__}: {e}'
+    res['checks'][name] = {'ok': bool(ok), 'detail': detail}
+
+# %% ../nbs/42_probe.ipynb #a582f874
+def probe(model: nn.Module, cfg, batch: dict, calibration_data=None, fresh=None, steps: int = 2, lr: float = 1e-3,
+          seed: int = 0) -> dict:
+    "Attach `cfg` to `model`, check targets, adapter-only grads, perturbation, save/load and detach on `batch`; returns the findings."
+    p = start_probe(model, cfg, batch, calibration_data, fresh)
+    checks = {'targets': lambda: check_targets(p), 'trainable_only': lambda: check_trainable_only(p),
+              'grads': lambda: check_grads(p), 'train': lambda: check_train(p, steps, lr),
+              'perturb': lambda: check_perturb(p, seed), 'save_load': lambda: check_save_load(p),
+              'detach': lambda: check_detach(p)}
+    for name, fn in checks.items():
+        if name in ('perturb', 'save_load') and p.trained is None:
+            p.res['checks'][name] = {'ok': False, 'detail': 'not run: the training steps failed'}
             continue
-        step(name, fn)
-    res['ok'] = all(c['ok'] for c in res['checks'].values())
-    return res
+        run_check(p.res, name, fn)
+    p.res['ok'] = all(c['ok'] for c in p.res['checks'].values())
+    return p.res
 
 # %% ../nbs/42_probe.ipynb #18485470
 def text_batch(tokenizer, texts, max_length: int = 32) -> dict:
@@ -136,6 +186,7 @@ def text_batch(tokenizer, texts, max_length: int = 32) -> dict:
     tokenizer.padding_side = 'right'
     return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors='pt'))
 
+# %% ../nbs/42_probe.ipynb #005a9ff5
 def padded_random_batch(model: nn.Module, n: int = 4, seq: int = 16, seed: int = 0) -> dict:
     "Random token ids for a model without a tokenizer, right-padded on all rows but the first."
     b = random_batch(model, n, seq, seed)
@@ -143,6 +194,7 @@ def padded_random_batch(model: nn.Module, n: int = 4, seq: int = 16, seed: int =
     b['input_ids'] = b['input_ids'] * b['attention_mask']
     return b
 
+# %% ../nbs/42_probe.ipynb #958d0c35
 def usable_tokenizer(path, vocab: int):
     "The tokenizer saved at `path`, or None when there is none that yields ids below `vocab`."
     from transformers import AutoTokenizer
@@ -151,10 +203,13 @@ def usable_tokenizer(path, vocab: int):
     ids = tok(SENTENCES[0])['input_ids']  # a folder without tokenizer files can still yield an empty tokenizer
     return tok if ids and max(ids) < vocab else None
 
+# %% ../nbs/42_probe.ipynb #45b872d5
 def _value(s: str):
+    "A `--set` value as the Python literal it spells, else the string itself."
     try: return ast.literal_eval(s)
     except (ValueError, SyntaxError): return s
 
+# %% ../nbs/42_probe.ipynb #9cf5e578
 def format_report(res: dict, header: str = '') -> str:
     "The probe's findings as text: the matched targets, then one PASS/FAIL line per check."
     lines = [header] if header else []
@@ -167,6 +222,7 @@ def format_report(res: dict, header: str = '') -> str:
 
 # %% ../nbs/42_probe.ipynb #95dfc160
 def parse_probe_args(argv=None) -> argparse.Namespace:
+    "The command line of `antipasto-bench probe`."
     p = argparse.ArgumentParser(prog='antipasto-bench probe', description="Attach one variant to a local Hugging Face "
                                 "model and check it: exact targets, adapter-only grads, perturbation, save/load, detach.")
     p.add_argument('--model', required=True, help="local model folder (save_pretrained output) or a cached hub name")
@@ -185,6 +241,7 @@ def parse_probe_args(argv=None) -> argparse.Namespace:
     p.add_argument('--json', action='store_true', help="print the findings as JSON instead of text")
     return p.parse_args(argv)
 
+# %% ../nbs/42_probe.ipynb #62728fc9
 def probe_main(argv: list[str] | None = None) -> int:
     "`antipasto-bench probe ARGS`: load a model offline, probe one variant on it, print the report; 0 if every check passed."
     a = parse_probe_args(argv)
