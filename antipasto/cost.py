@@ -12,7 +12,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 from .core import SteerableConfig, REGISTRY, config_for, variant_cls
-from .runtime import attach, save, load
+from .runtime import attach, save, load, merge
+from .architectures import quantize_blocks, QUANTS
 from .targets import find_targets
 from .testing import model_out
 from .train import run_config, has_rank, csv_list
@@ -21,8 +22,8 @@ from .train import run_config, has_rank, csv_list
 __all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'LLAMA3_8B', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'NOCALIB', 'GOALS', 'PRESETS',
            'qwen3_06b_shaped', 'load_pretrained', 'vocab_size', 'random_batch', 'task_loss', 'llama8b_shaped',
            'TensorMemory', 'backprop_to_inputs', 'forward_flops', 'step_peak_bytes', 'step_times', 'decode_times',
-           'variant_names', 'is_family', 'cost_config', 'timed_group_init', 'cost_report', 'markdown_table',
-           'write_tsv', 'peak_meaning', 'target_ratios', 'parse_args', 'main']
+           'merged_times', 'variant_names', 'is_family', 'cost_config', 'timed_group_init', 'cost_report',
+           'markdown_table', 'write_tsv', 'peak_meaning', 'target_ratios', 'parse_args', 'main']
 
 # %% ../nbs/40_cost.ipynb #81ca3d2f
 QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -198,6 +199,20 @@ def decode_times(model: nn.Module, ref: nn.Module, new_tokens: int = 16, prompt:
         if i >= warmup: tps.append(new_tokens / t); ratio.append(t / b)
     return statistics.median(tps), statistics.median(ratio)
 
+# %% ../nbs/40_cost.ipynb #7f7c4574
+def merged_times(model: nn.Module, ref: nn.Module, batch: dict, repeats: int = 5, warmup: int = 2, decode_tokens: int = 16) -> tuple:
+    "Merge `model`'s adapters, then its median no-grad forward time over `ref`'s (alternated) and its decode ratio; `(None, None, why)` if it cannot merge."
+    try: merge(model)
+    except ValueError as e: return None, None, f"merge refused: {str(e)[:80]}"
+    device = next(model.parameters()).device
+    def fwd_ms(m):
+        _sync(device); t0 = time.perf_counter()
+        with torch.no_grad(): model_out(m, batch)
+        _sync(device); return 1e3 * (time.perf_counter() - t0)
+    ratios = [fwd_ms(model) / fwd_ms(ref) for _ in range(warmup + repeats)][warmup:]
+    dec = decode_times(model, ref, decode_tokens, 8, repeats)[1] if decode_tokens else None
+    return statistics.median(ratios), dec, ''
+
 # %% ../nbs/40_cost.ipynb #56dd7bd9
 TARGETS = (r'q_proj$', r'v_proj$', r'\.query$', r'\.value$')
 ORDER = ('lora', 'antipasto', 'antipasto_rot', 'antipasto_ablate', 'antipasto_corda', 'antipasto_dplr',
@@ -247,7 +262,8 @@ def _file_cost(model, base, device) -> tuple[float, float]:
 
 # %% ../nbs/40_cost.ipynb #7c5a47a9
 COLUMNS = ('variant', 'calib', 'r', 'trainable', 'frozen', 'attach_ms', 'group_init_ms', 'attach_peak_MiB', 'fwd_ms',
-           'fwdbwd_ms', 'x_base', 'decode_tok_s', 'decode_x_base', 'macs_per_token', 'peak_MiB', 'file_KiB', 'load_ms', 'note')
+           'fwdbwd_ms', 'x_base', 'decode_tok_s', 'decode_x_base', 'macs_per_token', 'peak_MiB', 'file_KiB', 'load_ms',
+           'merged_fwd_x_base', 'merged_decode_x_base', 'note')
 NOCALIB = ' (no calib)'  # suffix of a row that attaches a calibration-optional variant without data
 
 def _numel(ts) -> int: return sum(t.numel() for t in ts)
@@ -318,6 +334,9 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
                            macs_per_token=(flops - ref['flops']) / 2 / tokens if ref else None)
                 if decode_tokens: row['decode_tok_s'], row['decode_x_base'] = decode_times(m, base, decode_tokens, 8, repeats)
             if ours: row['file_KiB'], row['load_ms'] = _file_cost(m, base, device)
+            if ours and not attach_only:   # last: it merges the adapter into this row's copy of the base
+                row['merged_fwd_x_base'], row['merged_decode_x_base'], why = merged_times(m, base, data, repeats, warmup, decode_tokens)
+                if why: row['note'] = (row['note'] + ' ' + why).strip()
         except Exception as e:
             row['note'] = f'{type(e).__name__}: {e}'.replace('\n', ' ')[:200]
             row['error'] = True
@@ -349,7 +368,7 @@ def _fmt(k, v) -> str:
     if v is None: return '-'
     if isinstance(v, float):
         if k == 'macs_per_token': return f'{v:,.0f}'
-        return f'{v:.2f}' if k in ('x_base', 'decode_x_base') else f'{v:.1f}'
+        return f'{v:.2f}' if k.endswith('x_base') else f'{v:.1f}'
     if isinstance(v, int) and k in ('trainable', 'frozen'): return f'{v:,}'
     return str(v)
 
@@ -378,10 +397,11 @@ def peak_meaning(device) -> str:
 
 # %% ../nbs/40_cost.ipynb #6605e923
 GOALS = {'attach (no calib) / peft PiSSA full SVD': 0.3, 'attach (no calib) / peft pissa_niter_4': 1.0,
-         'attach with selection / peft PiSSA full SVD': 0.5, 'decode unmerged / base': 1.05, 'train step / peft LoRA': 1.0}
+         'attach with selection / peft PiSSA full SVD': 0.5, 'decode unmerged / base': 1.05, 'train step / peft LoRA': 1.0,
+         'forward merged / base': 1.01, 'decode merged / base': 1.01}
 
 def target_ratios(rows: list[dict], family: str = 'antipasto') -> dict:
-    "Issue 13's ratios (keys of `GOALS`) from one report's rows; None where a row they need is missing or failed."
+    "The scale and deploy issues' ratios (keys of `GOALS`) from one report's rows; None where a row they need is missing or failed."
     by = {row['variant']: row for row in rows if not row['error']}
     def ratio(a, ka, b, kb):
         x, y = by.get(a, {}).get(ka), by.get(b, {}).get(kb)
@@ -391,7 +411,9 @@ def target_ratios(rows: list[dict], family: str = 'antipasto') -> dict:
             'attach (no calib) / peft pissa_niter_4': ratio(family + NOCALIB, 'attach_ms', 'peft_pissa_niter_4', 'attach_ms'),
             'attach with selection / peft PiSSA full SVD': ratio(sel, 'attach_ms', 'peft_pissa', 'attach_ms'),
             'decode unmerged / base': by.get(family, {}).get('decode_x_base'),
-            'train step / peft LoRA': ratio(family, 'x_base', 'peft_lora', 'x_base')}
+            'train step / peft LoRA': ratio(family, 'x_base', 'peft_lora', 'x_base'),
+            'forward merged / base': by.get(family, {}).get('merged_fwd_x_base'),
+            'decode merged / base': by.get(family, {}).get('merged_decode_x_base')}
 
 # %% ../nbs/40_cost.ipynb #ffe87ce6
 PRESETS = {'llama8b-shaped': dict(layers=1, r=256, variants=['antipasto'], references=list(REFERENCES), no_calib=['antipasto'],
@@ -416,6 +438,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--threads', type=int, help="torch CPU threads (default: torch's choice); 1 is steadier on a busy machine")
     p.add_argument('--calib-batches', type=int, default=4, help="random-token calibration batches of batch x seq for "
                    "variants that take calibration data (default 4)")
+    p.add_argument('--quant', choices=sorted(QUANTS), help="replace the blocks' linear layers by bitsandbytes 4-bit (nf4, fp4) or "
+                   "8-bit (int8) ones before measuring (attach_peak_MiB: the dense copies the decomposition needs)")
     p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'], help="base model dtype")
     p.add_argument('--device', help="cpu or cuda (default: cuda when available)")
     p.add_argument('--out', default='results/cost.tsv', help="TSV output path (default results/cost.tsv)")
@@ -450,6 +474,8 @@ def main(argv=None) -> int:
         layers = a.layers or 2
         make = lambda: qwen3_06b_shaped(layers, a.vocab, dtype)
         what = f"random Qwen3-0.6B-shaped model, {layers} block(s), vocab {a.vocab}"
+    if a.quant:
+        make, what = (lambda mk=make: quantize_blocks(mk(), a.quant)), what + f", blocks quantized to {a.quant} (bitsandbytes)"
     device = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     log = lambda s: print(s, file=sys.stderr, flush=True)
     t0 = time.perf_counter()
@@ -463,7 +489,7 @@ def main(argv=None) -> int:
     print(markdown_table(rows))
     ratios = {k: v for k, v in target_ratios(rows).items() if v is not None}
     if ratios:
-        print("\nIssue-13 ratios from this run (goal in brackets):\n")
+        print("\nTarget ratios from this run (goal in brackets):\n")
         for k, v in ratios.items(): print(f"- {k}: {v:.2f} (<= {GOALS[k]})")
     write_tsv(rows, a.out)
     failed = [r['variant'] for r in rows if r['error']]
