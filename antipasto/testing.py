@@ -5,12 +5,14 @@
 # %% ../nbs/04_testing.ipynb #6ecd68ec
 from __future__ import annotations
 import os, tempfile
+from dataclasses import dataclass
 import torch
 from torch import nn
 
 # %% auto #0
 __all__ = ['SENTENCES', 'TEST_MODELS', 'CHECK_KW', 'CHECK_DEFAULTS', 'tiny_lm', 'tiny_batch', 'minilm_path', 'minilm',
-           'minilm_batch', 'model_out', 'snapshot', 'assert_unchanged', 'check_kw', 'check_variant',
+           'minilm_batch', 'model_out', 'snapshot', 'assert_unchanged', 'check_kw', 'VariantRun', 'start_check',
+           'check_identity', 'check_training', 'check_steering', 'check_detach_reload', 'check_variant',
            'perturb_trainables', 'check_dense_reference', 'check_all', 'show_rows']
 
 # %% ../nbs/04_testing.ipynb #091851ae
@@ -25,6 +27,7 @@ def tiny_lm(seed: int = 0, dtype=torch.float32, **overrides) -> nn.Module:
     cfg._attn_implementation = 'eager'
     return Qwen3ForCausalLM(cfg).to(dtype).eval()
 
+# %% ../nbs/04_testing.ipynb #2ab1452d
 def tiny_batch(n: int = 3, seq: int = 10, seed: int = 0, vocab: int = 128) -> dict:
     "Token ids for `tiny_lm` with right padding on all rows but the first."
     g = torch.Generator().manual_seed(seed)
@@ -41,6 +44,7 @@ def minilm_path() -> str:
                                           "the dev extras include it)") from None
     return os.path.join(os.path.dirname(pkg.__file__), 'model')
 
+# %% ../nbs/04_testing.ipynb #8ddad499
 def minilm(dtype=torch.float32) -> nn.Module:
     "The real MiniLM-L6 BERT encoder (6 blocks, d=384), loaded offline."
     from transformers import AutoModel
@@ -48,6 +52,7 @@ def minilm(dtype=torch.float32) -> nn.Module:
     logging.disable_progress_bar()
     return AutoModel.from_pretrained(minilm_path(), dtype=dtype, attn_implementation='eager').eval()
 
+# %% ../nbs/04_testing.ipynb #be8e9c6d
 SENTENCES = [
     "The river rose overnight and the bridge was closed to traffic.",
     "She tuned the violin before the evening concert began.",
@@ -67,6 +72,7 @@ SENTENCES = [
     "The goalkeeper saved a penalty in the final minute.",
 ]
 
+# %% ../nbs/04_testing.ipynb #31c24980
 def minilm_batch(texts=None, max_length: int = 32) -> dict:
     "Tokenised, padded sentences for `minilm` (default: the built-in `SENTENCES`)."
     from transformers import AutoTokenizer
@@ -74,15 +80,18 @@ def minilm_batch(texts=None, max_length: int = 32) -> dict:
     return dict(tok(list(texts or SENTENCES[:6]), padding=True, truncation=True, max_length=max_length,
                     return_tensors='pt'))
 
+# %% ../nbs/04_testing.ipynb #1d337f0b
 def model_out(model: nn.Module, batch: dict) -> torch.Tensor:
     "The main output tensor: logits for a causal LM, last hidden state for an encoder."
     out = model(**batch)
     return out.logits if hasattr(out, 'logits') else out.last_hidden_state
 
+# %% ../nbs/04_testing.ipynb #fa2662a2
 TEST_MODELS = {'tiny': (tiny_lm, tiny_batch), 'minilm': (minilm, minilm_batch)}
 
 # %% ../nbs/04_testing.ipynb #60742cdd
 def _hooks(m):
+    "How many hooks module `m` holds, of every kind."
     return sum(len(getattr(m, a)) for a in ('_forward_hooks', '_forward_pre_hooks', '_backward_hooks',
                                               '_forward_hooks_with_kwargs', '_forward_pre_hooks_with_kwargs'))
 
@@ -94,6 +103,7 @@ def snapshot(model: nn.Module) -> dict:
             'attrs': {n: sorted(m.__dict__) + sorted(m._modules) for n, m in model.named_modules()},
             'training': model.training}
 
+# %% ../nbs/04_testing.ipynb #b57187b8
 def assert_unchanged(model: nn.Module, snap: dict) -> None:
     "Assert `model` is bit-identical to the `snapshot` taken earlier."
     now = snapshot(model)
@@ -122,52 +132,82 @@ CHECK_KW = {
     'road': dict(group_size=32),              # the tiny model's k/v projections have 32 outputs
 }
 
+# %% ../nbs/04_testing.ipynb #aaa1f4df
 def check_kw(name: str) -> dict:
     "The check settings of variant `name`: its `CHECK_KW` row, else its class's `check_kw` attribute, else none."
     from antipasto.core import variant_cls
     return dict(CHECK_KW[name]) if name in CHECK_KW else dict(getattr(variant_cls(name), 'check_kw', {}))
 
 # %% ../nbs/04_testing.ipynb #5375c758
-def _target_like(base: torch.Tensor, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(base.shape, generator=g).to(base)
-    return base + 0.5 * base.float().std().to(base) * noise
-
 CHECK_DEFAULTS = dict(model='tiny', base_dtype=torch.float32, identity_tol=0.0, load_tol=0.0, lr=3e-3, steps=5,
                       calibrate=None, seed=0)
 
-def check_variant(name: str, **kw) -> dict:
-    "Run the runtime contract on variant `name`; keywords are check options (`CHECK_DEFAULTS`) or config fields."
+# %% ../nbs/04_testing.ipynb #3277db20
+@dataclass
+class VariantRun:
+    "One `check_variant` run: the adapted test model, its batch, what it was before `attach`, the options and the results."
+    name: str
+    opts: dict              # `CHECK_DEFAULTS`, overridden by the variant's `check_kw` and by the call
+    m: nn.Module
+    batch: dict
+    base: torch.Tensor      # output before attach
+    snap: dict              # `snapshot` before attach
+    cfg: object
+    res: dict               # the measured numbers `check_variant` returns
+    trained: torch.Tensor | None = None  # output after the training steps
+
+# %% ../nbs/04_testing.ipynb #9728d5a8
+def start_check(name: str, **kw) -> VariantRun:
+    "Build the test model and batch `kw` asks for, snapshot it and its output, and attach variant `name`."
     from antipasto.core import config_for, variant_cls
-    from antipasto.runtime import attach, detach, save, load, steer, ADAPTER
+    from antipasto.runtime import attach
     vcls = variant_cls(name)
     opts = {**CHECK_DEFAULTS, **check_kw(name), **kw}
     overrides = {k: v for k, v in opts.items() if k not in CHECK_DEFAULTS}
-    model, base_dtype, identity_tol, load_tol, lr, steps, calibrate, seed = (opts[k] for k in CHECK_DEFAULTS)
-    make, make_batch = TEST_MODELS[model]
-    calibrate = vcls.calibration != 'none' if calibrate is None else calibrate
-    torch.manual_seed(seed)
-    m, batch = make(dtype=base_dtype), make_batch()
+    make, make_batch = TEST_MODELS[opts['model']]
+    calibrate = vcls.calibration != 'none' if opts['calibrate'] is None else opts['calibrate']
+    torch.manual_seed(opts['seed'])
+    m, batch = make(dtype=opts['base_dtype']), make_batch()
     data = [make_batch(), batch] if calibrate else None
     snap = snapshot(m)
     with torch.no_grad(): base = model_out(m, batch)
     cfg = config_for(name, **overrides)
     attach(m, cfg, data)
-    res = {'variant': name, **({'basis': cfg.basis} if hasattr(cfg, 'basis') else {}), 'model': model,
-           'base_dtype': str(base_dtype).removeprefix('torch.'), 'adapter_dtype': cfg.dtype}
+    res = {'variant': name, **({'basis': cfg.basis} if hasattr(cfg, 'basis') else {}), 'model': opts['model'],
+           'base_dtype': str(opts['base_dtype']).removeprefix('torch.'), 'adapter_dtype': cfg.dtype}
+    return VariantRun(name, opts, m, batch, base, snap, cfg, res)
+
+# %% ../nbs/04_testing.ipynb #1b9007f4
+def check_identity(run: VariantRun) -> None:
+    "The adapted output at init is within `identity_tol` of the base, and `coeff = 0` gives the base bitwise."
+    from antipasto.runtime import steer
+    name, m, batch, base = run.name, run.m, run.batch, run.base
     with torch.no_grad(): y0 = model_out(m, batch)
-    res['identity_err'] = (y0.float() - base.float()).abs().max().item()
-    if isinstance(identity_tol, dict): identity_tol = identity_tol[res['base_dtype']]
-    assert res['identity_err'] <= identity_tol, f"{name}: identity error {res['identity_err']:.3g} > {identity_tol}"
-    steerable = hasattr(cfg, 'coeff')
-    if steerable:
+    run.res['identity_err'] = (y0.float() - base.float()).abs().max().item()
+    tol = run.opts['identity_tol']
+    if isinstance(tol, dict): tol = tol[run.res['base_dtype']]
+    assert run.res['identity_err'] <= tol, f"{name}: identity error {run.res['identity_err']:.3g} > {tol}"
+    if hasattr(run.cfg, 'coeff'):
         with steer(m, 0.0), torch.no_grad(): assert torch.equal(model_out(m, batch), base), f"{name}: coeff=0 is not the base"
+
+# %% ../nbs/04_testing.ipynb #420bf206
+def _target_like(base: torch.Tensor, seed: int) -> torch.Tensor:
+    "A fixed target near `base`: noise of half its standard deviation added."
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(base.shape, generator=g).to(base)
+    return base + 0.5 * base.float().std().to(base) * noise
+
+# %% ../nbs/04_testing.ipynb #3a7d8217
+def check_training(run: VariantRun) -> None:
+    "Only adapter tensors train, the base gets no gradient, some adapter gradient is non-zero, and `steps` Adam steps reduce an MSE."
+    from antipasto.runtime import ADAPTER
+    name, m, batch = run.name, run.m, run.batch
     params = [p for p in m.parameters() if p.requires_grad]
     names = [n for n, p in m.named_parameters() if p.requires_grad]
     assert params and all(f'.{ADAPTER}.' in n for n in names), f"{name}: non-adapter trainables {names[:3]}"
-    target = _target_like(base, seed)
-    opt, losses = torch.optim.Adam(params, lr=lr), []
-    for _ in range(steps):
+    target = _target_like(run.base, run.opts['seed'])
+    opt, losses = torch.optim.Adam(params, lr=run.opts['lr']), []
+    for _ in range(run.opts['steps']):
         loss = (model_out(m, batch).float() - target.float()).pow(2).mean()
         loss.backward()
         if not losses:
@@ -175,36 +215,56 @@ def check_variant(name: str, **kw) -> dict:
             assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params), f"{name}: all adapter grads are zero"
         opt.step(); opt.zero_grad(); losses.append(loss.item())
     with torch.no_grad(): final = (model_out(m, batch).float() - target.float()).pow(2).mean().item()
-    res['loss_first'], res['loss_last'] = losses[0], final
+    run.res['loss_first'], run.res['loss_last'] = losses[0], final
     assert final < losses[0], f"{name}: loss did not go down ({losses[0]:.4g} -> {final:.4g})"
-    with torch.no_grad(): trained = model_out(m, batch)
-    if steerable:
-        with steer(m, 0.0), torch.no_grad():
-            assert torch.equal(model_out(m, batch), base), f"{name}: after training, coeff=0 is not the base"
-        with torch.no_grad():
-            with steer(m, 1.0): up = model_out(m, batch).float() - base.float()
-            with steer(m, -1.0): down = model_out(m, batch).float() - base.float()
-        if not (up.abs().max() > 0 and down.abs().max() > 0):
-            raise AssertionError(f"{name}: after training, steer(+1) or steer(-1) leaves the {base.dtype} output exactly at the "
-                                 "base: the check's few steps moved it less than that dtype's rounding; give the variant a "
-                                 "larger lr (or init) in its `CHECK_KW` row so the steering check has something to measure")
-        res['steer_cos'] = torch.nn.functional.cosine_similarity(up.flatten(), down.flatten(), dim=0).item()
-        assert res['steer_cos'] < 0, f"{name}: steer(+1) and steer(-1) move the output the same way"
-    try: attach(m, cfg); raise AssertionError(f"{name}: double attach was accepted")
+    with torch.no_grad(): run.trained = model_out(m, batch)
+
+# %% ../nbs/04_testing.ipynb #87368e8d
+def check_steering(run: VariantRun) -> None:
+    "After training, `coeff = 0` is still the base bitwise, and `steer(+1)`, `steer(-1)` move the output in opposite directions."
+    from antipasto.runtime import steer
+    name, m, batch, base = run.name, run.m, run.batch, run.base
+    with steer(m, 0.0), torch.no_grad():
+        assert torch.equal(model_out(m, batch), base), f"{name}: after training, coeff=0 is not the base"
+    with torch.no_grad():
+        with steer(m, 1.0): up = model_out(m, batch).float() - base.float()
+        with steer(m, -1.0): down = model_out(m, batch).float() - base.float()
+    if not (up.abs().max() > 0 and down.abs().max() > 0):
+        raise AssertionError(f"{name}: after training, steer(+1) or steer(-1) leaves the {base.dtype} output exactly at the "
+                             "base: the check's few steps moved it less than that dtype's rounding; give the variant a "
+                             "larger lr (or init) in its `CHECK_KW` row so the steering check has something to measure")
+    run.res['steer_cos'] = torch.nn.functional.cosine_similarity(up.flatten(), down.flatten(), dim=0).item()
+    assert run.res['steer_cos'] < 0, f"{name}: steer(+1) and steer(-1) move the output the same way"
+
+# %% ../nbs/04_testing.ipynb #47c457a2
+def check_detach_reload(run: VariantRun) -> None:
+    "A second `attach` raises; `detach` restores the snapshot and the base output bitwise; a fresh base loads the saved file to `load_tol`."
+    from antipasto.runtime import attach, detach, save, load
+    name, m, batch, opts = run.name, run.m, run.batch, run.opts
+    try: attach(m, run.cfg); raise AssertionError(f"{name}: double attach was accepted")
     except RuntimeError: pass
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, f'{name}.safetensors')
         save(m, path)
         detach(m)
-        assert_unchanged(m, snap)
-        with torch.no_grad(): assert torch.equal(model_out(m, batch), base), f"{name}: detach is not exact"
-        torch.manual_seed(seed)
-        fresh = make(dtype=base_dtype)
+        assert_unchanged(m, run.snap)
+        with torch.no_grad(): assert torch.equal(model_out(m, batch), run.base), f"{name}: detach is not exact"
+        torch.manual_seed(opts['seed'])
+        fresh = TEST_MODELS[opts['model']][0](dtype=opts['base_dtype'])
         load(fresh, path)
         with torch.no_grad(): again = model_out(fresh, batch)
-    res['load_err'] = (again.float() - trained.float()).abs().max().item()
-    assert res['load_err'] <= load_tol, f"{name}: reload error {res['load_err']:.3g} > {load_tol}"
-    return res
+    run.res['load_err'] = (again.float() - run.trained.float()).abs().max().item()
+    assert run.res['load_err'] <= opts['load_tol'], f"{name}: reload error {run.res['load_err']:.3g} > {opts['load_tol']}"
+
+# %% ../nbs/04_testing.ipynb #72088426
+def check_variant(name: str, **kw) -> dict:
+    "Run the runtime contract on variant `name`; keywords are check options (`CHECK_DEFAULTS`) or config fields."
+    run = start_check(name, **kw)
+    check_identity(run)
+    check_training(run)
+    if hasattr(run.cfg, 'coeff'): check_steering(run)
+    check_detach_reload(run)
+    return run.res
 
 # %% ../nbs/04_testing.ipynb #3c70a110
 def perturb_trainables(model: nn.Module, scale: float = 0.1, seed: int = 0) -> None:
@@ -214,6 +274,7 @@ def perturb_trainables(model: nn.Module, scale: float = 0.1, seed: int = 0) -> N
         for p in model.parameters():
             if p.requires_grad: p.add_((scale * torch.randn(p.shape, generator=g)).to(p))
 
+# %% ../nbs/04_testing.ipynb #cdc21923
 def check_dense_reference(name: str, delta_fn, model: str = 'minilm', coeffs=(1.0, -1.0, 0.5), tol: float = 1e-5,
                           scale: float = 0.1, seed: int = 0, calibrate: bool | None = None, **overrides) -> float:
     "Assert the hooked forward equals float64 `W x + b + delta_fn(adapter, coeff) x` on every target; returns the worst relative error."
