@@ -18,8 +18,9 @@ from .train import fit, init_distributed, world, trainable, provenance, default_
 __all__ = ['NUMBER', 'MARKER', 'TRAIN_FIELDS', 'TEST_FIELDS', 'PROMPT', 'ANSWER_IS', 'DEFAULT_MODEL', 'GSM8K_R', 'GSM8K_FAMILY_R',
            'GSM8K_LR', 'GSM8K_LORA_LR', 'GSM8K_FAMILY_LR', 'GSM8K_COLUMNS', 'to_number', 'extract_answer', 'is_correct',
            'read_records', 'load_train', 'load_test', 'to_target', 'encode', 'collate', 'train_stream', 'batches',
-           'answer', 'check_test_lengths', 'evaluate', 'write_fixture', 'gsm8k_lr', 'run_name', 'load_model', 'run',
-           'append_tsv', 'parse_gsm8k_args', 'gsm8k_main']
+           'answer', 'check_test_lengths', 'evaluate', 'write_fixture', 'gsm8k_lr', 'run_name', 'load_model',
+           'parse_gsm8k_args', 'gsm8k_main', 'load_data', 'calibration_data', 'train_adapter', 'results_record',
+           'append_tsv', 'write_results', 'run']
 
 # %% ../nbs/43_gsm8k.ipynb #410e4e36
 NUMBER = re.compile(r'-?\$?\d[\d,]*(?:\.\d+)?')
@@ -31,6 +32,7 @@ def to_number(s: str) -> Decimal | None:
     try: return Decimal(s)
     except InvalidOperation: return None
 
+# %% ../nbs/43_gsm8k.ipynb #764f802a
 def extract_answer(text: str) -> Decimal | None:
     "The last number after the last `####`, on the same line; None when there is no marker or no number after it."
     if MARKER not in text: return None
@@ -38,6 +40,7 @@ def extract_answer(text: str) -> Decimal | None:
     nums = NUMBER.findall(after)
     return to_number(nums[-1]) if nums else None
 
+# %% ../nbs/43_gsm8k.ipynb #e61e7f30
 def is_correct(generated: str, reference: str) -> bool:
     "Whether the generated answer's number equals the GSM8K reference's (both read by `extract_answer`)."
     gold = extract_answer(reference)
@@ -61,18 +64,21 @@ def read_records(path: str, fields: tuple) -> list[dict]:
         if missing: raise ValueError(f"{path}: record {i} lacks field(s) {missing}; each record needs {list(fields)}")
     return recs
 
+# %% ../nbs/43_gsm8k.ipynb #60f67699
 def load_train(path: str | None = None):
     "MetaMathQA (hub, split train) or a local file with its `query`/`response` fields."
     if path: return read_records(path, TRAIN_FIELDS)
     from datasets import load_dataset
     return load_dataset('meta-math/MetaMathQA', split='train')
 
+# %% ../nbs/43_gsm8k.ipynb #f84a6bda
 def load_test(path: str | None = None):
     "GSM8K (hub, config main, split test) or a local file with its `question`/`answer` fields."
     if path: return read_records(path, TEST_FIELDS)
     from datasets import load_dataset
     return load_dataset('openai/gsm8k', 'main', split='test')
 
+# %% ../nbs/43_gsm8k.ipynb #59f92919
 def to_target(response: str) -> str | None:
     "A MetaMathQA response with its final `The answer is: X` rewritten to `#### X` (None if it has none)."
     m = ANSWER_IS.search(response)
@@ -88,6 +94,7 @@ def encode(tok, prompt: str, target: str | None, max_len: int) -> dict | None:
     if len(p) + len(t) > max_len: return None
     return {'input_ids': p + t, 'labels': [-100] * len(p) + t}
 
+# %% ../nbs/43_gsm8k.ipynb #ed57da7f
 def collate(examples: list[dict], pad_id: int, side: str = 'right') -> dict:
     "Pad a list of encoded examples into a batch (labels padded with -100, `attention_mask` 0 on padding)."
     n = max(len(e['input_ids']) for e in examples)
@@ -99,6 +106,7 @@ def collate(examples: list[dict], pad_id: int, side: str = 'right') -> dict:
         if 'labels' in out: out['labels'].append(pad(e['labels'], -100))
     return {k: torch.tensor(v) for k, v in out.items()}
 
+# %% ../nbs/43_gsm8k.ipynb #c343777b
 def train_stream(records, tok, max_len: int, seed: int, counts: dict, shard: bool = True):
     "Endless stream of encoded training examples (seeded shuffled epochs; this rank's share when `shard`); drops go into `counts`."
     rank, n = world() if shard else (0, 1)
@@ -122,6 +130,7 @@ def train_stream(records, tok, max_len: int, seed: int, counts: dict, shard: boo
                                      f"{counts['no_answer']} without 'The answer is'")
         epoch += 1
 
+# %% ../nbs/43_gsm8k.ipynb #8f4122e5
 def batches(stream, batch_size: int, pad_id: int):
     "Endless padded batches from an example stream."
     while True: yield collate([next(stream) for _ in range(batch_size)], pad_id)
@@ -144,6 +153,7 @@ def answer(model, tok, questions: list[str], max_new_tokens: int = 256, batch_si
         out += tok.batch_decode(ids[:, b['input_ids'].shape[1]:], skip_special_tokens=True)
     return out
 
+# %% ../nbs/43_gsm8k.ipynb #6fe024cb
 def check_test_lengths(tok, records, max_len: int) -> None:
     "Raise, naming the item and the fix, if any test prompt is longer than `max_len` tokens."
     for i, r in enumerate(records):
@@ -151,6 +161,7 @@ def check_test_lengths(tok, records, max_len: int) -> None:
         if n > max_len: raise ValueError(f"GSM8K test item {i} has a {n}-token prompt, longer than --max-len {max_len}; "
                                          "raise --max-len (test items are never dropped: that would change the score's denominator)")
 
+# %% ../nbs/43_gsm8k.ipynb #02c08a0c
 def evaluate(model, tok, records, max_new_tokens: int = 256, batch_size: int = 16, progress: bool = False) -> list[dict]:
     "Answer this rank's share of the test records and score them; every rank gets all ranks' results, in test order."
     rank, n = world()
@@ -241,83 +252,15 @@ def load_model(name: str, dtype: torch.dtype, device):
     model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(device)
     return model, tok
 
-def run(args) -> dict | None:
-    "One GSM8K run as `args` (from `parse_gsm8k_args`) describes; rank 0 returns the results and writes them, others None."
-    device = init_distributed()
-    rank, nproc = world()
-    log = (lambda s: print(s, file=sys.stderr, flush=True)) if rank == 0 else None
-    torch.manual_seed(args.seed)
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == 'cuda' else torch.float32)
-    model, tok = load_model(args.model, dtype, device)
-    train_recs, test_recs = load_train(args.train_file), load_test(args.test_file)
-    if args.n_train: train_recs = [train_recs[i] for i in range(min(args.n_train, len(train_recs)))]
-    if args.n_test: test_recs = [test_recs[i] for i in range(min(args.n_test, len(test_recs)))]
-    check_test_lengths(tok, test_recs, args.max_len)
-    overrides = {k: _value(v) for k, v in (f.split('=', 1) for f in args.set)}
-    cfg = run_config(args.variant, model, args.r, args.family_r, csv_list(args.targets), args.layers, overrides, log)
-    lr = args.lr if args.lr is not None else gsm8k_lr(args.variant)
-    rid = run_name(args.model, args.variant, cfg, lr, args.steps, args.seed)
-    pad = tok.pad_token_id
-    calib = None
-    if variant_cls(args.variant).calibration != 'none':  # same data on every rank, so every rank builds the same basis
-        cs = train_stream(train_recs, tok, args.max_len, args.seed + 1, {'too_long': 0, 'no_answer': 0}, shard=False)
-        calib = [{k: v.to(device) for k, v in collate([next(cs) for _ in range(args.batch_size)], pad).items() if k != 'labels'}
-                 for _ in range(args.calib_batches)]
-    t0 = time.perf_counter()
-    attach(model, cfg, calib)
-    attach_s = time.perf_counter() - t0
-    counts = {'too_long': 0, 'no_answer': 0}
-    stream = batches(train_stream(train_recs, tok, args.max_len, args.seed, counts), args.batch_size, pad)
-    loss_fn = lambda net, b: net(**{k: v.to(device) for k, v in b.items()}).loss
-    model.train()
-    res = fit(model, loss_fn, stream, args.steps, lr, warmup=round(args.warmup_ratio * args.steps), clip=args.clip,
-              progress=not args.no_progress, desc=f'{args.variant} train')
-    model.eval()
-    if log and sum(counts.values()):
-        log(f"dropped training examples (first epoch, this rank): {counts['too_long']} longer than --max-len {args.max_len}, "
-            f"{counts['no_answer']} without 'The answer is'")
-    t1 = time.perf_counter()
-    results = evaluate(model, tok, test_recs, args.max_new_tokens, args.eval_batch_size, not args.no_progress)
-    eval_s = time.perf_counter() - t1
-    if rank != 0: return None
-    n_ok = sum(r['correct'] for r in results)
-    losses = res['losses']
-    out = {'run_id': rid, 'variant': args.variant, 'accuracy': n_ok / len(results), 'n_correct': n_ok, 'n_test': len(results),
-           'model': args.model, 'train_file': args.train_file or 'hub:meta-math/MetaMathQA',
-           'test_file': args.test_file or 'hub:openai/gsm8k/main/test', 'config': cfg.to_dict(), 'lr': lr,
-           'steps': args.steps, 'batch_size': args.batch_size, 'world_size': nproc, 'max_len': args.max_len,
-           'warmup_steps': round(args.warmup_ratio * args.steps), 'clip': args.clip, 'seed': args.seed,
-           'max_new_tokens': args.max_new_tokens, 'dtype': str(dtype).removeprefix('torch.'), 'device': str(device),
-           'trainable_params': sum(p.numel() for p in trainable(model)), 'dropped_rank0': counts,
-           'loss_first': losses[0], 'loss_last': losses[-1],
-           'loss_curve': [sum(losses[i:i + 50]) / len(losses[i:i + 50]) for i in range(0, len(losses), 50)],
-           'attach_s': attach_s, 'train_s': res['seconds'], 'eval_s': eval_s,
-           'finished_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-           **provenance(), 'predictions': results}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f'{rid}.json'), 'w') as f: json.dump(out, f, indent=1)
-    append_tsv(out, os.path.join(args.out, 'gsm8k.tsv'))
-    if args.save_adapter: save(model, os.path.join(args.out, f'{rid}.safetensors'))
-    return out
-
-GSM8K_COLUMNS = ('run_id', 'variant', 'accuracy', 'n_correct', 'n_test', 'model', 'lr', 'steps', 'batch_size', 'world_size',
-                 'trainable_params', 'loss_first', 'loss_last', 'train_s', 'eval_s', 'seed', 'config', 'finished_utc',
-                 'git_commit', 'version')
-
-def append_tsv(out: dict, path: str) -> None:
-    "Append one run's row to a TSV shared by a sweep (header written when the file is new)."
-    new = not os.path.exists(path)
-    with open(path, 'a', newline='') as f:
-        w = csv.writer(f, delimiter='\t', lineterminator='\n')
-        if new: w.writerow(GSM8K_COLUMNS)
-        w.writerow([json.dumps(out[c]) if isinstance(out[c], dict) else out[c] for c in GSM8K_COLUMNS])
-
+# %% ../nbs/43_gsm8k.ipynb #a8fe5276
 def _value(s: str):
+    "A `--set` value as the Python literal it spells, else the string itself."
     try: return ast.literal_eval(s)
     except (ValueError, SyntaxError): return s
 
 # %% ../nbs/43_gsm8k.ipynb #1147fa95
 def parse_gsm8k_args(argv=None) -> argparse.Namespace:
+    "The command line of `antipasto-bench gsm8k` (each `--set` checked to be FIELD=VALUE)."
     p = argparse.ArgumentParser(prog='antipasto-bench gsm8k', description="Train one variant on MetaMathQA and score "
                                 "greedy GSM8K test accuracy (hub datasets, or local files of the same schema).")
     p.add_argument('--variant', default='lora', help="registered variant name (default lora)")
@@ -350,6 +293,7 @@ def parse_gsm8k_args(argv=None) -> argparse.Namespace:
     if bad: p.error(f"--set takes FIELD=VALUE, got {bad}")
     return a
 
+# %% ../nbs/43_gsm8k.ipynb #3341b4af
 def gsm8k_main(argv=None) -> int:
     "`antipasto-bench gsm8k ARGS`: one run; prints the accuracy and where the results went."
     a = parse_gsm8k_args(argv)
@@ -361,3 +305,103 @@ def gsm8k_main(argv=None) -> int:
         print(f"{out['run_id']}: accuracy {out['accuracy']:.4f} ({out['n_correct']}/{out['n_test']}); "
               f"wrote {os.path.join(a.out, out['run_id'] + '.json')} and {os.path.join(a.out, 'gsm8k.tsv')}")
     return 0
+
+# %% ../nbs/43_gsm8k.ipynb #d0a9c2de
+def load_data(args, tok) -> tuple[list, list]:
+    "The training and test records `args` names (only the first `--n-train` / `--n-test`), test prompt lengths checked."
+    train_recs, test_recs = load_train(args.train_file), load_test(args.test_file)
+    if args.n_train: train_recs = [train_recs[i] for i in range(min(args.n_train, len(train_recs)))]
+    if args.n_test: test_recs = [test_recs[i] for i in range(min(args.n_test, len(test_recs)))]
+    check_test_lengths(tok, test_recs, args.max_len)
+    return train_recs, test_recs
+
+# %% ../nbs/43_gsm8k.ipynb #2e98473c
+def calibration_data(args, train_recs, tok, device) -> list[dict] | None:
+    "For a variant that calibrates, `--calib-batches` batches of training text without labels; else None."
+    if variant_cls(args.variant).calibration == 'none': return None
+    # the same data on every rank (no sharding), so every rank builds the same basis
+    cs = train_stream(train_recs, tok, args.max_len, args.seed + 1, {'too_long': 0, 'no_answer': 0}, shard=False)
+    return [{k: v.to(device) for k, v in collate([next(cs) for _ in range(args.batch_size)], tok.pad_token_id).items() if k != 'labels'}
+            for _ in range(args.calib_batches)]
+
+# %% ../nbs/43_gsm8k.ipynb #51672b76
+def train_adapter(model, args, train_recs, tok, lr: float, device, log=None) -> tuple[dict, dict]:
+    "`fit` the attached adapter for `args.steps` on this rank's share of the training stream; `fit`'s result and the dropped counts."
+    counts = {'too_long': 0, 'no_answer': 0}
+    stream = batches(train_stream(train_recs, tok, args.max_len, args.seed, counts), args.batch_size, tok.pad_token_id)
+    loss_fn = lambda net, b: net(**{k: v.to(device) for k, v in b.items()}).loss
+    model.train()
+    res = fit(model, loss_fn, stream, args.steps, lr, warmup=round(args.warmup_ratio * args.steps), clip=args.clip,
+              progress=not args.no_progress, desc=f'{args.variant} train')
+    model.eval()
+    if log and sum(counts.values()):
+        log(f"dropped training examples (first epoch, this rank): {counts['too_long']} longer than --max-len {args.max_len}, "
+            f"{counts['no_answer']} without 'The answer is'")
+    return res, counts
+
+# %% ../nbs/43_gsm8k.ipynb #2c525d5c
+def results_record(args, cfg, lr: float, model, predictions: list[dict], m: dict) -> dict:
+    "One run's results as written to `<run_id>.json`; `m` holds what the run measured (dtype, device, world size, drops, losses, times)."
+    n_ok = sum(r['correct'] for r in predictions)
+    losses = m['losses']
+    return {'run_id': run_name(args.model, args.variant, cfg, lr, args.steps, args.seed), 'variant': args.variant,
+            'accuracy': n_ok / len(predictions), 'n_correct': n_ok, 'n_test': len(predictions),
+            'model': args.model, 'train_file': args.train_file or 'hub:meta-math/MetaMathQA',
+            'test_file': args.test_file or 'hub:openai/gsm8k/main/test', 'config': cfg.to_dict(), 'lr': lr,
+            'steps': args.steps, 'batch_size': args.batch_size, 'world_size': m['world_size'], 'max_len': args.max_len,
+            'warmup_steps': round(args.warmup_ratio * args.steps), 'clip': args.clip, 'seed': args.seed,
+            'max_new_tokens': args.max_new_tokens, 'dtype': str(m['dtype']).removeprefix('torch.'), 'device': str(m['device']),
+            'trainable_params': sum(p.numel() for p in trainable(model)), 'dropped_rank0': m['dropped'],
+            'loss_first': losses[0], 'loss_last': losses[-1],
+            'loss_curve': [sum(losses[i:i + 50]) / len(losses[i:i + 50]) for i in range(0, len(losses), 50)],
+            'attach_s': m['attach_s'], 'train_s': m['train_s'], 'eval_s': m['eval_s'],
+            'finished_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+            **provenance(), 'predictions': predictions}
+
+# %% ../nbs/43_gsm8k.ipynb #f52b7774
+GSM8K_COLUMNS = ('run_id', 'variant', 'accuracy', 'n_correct', 'n_test', 'model', 'lr', 'steps', 'batch_size', 'world_size',
+                 'trainable_params', 'loss_first', 'loss_last', 'train_s', 'eval_s', 'seed', 'config', 'finished_utc',
+                 'git_commit', 'version')
+
+def append_tsv(out: dict, path: str) -> None:
+    "Append one run's row to a TSV shared by a sweep (header written when the file is new)."
+    new = not os.path.exists(path)
+    with open(path, 'a', newline='') as f:
+        w = csv.writer(f, delimiter='\t', lineterminator='\n')
+        if new: w.writerow(GSM8K_COLUMNS)
+        w.writerow([json.dumps(out[c]) if isinstance(out[c], dict) else out[c] for c in GSM8K_COLUMNS])
+
+# %% ../nbs/43_gsm8k.ipynb #74005099
+def write_results(out: dict, args, model) -> None:
+    "Write `<run_id>.json`, append the run's row to `gsm8k.tsv`, and save the adapter when `--save-adapter` asks for it."
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"{out['run_id']}.json"), 'w') as f: json.dump(out, f, indent=1)
+    append_tsv(out, os.path.join(args.out, 'gsm8k.tsv'))
+    if args.save_adapter: save(model, os.path.join(args.out, f"{out['run_id']}.safetensors"))
+
+# %% ../nbs/43_gsm8k.ipynb #1fc5135e
+def run(args) -> dict | None:
+    "One GSM8K run as `args` (from `parse_gsm8k_args`) describes; rank 0 returns the results and writes them, others None."
+    device = init_distributed()
+    rank, nproc = world()
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if rank == 0 else None
+    torch.manual_seed(args.seed)
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == 'cuda' else torch.float32)
+    model, tok = load_model(args.model, dtype, device)
+    train_recs, test_recs = load_data(args, tok)
+    overrides = {k: _value(v) for k, v in (f.split('=', 1) for f in args.set)}
+    cfg = run_config(args.variant, model, args.r, args.family_r, csv_list(args.targets), args.layers, overrides, log)
+    lr = args.lr if args.lr is not None else gsm8k_lr(args.variant)
+    calib = calibration_data(args, train_recs, tok, device)
+    t0 = time.perf_counter()
+    attach(model, cfg, calib)
+    attach_s = time.perf_counter() - t0
+    fitted, counts = train_adapter(model, args, train_recs, tok, lr, device, log)
+    t1 = time.perf_counter()
+    predictions = evaluate(model, tok, test_recs, args.max_new_tokens, args.eval_batch_size, not args.no_progress)
+    measured = dict(dtype=dtype, device=device, world_size=nproc, dropped=counts, losses=fitted['losses'], attach_s=attach_s,
+                    train_s=fitted['seconds'], eval_s=time.perf_counter() - t1)
+    if rank != 0: return None
+    out = results_record(args, cfg, lr, model, predictions, measured)
+    write_results(out, args, model)
+    return out
