@@ -39,7 +39,9 @@ def _split_batch(batch, i: int):
                         "(return_tensors='pt')")
     return args, kwargs, mask
 
+# %% ../nbs/02_calibration.ipynb #7db874fb
 def _to(v, device):
+    "`v` on `device` if it is a tensor, else `v` unchanged."
     return v.to(device) if isinstance(v, torch.Tensor) else v
 
 # %% ../nbs/02_calibration.ipynb #9cc07815

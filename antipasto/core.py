@@ -50,6 +50,7 @@ def _fix(cfg, name: str, fix: str) -> str:
     d = getattr(f, 'default', dataclasses.MISSING)
     return '' if d is dataclasses.MISSING else f"the default is {name}={d!r}"
 
+# %% ../nbs/00_core.ipynb #5c507201
 def check_number(cfg, name: str, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False, fix: str = '') -> float:
     "Check that `cfg.<name>` is a finite real number inside the bounds and store it as a float."
     v = real_number(getattr(cfg, name), f"{type(cfg).__name__}: {name}", lo, hi, lo_open, hi_open, _fix(cfg, name, fix))
@@ -211,6 +212,7 @@ class ParamSpec:
     trainable: bool = True
     dtype: torch.dtype | None = None
 
+# %% ../nbs/00_core.ipynb #be339086
 def init_tensor(spec: ParamSpec, dtype: torch.dtype, device=None, generator=None) -> torch.Tensor:
     "A fresh tensor filled as `spec.init` says."
     shape, init = tuple(spec.shape), spec.init
@@ -239,6 +241,7 @@ def check_coeff(c, what: str = 'coeff') -> float:
     if not math.isfinite(c) or abs(c) > COEFF_MAX: raise ValueError(f"{what}={c!r} must be finite with |{what}| <= {COEFF_MAX:g}")
     return c
 
+# %% ../nbs/00_core.ipynb #84e40fac
 def current_coeff(adapter) -> float:
     "The coefficient `adapter` runs with now: the innermost steering entry that names it, else its own."
     for _, table in reversed(STEERING.get()):
@@ -247,7 +250,6 @@ def current_coeff(adapter) -> float:
             adapter.__dict__['_was_steered'] = True
             return c
     return adapter.__dict__.get('_coeff', 1.0)
-
 
 # %% ../nbs/00_core.ipynb #b3f48847
 class Variant(nn.Module):
@@ -355,6 +357,7 @@ def register(cls: type[Variant]) -> type[Variant]:
         _rebind(other, cls); _rebind(other.config_cls, cls.config_cls)
     return cls
 
+# %% ../nbs/00_core.ipynb #391825e2
 def _rebind(old, new) -> None:
     "Point every module-level name the package binds to `old` at `new`, so `ap.XConfig` and `REGISTRY` never disagree."
     import sys  # local: the imports cell of this notebook is shared with other edits
@@ -364,6 +367,7 @@ def _rebind(old, new) -> None:
         for k, v in list(vars(m).items()):
             if v is old: setattr(m, k, new)
 
+# %% ../nbs/00_core.ipynb #019e40b9
 def variant_cls(name_or_cfg) -> type[Variant]:
     "The registered class for a variant name or config."
     name = name_or_cfg if isinstance(name_or_cfg, str) else getattr(name_or_cfg, 'variant', None)
@@ -377,6 +381,7 @@ def variant_cls(name_or_cfg) -> type[Variant]:
                         f"{cls.config_cls.__module__}.{cls.config_cls.__qualname__}")
     return cls
 
+# %% ../nbs/00_core.ipynb #d2b87cd8
 def config_for(name: str, **overrides) -> AdapterConfig:
     "Build the config of variant `name` with some fields overridden."
     cls = variant_cls(name).config_cls
@@ -400,6 +405,7 @@ def attach_scope():
     try: yield
     finally: _MEMO.reset(token)
 
+# %% ../nbs/00_core.ipynb #d18dc5eb
 def memo(key, fn: Callable):
     "`fn()`, computed once per `key` inside an `attach_scope`; recomputed every call outside one."
     d = _MEMO.get()

@@ -13,10 +13,6 @@ from .layers import is_linear_like, dims
 __all__ = ['WRITER_NAMES', 'READER_NAMES', 'hidden_size_of', 'layer_index', 'role_of', 'find_targets']
 
 # %% ../nbs/01_targets.ipynb #d32e0f85
-WRITER_NAMES = r'(o_proj|out_proj|down_proj|dense_4h_to_h|c_proj|fc2|wo|w2|output\.dense|Attention\.o)$'
-READER_NAMES = (r'(q_proj|k_proj|v_proj|qkv_proj|gate_proj|up_proj|gate_up_proj|query|key|value|c_attn|c_fc|fc1|wq|wk|wv|w1|w3|'
-                r'wi|wi_0|wi_1|dense_h_to_4h|intermediate\.dense|Attention\.[qkv])$')
-
 def hidden_size_of(model: nn.Module) -> int | None:
     "The model width d: from its config, else from its input embeddings."
     cfg = getattr(model, 'config', None)
@@ -26,11 +22,17 @@ def hidden_size_of(model: nn.Module) -> int | None:
     emb = model.get_input_embeddings() if hasattr(model, 'get_input_embeddings') else None
     return getattr(emb, 'embedding_dim', None)
 
+# %% ../nbs/01_targets.ipynb #fc21c043
 def layer_index(name: str) -> int | None:
     "The block index in a dotted module name (its first integer component)."
     for part in name.split('.'):
         if part.isdigit(): return int(part)
     return None
+
+# %% ../nbs/01_targets.ipynb #2ef121b8
+WRITER_NAMES = r'(o_proj|out_proj|down_proj|dense_4h_to_h|c_proj|fc2|wo|w2|output\.dense|Attention\.o)$'
+READER_NAMES = (r'(q_proj|k_proj|v_proj|qkv_proj|gate_proj|up_proj|gate_up_proj|query|key|value|c_attn|c_fc|fc1|wq|wk|wv|w1|w3|'
+                r'wi|wi_0|wi_1|dense_h_to_4h|intermediate\.dense|Attention\.[qkv])$')
 
 def role_of(name: str, layer: nn.Module, hidden: int | None) -> str | None:
     "`reader`, `writer`, `inner`, or None outside the blocks (poolers, heads) and for a square layer whose name does not say."
