@@ -45,6 +45,7 @@ def tiny_arch(arch: str, seed: int = 0, dtype=torch.float32) -> nn.Module:
     cfg._attn_implementation = 'eager'
     return getattr(transformers, mname)(cfg).to(dtype).eval()
 
+# %% ../nbs/06_architectures.ipynb #6296dda0
 def arch_batch(arch: str, n: int = 3, seq: int = 10, seed: int = 0) -> dict:
     "Right-padded token ids for `tiny_arch(arch)`; for T5 unpadded encoder and decoder ids."
     b = tiny_batch(n, seq, seed, vocab=128)
@@ -64,6 +65,7 @@ def quantize_blocks(model: nn.Module, quant: str) -> nn.Module:
             setattr(model.get_submodule(parent), leaf, quantize_linear(m, bits, qt or 'nf4'))
     return model.eval()
 
+# %% ../nbs/06_architectures.ipynb #462e4338
 def registered_model(key: str) -> str:
     "Register `key` (`'llama'`, `'minilm'`, `'llama:nf4'`, ...) in `testing.TEST_MODELS` so `check_variant(model=key)` runs on it."
     if key in TEST_MODELS: return key
@@ -77,17 +79,22 @@ def registered_model(key: str) -> str:
 
 # %% ../nbs/06_architectures.ipynb #99cd2ce5
 def _cayley_blocks(T: torch.Tensor, bs: int, a_lim: float) -> torch.Tensor:
+    "Block-diagonal Cayley rotation, in float64, from the rows of `T` (one block of size `bs` per row, entries bounded by `a_lim`)."
     iu, I, blocks = torch.triu_indices(bs, bs, 1), torch.eye(bs, dtype=torch.float64), []
     for row in a_lim * torch.tanh(T.double() / a_lim):
         A = torch.zeros(bs, bs, dtype=torch.float64); A[iu[0], iu[1]] = row; A = A - A.T
         blocks.append(torch.linalg.inv(I - A / 2) @ (I + A / 2))
     return torch.block_diag(*blocks)
 
+# %% ../nbs/06_architectures.ipynb #3afdceb3
 def _gain(a, c):
+    "The gain core's diagonal $\\operatorname{diag}(S\\,\\mathrm{ELU}(c\\,g))$ of adapter `a`, in float64."
     g = a.g.double().clamp(max=0) if getattr(a.cfg, 'suppress_only', False) else a.g.double()
     return torch.diag(a.S.double() * F.elu(c * g))
 
+# %% ../nbs/06_architectures.ipynb #2d124db8
 def _rot(a, c):
+    "$\\Delta W$ of the Cayley rotation variant at coefficient `c`, in float64."
     import math
     cfg, r = a.cfg, a.cfg.r
     a_lim, eye = 2 * math.tan(cfg.max_rotation_angle / 2), torch.eye(cfg.r, dtype=torch.float64)
@@ -96,12 +103,15 @@ def _rot(a, c):
     U, S, Vh = a.U.double(), a.S.double(), a.Vh.double()
     return U @ Ru.T @ torch.diag(S + c * a.delta_s.double()) @ R @ Vh - U @ torch.diag(S) @ Vh
 
+# %% ../nbs/06_architectures.ipynb #26383ce0
 def _ablate(a, c):
+    "$\\Delta W$ of the ablation variant at coefficient `c`, in float64."
     cd = a.c.double()
     C = cd / cd.norm() if cd.shape[1] == 1 else torch.linalg.qr(cd).Q
     B = a.basis_in.double()   # Vh, or P on basis='corda'
     return -c * a.U.double() @ C @ torch.diag(a.alpha.double().clamp(0, 1)) @ C.T @ torch.diag(a.S.double()) @ B
 
+# %% ../nbs/06_architectures.ipynb #d22b9964
 DELTAS = {
     'antipasto': lambda a, c: a.U.double() @ _gain(a, c) @ a.Vh.double(),
     'antipasto_dplr': lambda a, c: a.U.double() @ (_gain(a, c) + c * a.B.double() @ a.A.double()) @ a.Vh.double(),
@@ -168,6 +178,7 @@ def check_row(name: str, model: str) -> dict:
             'dense ref (base)': ref['base'], 'dense ref (adapter)': ref['adapter'],
             'loss': f"{res['loss_first']:.3g} -> {res['loss_last']:.3g}", 'save/load': res['load_err'], 'detach': 'exact'}
 
+# %% ../nbs/06_architectures.ipynb #06188c17
 def markdown_table(rows: list[dict]) -> str:
     "Rows of `check_row` as a markdown table."
     keys = list(rows[0])

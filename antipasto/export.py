@@ -50,6 +50,7 @@ def family_factors(a) -> tuple[torch.Tensor, torch.Tensor]:
 
 # %% ../nbs/07_export.ipynb #7c786641
 def _lora(A, B) -> PeftPart:
+    "A LoRA part from factors `A` (r, d_in) and `B` (d_out, r), in float64."
     A, B = A.double(), B.double()
     return PeftPart('LORA', {'lora_A.weight': A, 'lora_B.weight': B}, rank=A.shape[0])
 

@@ -20,6 +20,7 @@ def _bnb_kind(layer) -> str | None:
     if isinstance(layer, bnb.nn.Linear8bitLt): return 'bnb8'
     return None
 
+# %% ../nbs/05_layers.ipynb #fa466005
 def _is_conv1d(layer) -> bool:
     "Whether `layer` is transformers' GPT-2 style `Conv1D` (weight stored `(d_in, d_out)`)."
     return (type(layer).__name__ == 'Conv1D' and isinstance(getattr(layer, 'nx', None), int)
@@ -63,7 +64,9 @@ def cpu_packed(layer: nn.Module) -> bool:
     qs = getattr(getattr(layer, 'weight', None), 'quant_state', None)
     return bool(getattr(qs, 'packing_format_for_cpu', False))
 
+# %% ../nbs/05_layers.ipynb #65206ca6
 def _refuse_packed(name: str, layer) -> None:
+    "Raise, with the fix, if the 4-bit `layer` (named `name`) was rewritten into the CPU inference layout."
     if cpu_packed(layer):
         raise RuntimeError(f"4-bit layer {name or type(layer).__name__!r} was rewritten by bitsandbytes into its CPU inference "
                            "layout (an eval-mode forward without gradients on an AVX512-BF16 CPU rounds its block scales to "
@@ -109,12 +112,15 @@ def quantize_linear(lin: nn.Linear, bits: int = 4, quant_type: str = 'nf4', doub
 
 # %% ../nbs/05_layers.ipynb #e32dd251
 def _bnb4_layers(model: nn.Module):
+    "The `(name, layer)` pairs of `model`'s bitsandbytes 4-bit layers."
     return [(n, m) for n, m in model.named_modules() if _bnb_kind(m) == 'bnb4']
 
+# %% ../nbs/05_layers.ipynb #853e026e
 def check_layouts(model: nn.Module) -> None:
     "Raise if a bitsandbytes 4-bit layer of `model` was rewritten into the CPU inference layout (the weight is lost)."
     for n, m in _bnb4_layers(model): _refuse_packed(n, m)
 
+# %% ../nbs/05_layers.ipynb #85a5ccee
 def hold_layouts(model: nn.Module) -> dict:
     "Switch bitsandbytes' CPU inference rewrite off on every 4-bit layer of `model`; returns the old flags."
     held = {}
@@ -123,6 +129,7 @@ def hold_layouts(model: nn.Module) -> dict:
             held[n], m.support_avx512bf16_for_cpu = m.support_avx512bf16_for_cpu, False
     return held
 
+# %% ../nbs/05_layers.ipynb #4603fc20
 def release_layouts(model: nn.Module, held: dict) -> None:
     "Give back the flags `hold_layouts` took."
     for n, v in held.items(): model.get_submodule(n).support_avx512bf16_for_cpu = v
