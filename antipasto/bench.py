@@ -5,6 +5,7 @@
 # %% ../nbs/41_bench.ipynb #ae825033
 from __future__ import annotations
 import argparse, copy, csv, json, math, os, random, sys, time
+from dataclasses import dataclass
 import torch
 from torch import nn
 from .core import AdapterConfig, variant_cls, config_for
@@ -20,8 +21,9 @@ from .train import world, init_distributed  # re-exported for tests/test_ddp.py 
 __all__ = ['TEACHER_TARGETS', 'TEACHERS', 'BLOCKS', 'BENCH_R', 'BENCH_FAMILY_R', 'BENCH_FAMILY_LR', 'BENCH_BASELINE_LR',
            'BENCH_LR', 'OBJECTIVES', 'DEFAULT_OBJECTIVES', 'TSV_COLUMNS', 'corpus', 'split', 'Blocks', 'cached_inputs',
            'svd64', 'edit_gain', 'edit_offaxis', 'edit_ablate', 'edit_rotate', 'edit_lowrank', 'sq_dist', 'gap_closed',
-           'bench_lr', 'make_teacher', 'layer_inputs', 'amplification', 'corda_full_basis', 'diagonal_bound',
-           'recovery', 'write_tsv', 'markdown_table', 'plot', 'parse_args', 'main']
+           'bench_lr', 'make_teacher', 'layer_inputs', 'amplification', 'corda_full_basis', 'diagonal_bound', 'Setup',
+           'Targets', 'prepare', 'teacher_targets', 'run_row', 'recovery', 'write_tsv', 'markdown_table', 'plot',
+           'parse_args', 'main']
 
 # %% ../nbs/41_bench.ipynb #d58e8d92
 _SUBJ = ["The old fisherman", "A young doctor", "My neighbour", "The committee", "Our teacher", "The little girl",
@@ -157,13 +159,14 @@ def bench_lr(name: str) -> float:
     "The recovery benchmark's learning rate for variant `name`."
     return BENCH_LR.get(name, BENCH_FAMILY_LR if is_family(name) else BENCH_BASELINE_LR)
 
-# %% ../nbs/41_bench.ipynb #cbfc877b
+# %% ../nbs/41_bench.ipynb #231a082a
 def _order(n_batches: int, steps: int, seed: int) -> list[int]:
     "Batch indices for `steps` steps: seeded shuffled epochs."
     g, out = torch.Generator().manual_seed(seed), []
     while len(out) < steps: out += torch.randperm(n_batches, generator=g).tolist()
     return out[:steps]
 
+# %% ../nbs/41_bench.ipynb #a9027375
 def make_teacher(student: Blocks, edit, layers, seed: int, svds: dict | None = None) -> Blocks:
     "A deep copy of `student` with `edit` applied to the query/value weights of `layers` (`svds`: a cache of their SVDs)."
     teacher = copy.deepcopy(student)
@@ -177,9 +180,15 @@ def make_teacher(student: Blocks, edit, layers, seed: int, svds: dict | None = N
             layer.weight.copy_(edit(W, svds[name], g))
     return teacher
 
+# %% ../nbs/41_bench.ipynb #3f9004ad
 @torch.no_grad()
 def _outputs(model, xs): return [model(hidden_states=x) for x in xs]
 
+@torch.no_grad()
+def _layer_outputs(model, xin: dict) -> list[torch.Tensor]:
+    return [model.get_submodule(n)(x) for n in xin for x in xin[n]]
+
+# %% ../nbs/41_bench.ipynb #bfe93574
 def layer_inputs(model: nn.Module, names: list[str], xs: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
     "Each named layer's input for each cached batch in `xs` (tokens flattened), from one pass of `model`."
     got = {n: [] for n in names}
@@ -187,21 +196,20 @@ def layer_inputs(model: nn.Module, names: list[str], xs: list[torch.Tensor]) -> 
                      [{'hidden_states': x} for x in xs])
     return got
 
-@torch.no_grad()
-def _layer_outputs(model, xin: dict) -> list[torch.Tensor]:
-    return [model.get_submodule(n)(x) for n in xin for x in xin[n]]
-
+# %% ../nbs/41_bench.ipynb #360879ac
 def amplification(ys: list[torch.Tensor], ys_base: list[torch.Tensor], biases: list) -> float:
     "Largest factor by which any token's output (bias excluded) is longer than the base layer's: <= 1 when the adapter only contracts."
     def core(y, b): return y if b is None else y - b
     return max((core(y, b).norm(dim=-1) / core(y0, b).norm(dim=-1).clamp_min(1e-12)).max().item()
                for y, y0, b in zip(ys, ys_base, biases, strict=True))
 
+# %% ../nbs/41_bench.ipynb #55bc8289
 def corda_full_basis(W: torch.Tensor, xs: list[torch.Tensor], eps: float):
     "CorDA's covariance-oriented split of `W` at full rank, from the second moment of the inputs `xs`: (U, S, P)."
     X = torch.cat(xs).double()
     return corda_basis(W.detach(), X.T @ X / len(X), min(W.shape), eps)
 
+# %% ../nbs/41_bench.ipynb #e45cecff
 def diagonal_bound(W: torch.Tensor, W_edit: torch.Tensor, xs: list[torch.Tensor], usv=None) -> tuple[float, float]:
     "(part of the gap `sum |(W_edit - W) x|^2` a diagonal core can close at best, the gap) on inputs `xs`, in W's singular basis or `usv = (U, S, P)`."
     U, S, Vh = svd64(W) if usv is None else usv
@@ -211,12 +219,56 @@ def diagonal_bound(W: torch.Tensor, W_edit: torch.Tensor, xs: list[torch.Tensor]
     best = ((T * P).sum(0).pow(2) / P.pow(2).sum(0).clamp_min(1e-300)).sum()
     return best.item(), Y.pow(2).sum().item()
 
+# %% ../nbs/41_bench.ipynb #47e2294c
 OBJECTIVES = ('layer', 'block')
 DEFAULT_OBJECTIVES = ('layer',)
 
-def _train_eval(student, cfg, calib, objective, row, data) -> None:
+@dataclass
+class Setup:
+    "What every run of one benchmark call shares: student blocks, cached inputs, base outputs, batch order, bound bases."
+    student: Blocks; edited: list; layers: tuple; xs_tr: list; xs_he: list; xin_tr: dict; xin_he: dict
+    hb_he: list; yb_he: list; order: list; svds: dict; bound_bases: dict
+
+@dataclass
+class Targets:
+    "One teacher's outputs: block outputs on train/held-out inputs, each edited layer's outputs."
+    ht_tr: list; ht_he: list; yt_tr: dict; yt_he: list
+
+# %% ../nbs/41_bench.ipynb #d8bf7e35
+def prepare(bert, tok, names, layers, steps: int, seed: int, batch_size: int, n_sentences: int, n_heldout: int) -> Setup:
+    "Cache MiniLM's hidden states for the corpus and everything the runs share (`Setup`)."
+    train_s, held_s = split(corpus(n_sentences), n_heldout)
+    xs_tr = cached_inputs(bert, tok, train_s, layers[0], batch_size)
+    xs_he = cached_inputs(bert, tok, held_s, layers[0], 64)
+    student = Blocks(bert, layers[0], layers[-1] + 1).requires_grad_(False).eval()  # no dropout, deterministic
+    edited = sorted(find_targets(student, AdapterConfig(target_names=TEACHER_TARGETS, layers=layers)))
+    xin_tr, xin_he = layer_inputs(student, edited, xs_tr), layer_inputs(student, edited, xs_he)
+    svds = {n: svd64(student.get_submodule(n).weight.detach()) for n in edited}
+    bound_bases = {'(diag bound: SVD basis)': svds}
+    if 'antipasto_corda' in names:
+        eps = getattr(config_for('antipasto_corda'), 'cov_eps', 1e-3)
+        bound_bases['(diag bound: CorDA basis)'] = {n: corda_full_basis(student.get_submodule(n).weight, xin_tr[n], eps)
+                                                    for n in edited}
+    return Setup(student, edited, layers, xs_tr, xs_he, xin_tr, xin_he, _outputs(student, xs_he),
+                 _layer_outputs(student, xin_he), _order(len(xs_tr), steps, seed), svds, bound_bases)
+
+# %% ../nbs/41_bench.ipynb #7918d31e
+def teacher_targets(s: Setup, edit, seed: int) -> tuple[Targets, list]:
+    "The teacher's outputs on the cached inputs, and per diagonal-bound basis the bound on the held-out inputs."
+    teacher = make_teacher(s.student, edit, s.layers, seed, s.svds)
+    with torch.no_grad(): yt_tr = {n: [teacher.get_submodule(n)(x) for x in s.xin_tr[n]] for n in s.edited}
+    t = Targets(_outputs(teacher, s.xs_tr), _outputs(teacher, s.xs_he), yt_tr, _layer_outputs(teacher, s.xin_he))
+    bounds = []
+    for label, bases in s.bound_bases.items():
+        parts = [diagonal_bound(s.student.get_submodule(n).weight, teacher.get_submodule(n).weight, s.xin_he[n], bases[n])
+                 for n in s.edited]
+        bounds.append((label, sum(b for b, g in parts) / sum(g for b, g in parts)))
+    return t, bounds
+
+# %% ../nbs/41_bench.ipynb #92c4dff5
+def _train_eval(s: Setup, t: Targets, cfg, calib, objective, row) -> None:
     "Attach, train on `objective`, score at both compare points, detach (always)."
-    xs_tr, xs_he, xin_tr, xin_he, ht_tr, ht_he, hb_he, yt_tr, yt_he, yb_he, order = data
+    student = s.student
     torch.manual_seed(row['seed'])
     t0 = time.perf_counter()
     attach(student, cfg, calib)
@@ -224,20 +276,39 @@ def _train_eval(student, cfg, calib, objective, row, data) -> None:
     try:
         row['params'] = sum(p.numel() for p in trainable(student))
         if objective == 'layer':
-            mods = {n: student.get_submodule(n) for n in xin_tr}
-            loss = lambda net, i: sum((mods[n](xin_tr[n][i]) - yt_tr[n][i]).pow(2).mean() for n in mods) / len(mods)
+            mods = {n: student.get_submodule(n) for n in s.xin_tr}
+            loss = lambda net, i: sum((mods[n](s.xin_tr[n][i]) - t.yt_tr[n][i]).pow(2).mean() for n in mods) / len(mods)
         else:
-            loss = lambda net, i: (net(hidden_states=xs_tr[i]) - ht_tr[i]).pow(2).mean()
-        out = fit(student, loss, order, row['steps'], row['lr'])
+            loss = lambda net, i: (net(hidden_states=s.xs_tr[i]) - t.ht_tr[i]).pow(2).mean()
+        out = fit(student, loss, s.order, row['steps'], row['lr'])
         row.update(loss_first=out['losses'][0], loss_last=out['losses'][-1], train_s=out['seconds'], train_cpu_s=out['cpu_seconds'])
-        ys = _layer_outputs(student, xin_he)
-        row['gap_layer'] = gap_closed(ys, yt_he, yb_he)
-        row['amp_max'] = amplification(ys, yb_he, [student.get_submodule(n).bias for n in xin_he for _ in xin_he[n]])
-        row['gap_block'] = gap_closed(_outputs(student, xs_he), ht_he, hb_he)
+        ys = _layer_outputs(student, s.xin_he)
+        row['gap_layer'] = gap_closed(ys, t.yt_he, s.yb_he)
+        row['amp_max'] = amplification(ys, s.yb_he, [student.get_submodule(n).bias for n in s.xin_he for _ in s.xin_he[n]])
+        row['gap_block'] = gap_closed(_outputs(student, s.xs_he), t.ht_he, s.hb_he)
         row['gap_closed'] = row[f'gap_{objective}']
     finally:
         detach(student)
 
+# %% ../nbs/41_bench.ipynb #995800ed
+def run_row(s: Setup, t: Targets, name: str, objective: str, row: dict, r: int, family_r: int, lr, calibrate: bool, log) -> dict:
+    "One (variant, teacher, objective) run: its config, a not-applicable note, or the trained scores; an error is kept in the row."
+    try:
+        cfg = run_config(name, s.student, r, family_r, layers=s.layers, log=log)
+        row.update(r=cfg.r if has_rank(name) else None, lr=lr if lr is not None else bench_lr(name), config=json.dumps(cfg.to_dict()))
+        mine = sorted(find_targets(s.student, cfg))
+        if objective == 'layer' and not set(mine) & set(s.edited):
+            row['error'] = f"n/a: its targets ({', '.join(mine[:2])}, ...) include no edited layer"
+        else:
+            kind = variant_cls(name).calibration
+            use = kind == 'required' or (kind == 'optional' and calibrate)
+            row['calibrated'] = use
+            _train_eval(s, t, cfg, [{'hidden_states': x} for x in s.xs_tr] if use else None, objective, row)
+    except Exception as e:
+        row['error'] = f'{type(e).__name__}: {e}'.replace('\n', ' ').replace('\t', ' ')[:300]
+    return row
+
+# %% ../nbs/41_bench.ipynb #7ee966e4
 def recovery(variants=None, teachers=None, objectives=DEFAULT_OBJECTIVES, steps: int = 150, seed: int = 0, layers=BLOCKS,
              batch_size: int = 8, n_sentences: int = 320, n_heldout: int = 64, r: int = BENCH_R, family_r: int = BENCH_FAMILY_R,
              lr=None, log=print, encoder=None, tokenizer=None, calibrate: bool = True) -> list[dict]:
@@ -248,57 +319,19 @@ def recovery(variants=None, teachers=None, objectives=DEFAULT_OBJECTIVES, steps:
     teachers, objectives = list(teachers or TEACHERS), list(objectives)
     bad = [t for t in teachers if t not in TEACHERS] + [o for o in objectives if o not in OBJECTIVES]
     if bad: raise ValueError(f"unknown teacher(s)/objective(s) {bad}; teachers are {list(TEACHERS)}, objectives {list(OBJECTIVES)}")
-    layers = tuple(sorted(layers))
     bert = encoder if encoder is not None else minilm()
     tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(minilm_path())
-    train_s, held_s = split(corpus(n_sentences), n_heldout)
-    xs_tr = cached_inputs(bert, tok, train_s, layers[0], batch_size)
-    xs_he = cached_inputs(bert, tok, held_s, layers[0], 64)
-    student = Blocks(bert, layers[0], layers[-1] + 1).requires_grad_(False).eval()  # no dropout, deterministic
-    edited = sorted(find_targets(student, AdapterConfig(target_names=TEACHER_TARGETS, layers=layers)))
-    xin_tr, xin_he = layer_inputs(student, edited, xs_tr), layer_inputs(student, edited, xs_he)
-    hb_he, yb_he = _outputs(student, xs_he), _layer_outputs(student, xin_he)
-    order = _order(len(xs_tr), steps, seed)
-    svds = {n: svd64(student.get_submodule(n).weight.detach()) for n in edited}
-    bound_bases = {'(diag bound: SVD basis)': svds}
-    if 'antipasto_corda' in names:
-        eps = getattr(config_for('antipasto_corda'), 'cov_eps', 1e-3)
-        bound_bases['(diag bound: CorDA basis)'] = {n: corda_full_basis(student.get_submodule(n).weight, xin_tr[n], eps)
-                                                    for n in edited}
+    s = prepare(bert, tok, names, tuple(sorted(layers)), steps, seed, batch_size, n_sentences, n_heldout)
     rows = []
     for tname in teachers:
-        teacher = make_teacher(student, TEACHERS[tname], layers, seed, svds)
-        ht_tr, ht_he = _outputs(teacher, xs_tr), _outputs(teacher, xs_he)
-        with torch.no_grad():
-            yt_tr = {n: [teacher.get_submodule(n)(x) for x in xin_tr[n]] for n in edited}
-        yt_he = _layer_outputs(teacher, xin_he)
+        t, bounds = teacher_targets(s, TEACHERS[tname], seed)
         if 'layer' in objectives:
-            for label, bases in bound_bases.items():
-                parts = [diagonal_bound(student.get_submodule(n).weight, teacher.get_submodule(n).weight, xin_he[n], bases[n])
-                         for n in edited]
-                bound = sum(b for b, g in parts) / sum(g for b, g in parts)
-                rows.append({'variant': label, 'teacher': tname, 'objective': 'layer', 'gap_closed': bound,
-                             'gap_layer': bound, 'seed': seed, 'error': ''})
-        del teacher
-        data = (xs_tr, xs_he, xin_tr, xin_he, ht_tr, ht_he, hb_he, yt_tr, yt_he, yb_he, order)
+            rows += [{'variant': label, 'teacher': tname, 'objective': 'layer', 'gap_closed': b, 'gap_layer': b, 'seed': seed,
+                      'error': ''} for label, b in bounds]
         for objective in objectives:
             for name in names:
-                row = {'variant': name, 'teacher': tname, 'objective': objective, 'steps': steps, 'seed': seed, 'error': ''}
-                try:
-                    cfg = run_config(name, student, r, family_r, layers=layers, log=log)
-                    row.update(r=cfg.r if has_rank(name) else None, lr=lr if lr is not None else bench_lr(name),
-                               config=json.dumps(cfg.to_dict()))
-                    mine = sorted(find_targets(student, cfg))
-                    if objective == 'layer' and not set(mine) & set(edited):
-                        row['error'] = f"n/a: its targets ({', '.join(mine[:2])}, ...) include no edited layer"
-                    else:
-                        kind = variant_cls(name).calibration
-                        use = kind == 'required' or (kind == 'optional' and calibrate)
-                        calib = [{'hidden_states': x} for x in xs_tr] if use else None
-                        row['calibrated'] = use
-                        _train_eval(student, cfg, calib, objective, row, data)
-                except Exception as e:
-                    row['error'] = f'{type(e).__name__}: {e}'.replace('\n', ' ').replace('\t', ' ')[:300]
+                row = run_row(s, t, name, objective, {'variant': name, 'teacher': tname, 'objective': objective, 'steps': steps,
+                                                      'seed': seed, 'error': ''}, r, family_r, lr, calibrate, log)
                 rows.append(row)
                 if log: log(f"{objective:5s} {tname:8s} {name:17s} " + (
                     f"gap closed {row['gap_closed']:+.3f} (layer {row['gap_layer']:+.3f}, block {row['gap_block']:+.3f})  "
