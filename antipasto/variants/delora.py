@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ..core import AdapterConfig, ParamSpec, Variant, register, dense_weight, check_number
 
 # %% auto #0
-__all__ = ['DELORA_EPS', 'delora_scale', 'delora_delta', 'DeLoRAConfig', 'DeLoRA', 'delora_to_peft']
+__all__ = ['DELORA_EPS', 'delora_scale', 'delora_delta', 'DeLoRAConfig', 'DeLoRA']
 
 # %% ../../nbs/32_delora.ipynb #be632767
 DELORA_EPS = 1e-4  # peft's clamp on the row norms of A and column norms of B
@@ -22,6 +22,7 @@ def delora_scale(A: torch.Tensor, B: torch.Tensor, lam: torch.Tensor, r: int) ->
     Bn = torch.clamp(B.norm(dim=0), min=DELORA_EPS)
     return (lam / r) / (An * Bn)
 
+# %% ../../nbs/32_delora.ipynb #c35a5f00
 def delora_delta(A, B, lam, r, w_norm) -> torch.Tensor:
     "The dense update `B diag(scale) A diag(w_norm)` (for checks; the forward never forms it)."
     return B @ torch.diag(delora_scale(A, B, lam, r)) @ A * w_norm.unsqueeze(0)
@@ -37,6 +38,7 @@ class DeLoRAConfig(AdapterConfig):
         super().__post_init__()
         check_number(self, 'delora_lambda', 0, lo_open=True, fix="the norm bound is positive (peft's default 15)")
 
+# %% ../../nbs/32_delora.ipynb #f1b62ddb
 @register
 class DeLoRA(Variant):
     "Normalised low-rank update `B diag(lambda / r / (|a_i| |b_i|)) A diag(w)`; `B = 0` at init."
@@ -55,12 +57,3 @@ class DeLoRA(Variant):
         h = F.linear(x.to(self.A.dtype) * self.w_norm, self.A)
         h = F.linear(h * delora_scale(self.A, self.B, self.lam, self.cfg.r), self.B)
         return y + h.to(y.dtype)
-
-# %% ../../nbs/32_delora.ipynb #29853dea
-def delora_to_peft(model, peft_model) -> None:
-    "Copy attached DeLoRA tensors into a peft DeLoRA model with the same targets (for parity checks)."
-    from antipasto.runtime import adapters
-    with torch.no_grad():
-        for n, a in adapters(model).items():
-            m = peft_model.base_model.model.get_submodule(n)
-            m.delora_A['default'].copy_(a.A); m.delora_B['default'].copy_(a.B); m.delora_lambda['default'].copy_(a.lam)

@@ -11,7 +11,7 @@ from ..core import AdapterConfig, ParamSpec, Variant, register, dense_weight
 from ..layers import weight_matrix
 
 # %% auto #0
-__all__ = ['dora_weight_norm', 'DoRAConfig', 'DoRA', 'dora_to_peft']
+__all__ = ['dora_weight_norm', 'DoRAConfig', 'DoRA']
 
 # %% ../../nbs/31_dora.ipynb #e156c29d
 def dora_weight_norm(weight: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
@@ -25,6 +25,7 @@ class DoRAConfig(AdapterConfig):
     r: int = 8
     alpha: float = 16.0
 
+# %% ../../nbs/31_dora.ipynb #7ac90ea4
 @register
 class DoRA(Variant):
     "LoRA direction with a learned per-row magnitude: `y' = (m / ||W + sBA||_row) (Wx + sBAx) + b`."
@@ -56,13 +57,3 @@ class DoRA(Variant):
         base = y if layer.bias is None else y - layer.bias
         lora = F.linear(F.linear(x.to(dt), self.A), self.B)
         return (y + ((ratio - 1) * base + ratio * lora * s)).to(y.dtype)
-
-# %% ../../nbs/31_dora.ipynb #9b655ff5
-def dora_to_peft(model, peft_model) -> None:
-    "Copy attached DoRA tensors into a peft `use_dora=True` LoRA model with the same targets (for parity checks)."
-    from antipasto.runtime import adapters
-    from antipasto.variants.lora import lora_to_peft
-    lora_to_peft(model, peft_model)
-    with torch.no_grad():
-        for n, a in adapters(model).items():
-            peft_model.base_model.model.get_submodule(n).lora_magnitude_vector['default'].weight.copy_(a.magnitude)

@@ -30,6 +30,7 @@ class EVAConfig(AdapterConfig):
     r: int = 8
     alpha: float = 16.0
 
+# %% ../../nbs/33_eva.ipynb #c018e1bb
 @register
 class EVA(LoRA):
     "LoRA with `A` = the top-`r` principal directions of each target's calibration inputs, `B = 0`."

@@ -11,7 +11,7 @@ from ..core import AdapterConfig, ParamSpec, Variant, register, dims
 from .ia3 import check_unused
 
 # %% auto #0
-__all__ = ['householder_wy', 'householder_product', 'paired_kaiming', 'HRAConfig', 'HRA', 'hra_to_peft']
+__all__ = ['householder_wy', 'householder_product', 'paired_kaiming', 'HRAConfig', 'HRA']
 
 # %% ../../nbs/35_hra.ipynb #c51a58b3
 def householder_wy(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -21,6 +21,7 @@ def householder_wy(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     T = torch.linalg.solve_triangular(torch.triu(Uh.T @ Uh, 1) + 0.5 * eye, eye, upper=True)
     return Uh, T
 
+# %% ../../nbs/35_hra.ipynb #43c0b23e
 def householder_product(U: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     "The dense matrix `H_0 H_1 ... H_{r-1}` (or `H_{r-1} ... H_0` with `reverse`), one reflection at a time (a reference)."
     Uh = U / U.norm(dim=0)
@@ -38,6 +39,7 @@ def paired_kaiming(shape, dtype, generator=None) -> torch.Tensor:
     half = torch.empty(d_in, r // 2).uniform_(-bound, bound, generator=generator)
     return half.repeat_interleave(2, dim=1).to(dtype)
 
+# %% ../../nbs/35_hra.ipynb #c277b78b
 @dataclass
 class HRAConfig(AdapterConfig):
     "HRA: `r` Householder reflections on the input (r even); `alpha` is unused and must stay at its default."
@@ -70,12 +72,3 @@ class HRA(Variant):
         dt = torch.promote_types(x.dtype, self.U.dtype)  # never round the input to a narrower adapter dtype
         Uh, T, h = Uh.to(dt), T.to(dt), x.to(dt)
         return (h - (h @ Uh) @ T.T @ Uh.T).to(x.dtype)
-
-# %% ../../nbs/35_hra.ipynb #b9b52f47
-def hra_to_peft(model, peft_model, reverse: bool = False) -> None:
-    "Copy attached HRA vectors into a peft HRA model with the same targets (`reverse`: in reversed order, for the order check)."
-    from antipasto.runtime import adapters
-    with torch.no_grad():
-        for n, a in adapters(model).items():
-            m = peft_model.base_model.model.get_submodule(n)
-            m.hra_u['default'].copy_(a.U.flip(1) if reverse else a.U)

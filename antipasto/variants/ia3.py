@@ -9,7 +9,7 @@ import torch
 from ..core import AdapterConfig, ParamSpec, Variant, register
 
 # %% auto #0
-__all__ = ['IA3_TARGETS', 'IA3_FF_TARGETS', 'check_unused', 'IA3Config', 'IA3FFConfig', 'IA3', 'IA3FF', 'ia3_to_peft']
+__all__ = ['IA3_TARGETS', 'IA3_FF_TARGETS', 'check_unused', 'IA3Config', 'IA3FFConfig', 'IA3', 'IA3FF']
 
 # %% ../../nbs/34_ia3.ipynb #af5b0913
 def check_unused(cfg, names: tuple, why: str) -> None:
@@ -34,6 +34,7 @@ class IA3Config(AdapterConfig):
         super().__post_init__()
         check_unused(self, ('r', 'alpha'), _NO_RANK)
 
+# %% ../../nbs/34_ia3.ipynb #fd18f8df
 @dataclass
 class IA3FFConfig(AdapterConfig):
     "IA3 input gate on the feed-forward down projection; `r` and `alpha` are unused and must stay at their defaults."
@@ -49,6 +50,7 @@ def _gate(h, l):
     dt = torch.promote_types(h.dtype, l.dtype)
     return (h.to(dt) * l.to(dt)).to(h.dtype)
 
+# %% ../../nbs/34_ia3.ipynb #8a762f46
 class _Gate(Variant):
     "Shared part of the IA3 gates: one gate per channel, no rank."
     ranked = False
@@ -57,6 +59,7 @@ class _Gate(Variant):
     def check(cls, cfg, name, layer):
         "A per-channel gate fits any linear layer; the shared rank bound is skipped because there is no rank."
 
+# %% ../../nbs/34_ia3.ipynb #77ed727d
 @register
 class IA3(_Gate):
     "IA3 output gate `y * l` (peft's non-feedforward branch); `l` starts near 1."
@@ -67,6 +70,7 @@ class IA3(_Gate):
 
     def forward(self, layer, x, y): return _gate(y, self.l)
 
+# %% ../../nbs/34_ia3.ipynb #620fa966
 @register
 class IA3FF(_Gate):
     "IA3 input gate `W (x * l) + b` (peft's feedforward branch); `l` starts near 1."
@@ -76,12 +80,3 @@ class IA3FF(_Gate):
     def param_specs(cls, cfg, d_in, d_out): return {'l': ParamSpec((d_in,), 'near_one')}
 
     def forward_input(self, layer, x): return _gate(x, self.l)
-
-# %% ../../nbs/34_ia3.ipynb #0c2e1653
-def ia3_to_peft(model, peft_model) -> None:
-    "Copy attached `ia3`/`ia3_ff` gates into a peft IA3 model with the same targets (for parity checks)."
-    from antipasto.runtime import adapters
-    with torch.no_grad():
-        for n, a in adapters(model).items():
-            m = peft_model.base_model.model.get_submodule(n)
-            m.ia3_l['default'].copy_(a.l.view(m.ia3_l['default'].shape))

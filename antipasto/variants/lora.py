@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..core import AdapterConfig, ParamSpec, Variant, register
 
 # %% auto #0
-__all__ = ['LoRAConfig', 'LoRA', 'lora_to_peft']
+__all__ = ['LoRAConfig', 'LoRA']
 
 # %% ../../nbs/10_lora.ipynb #05dc91bd
 @dataclass
@@ -19,6 +19,7 @@ class LoRAConfig(AdapterConfig):
     r: int = 8
     alpha: float = 16.0
 
+# %% ../../nbs/10_lora.ipynb #97c71f2f
 @register
 class LoRA(Variant):
     "Low-rank update `y + (alpha/r) B A x`; `B = 0` at init."
@@ -31,12 +32,3 @@ class LoRA(Variant):
     def forward(self, layer, x, y):
         h = F.linear(F.linear(x.to(self.A.dtype), self.A), self.B)
         return y + (self.cfg.alpha / self.cfg.r * h).to(y.dtype)
-
-# %% ../../nbs/10_lora.ipynb #63c804c4
-def lora_to_peft(model, peft_model) -> None:
-    "Copy attached LoRA tensors into a peft LoRA model with the same targets (for parity checks)."
-    from antipasto.runtime import adapters
-    with torch.no_grad():
-        for n, a in adapters(model).items():
-            m = peft_model.base_model.model.get_submodule(n)
-            m.lora_A['default'].weight.copy_(a.A); m.lora_B['default'].weight.copy_(a.B)

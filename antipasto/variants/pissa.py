@@ -28,6 +28,7 @@ class PiSSAConfig(AdapterConfig):
     r: int = 8
     alpha: float = 16.0
 
+# %% ../../nbs/30_pissa.ipynb #4231515a
 @register
 class PiSSA(LoRA):
     "LoRA initialised from the top-`r` SVD of `W`, in delta form: `y + s (B A - B0 A0) x`, the base weight untouched."
@@ -48,4 +49,3 @@ class PiSSA(LoRA):
         x = x.to(self.A.dtype)
         h = F.linear(F.linear(x, self.A), self.B) - F.linear(F.linear(x, self.A0), self.B0)
         return y + (self.cfg.alpha / self.cfg.r * h).to(y.dtype)
-

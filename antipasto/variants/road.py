@@ -11,7 +11,7 @@ from ..core import AdapterConfig, ParamSpec, Variant, register, dims
 from .ia3 import check_unused
 
 # %% auto #0
-__all__ = ['ROAD_VARIANTS', 'road_size', 'road_coeffs', 'rotate_half', 'RoadConfig', 'Road', 'road_to_peft']
+__all__ = ['ROAD_VARIANTS', 'road_size', 'road_coeffs', 'rotate_half', 'RoadConfig', 'Road']
 
 # %% ../../nbs/36_road.ipynb #8af6856e
 ROAD_VARIANTS = ('road_1', 'road_2', 'road_4')
@@ -20,6 +20,7 @@ def road_size(kind: str, d_out: int) -> int:
     "Length of the `theta` and `alpha` vectors of a RoAD variant on a layer with `d_out` outputs."
     return {'road_1': d_out // 2, 'road_2': d_out, 'road_4': 2 * d_out}[kind]
 
+# %% ../../nbs/36_road.ipynb #857d2b30
 def road_coeffs(kind: str, group_size: int, theta: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Per-channel `(a, b)` of `y' = a * y + b * rot(y)` from the angles and scales (peft's `_prepare_cols`)."
     if kind == 'road_1':  # one (alpha, theta) per pair: the half-group rows are reused for both halves
@@ -29,6 +30,7 @@ def road_coeffs(kind: str, group_size: int, theta: torch.Tensor, alpha: torch.Te
     theta, alpha = theta.reshape(-1, 2, group_size), alpha.reshape(-1, 2, group_size)
     return (alpha[:, 0] * theta[:, 0].cos()).flatten(), (alpha[:, 1] * theta[:, 1].sin()).flatten()
 
+# %% ../../nbs/36_road.ipynb #5f9117da
 def rotate_half(y: torch.Tensor, group_size: int) -> torch.Tensor:
     "Within each group of `group_size` channels, send the pair `(y_i, y_{i+g/2})` to `(-y_{i+g/2}, y_i)`."
     h = y.reshape(*y.shape[:-1], -1, 2, group_size // 2)
@@ -50,6 +52,7 @@ class RoadConfig(AdapterConfig):
         if not isinstance(gs, int) or isinstance(gs, bool) or gs <= 0 or gs % 2:
             raise ValueError(f"RoadConfig: group_size={gs!r} must be a positive even int (channels are paired within a group)")
 
+# %% ../../nbs/36_road.ipynb #a4abef62
 @register
 class Road(Variant):
     "Grouped 2x2 rotations-and-scales of the output, `y' = a * y + b * rot(y)`; theta = 0, alpha = 1 at init."
@@ -77,12 +80,3 @@ class Road(Variant):
         dt = torch.promote_types(y.dtype, a.dtype)  # never round the output to a narrower adapter dtype
         h, a, b = y.to(dt), a.to(dt), b.to(dt)
         return (h * a + rotate_half(h, gs) * b).to(y.dtype)
-
-# %% ../../nbs/36_road.ipynb #3431d3f8
-def road_to_peft(model, peft_model) -> None:
-    "Copy attached RoAD angles and scales into a peft RoAD model with the same targets (for parity checks)."
-    from antipasto.runtime import adapters
-    with torch.no_grad():
-        for n, a in adapters(model).items():
-            m = peft_model.base_model.model.get_submodule(n)
-            m.road_theta['default'].copy_(a.theta); m.road_alpha['default'].copy_(a.alpha)
