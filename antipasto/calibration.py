@@ -56,6 +56,22 @@ def real_tokens(x: torch.Tensor, mask: torch.Tensor | None, name: str = '') -> t
                      f"reads one position per sequence), so its padding cannot be masked. Exclude it from the targets "
                      f"(e.g. add its name to exclude_names)")
 
+# %% ../nbs/02_calibration.ipynb #9837526a
+class _Streams:
+    "Which padding mask a layer's input follows: an encoder-decoder has two token streams, each with its own mask."
+    def __init__(self, model: nn.Module):
+        cfg = getattr(model, 'config', None)
+        enc = model.get_encoder() if getattr(cfg, 'is_encoder_decoder', False) and hasattr(model, 'get_encoder') else None
+        self.enc_mods = set(enc.modules()) if enc is not None else None
+        self.enc_out, self.handle = None, None
+        if enc is not None: self.handle = enc.register_forward_hook(lambda m, a, out: setattr(self, 'enc_out', out[0]))
+    def mask(self, mod, x, kwargs_batch: dict, mask):
+        "The encoder's `attention_mask` for encoder layers and for cross-attention reading the encoder's output; else `decoder_attention_mask` (None: every decoder position is real)."
+        if self.enc_mods is None or mod in self.enc_mods or x is self.enc_out: return mask
+        return kwargs_batch.get('decoder_attention_mask')
+    def remove(self):
+        if self.handle is not None: self.handle.remove()
+
 # %% ../nbs/02_calibration.ipynb #f12da6b9
 @torch.no_grad()
 def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callable[[str, torch.Tensor], None],
@@ -63,10 +79,12 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
     "Run `data` through `model`, calling `fn(name, x_real)` at each layer's input; returns the real-token count."
     data = calibration_batches(data)
     device = next(model.parameters()).device
-    first, state = next(iter(layers), None), {'mask': None, 'n': 0, 'i': -1}
+    first, state = next(iter(layers), None), {'mask': None, 'kwargs': {}, 'n': 0, 'i': -1}
+    streams = _Streams(model)
     def hook(name):
         def pre(mod, args, kwargs):
-            x = real_tokens((args[0] if args else kwargs['input']).detach(), state['mask'], name)
+            raw = args[0] if args else kwargs['input']
+            x = real_tokens(raw.detach(), streams.mask(mod, raw, state['kwargs'], state['mask']), name)
             bad = ~torch.isfinite(x).all(dim=-1)
             if bad.any():
                 raise ValueError(f"calibration_data batch {state['i']} gives non-finite (nan/inf) inputs at layer {name!r} "
@@ -82,9 +100,11 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
         for i, batch in enumerate(data):
             state['i'] = i
             args, kwargs, state['mask'] = _split_batch(batch, i)
+            state['kwargs'] = kwargs
             model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
     finally:
         for h in handles: h.remove()
+        streams.remove()
         for m, t in flags.items(): m.training = t
     if state['n'] == 0: raise ValueError("calibration_data produced no real tokens (empty iterable, or all padding)")
     return state['n']

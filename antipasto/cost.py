@@ -220,7 +220,7 @@ ORDER = ('lora', 'antipasto', 'antipasto_rot', 'antipasto_ablate', 'antipasto_co
 REFERENCES = ('base', 'peft_lora', 'peft_pissa', 'peft_pissa_niter_4')
 
 def variant_names(selected=None) -> list[str]:
-    "Registered variants in report order (the SPEC's, then any others by name), or the `selected` ones checked."
+    "Registered variants in report order (`ORDER`, then any others by name), or the `selected` ones checked."
     names = sorted((n for n in REGISTRY if not n.startswith('_')),
                    key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     if selected is None: return names
