@@ -47,11 +47,11 @@ def tiny_arch(arch: str, seed: int = 0, dtype=torch.float32) -> nn.Module:
 
 # %% ../nbs/06_architectures.ipynb #6296dda0
 def arch_batch(arch: str, n: int = 3, seq: int = 10, seed: int = 0) -> dict:
-    "Right-padded token ids for `tiny_arch(arch)`; for T5 unpadded encoder and decoder ids."
+    "Right-padded token ids for `tiny_arch(arch)`; for T5 also right-padded decoder ids with their own mask."
     b = tiny_batch(n, seq, seed, vocab=128)
-    if arch == 't5':  # no padding: calibration masks with attention_mask, which is the encoder's, not the decoder's
-        ids = b['input_ids'].clamp(min=1)
-        return {'input_ids': ids, 'decoder_input_ids': ids[:, :6]}
+    if arch == 't5':  # two streams, two masks: calibration follows each (calibration notebook)
+        dm = (torch.arange(6)[None] < 6 - torch.arange(n)[:, None] % 3).long()   # decoder lengths 6, 5, 4, 6, ...
+        return {**b, 'decoder_input_ids': b['input_ids'][:, :6].clamp(min=1) * dm, 'decoder_attention_mask': dm}
     return b
 
 # %% ../nbs/06_architectures.ipynb #23f50666
