@@ -98,6 +98,7 @@ def check_enough_tokens(n: int, need: int, variant: str) -> None:
         raise ValueError(f"{variant}: calibration data has {n} real (non-padding) tokens; it needs at least {need} "
                          "(one per kept direction; many more give better statistics). Pass more or longer batches")
 
+# %% ../nbs/20_basis.ipynb #f2eb651b
 def activation_scores(model, layers: dict, Vhs: dict, data, pool: str = 'rms') -> tuple[dict, int]:
     "Per layer, `pool_n |x_n . v_i|` for every row `v_i` of `Vhs[name]`, from one streamed pass; and the token count."
     if pool not in POOLS: raise ValueError(f"act_pool={pool!r}; use one of {POOLS}")
@@ -108,6 +109,7 @@ def activation_scores(model, layers: dict, Vhs: dict, data, pool: str = 'rms') -
     n = calibration_pass(model, layers, fn, data)
     return {k: (v / n).sqrt() if pool == 'rms' else v / n for k, v in acc.items()}, n
 
+# %% ../nbs/20_basis.ipynb #ac828f3b
 def select_top(U, S, Vh, act: torch.Tensor, r: int):
     "Keep the `r` triplets with the largest `S_i * act_i`, in decreasing score order."
     idx = torch.argsort(S.double() * act.to(S.device), descending=True)[:r]
@@ -123,6 +125,7 @@ def second_moments(model, layers: dict, data) -> tuple[dict, int]:
     n = calibration_pass(model, layers, fn, data)
     return {k: v / n for k, v in acc.items()}, n
 
+# %% ../nbs/20_basis.ipynb #914bfd6b
 def corda_basis(W: torch.Tensor, C: torch.Tensor, r: int, eps: float = 1e-3):
     "CorDA's covariance-oriented rank-r split: U (d_out, r), S (r,), P (r, d_in) with `W = W_res + U diag(S) P`."
     lam, Q = torch.linalg.eigh(C.double())
@@ -137,6 +140,7 @@ def gain(z: torch.Tensor) -> torch.Tensor:
     "The family gain `f(z) = 1 + ELU(z)`: `exp(z)` below 0, `1 + z` above."
     return 1 + F.elu(z)
 
+# %% ../nbs/20_basis.ipynb #4bf1517a
 def gain_delta(S: torch.Tensor, g: torch.Tensor, coeff: float, suppress_only: bool = False) -> torch.Tensor:
     "`S_eff - S = S * ELU(coeff * g)`, with `g` clamped to `<= 0` when `suppress_only`."
     if suppress_only: g = g.clamp(max=0)

@@ -19,11 +19,13 @@ def c_init(shape, dtype, generator=None) -> torch.Tensor:
     "Ablation directions: N(0, 1/r) entries, so each column has expected norm about 1."
     return torch.randn(shape, generator=generator) / math.sqrt(shape[0])
 
+# %% ../../nbs/23_ablate.ipynb #20d0fc00
 def constant(value: float):
     "An init callable that fills a tensor with `value`."
     def init(shape, dtype, generator=None): return torch.full(shape, float(value))
     return init
 
+# %% ../../nbs/23_ablate.ipynb #43f04a4d
 def orthonormal(c: torch.Tensor) -> torch.Tensor:
     "Orthonormal columns spanning `c` (r, k): normalise for k = 1, else the Q of a reduced QR (in float32, cast back)."
     if c.shape[1] == 1: return F.normalize(c, dim=0)

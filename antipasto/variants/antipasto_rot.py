@@ -22,20 +22,24 @@ def skew(t: torch.Tensor, bs: int) -> torch.Tensor:
     A[:, i, j] = t
     return A - A.transpose(-1, -2)
 
+# %% ../../nbs/22_rot.ipynb #8bc95478
 def cayley(A: torch.Tensor) -> torch.Tensor:
     "The Cayley transform `R = (I - A/2)^{-1} (I + A/2)` of a batch of skew matrices, by one batched linear solve."
     I = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
     return torch.linalg.solve(I - A / 2, I + A / 2)
 
+# %% ../../nbs/22_rot.ipynb #3f7b8e29
 def soft_clamp(t: torch.Tensor, max_angle: float) -> torch.Tensor:
     "`a_lim tanh(t / a_lim)` with `a_lim = 2 tan(max_angle / 2)`: each generator's Cayley angle stays below `max_angle`."
     a_lim = 2 * math.tan(max_angle / 2)
     return a_lim * torch.tanh(t / a_lim)
 
+# %% ../../nbs/22_rot.ipynb #fd4ceabf
 def block_rotations(t: torch.Tensor, bs: int, coeff: float, max_angle: float) -> torch.Tensor:
     "Block rotations (nb, bs, bs) from params `t`, steered by `coeff`, in float32 (the solve has no bfloat16 kernel)."
     return cayley(skew(soft_clamp(coeff * t.float(), max_angle), bs))
 
+# %% ../../nbs/22_rot.ipynb #3247510d
 def apply_blocks(R: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     "`blockdiag(R) p` on the last axis of `p` (..., nb * bs)."
     q = p.unflatten(-1, R.shape[:2])
