@@ -204,6 +204,12 @@ def plot(curves: dict, path) -> None:
     fig.savefig(path)
     plt.close(fig)
 
+# %% ../nbs/44_steer_bench.ipynb #96917305
+def _short(commit: str) -> str:
+    "A git commit as 12 hex digits (+dirty kept); anything else (not-a-checkout) whole."
+    h, dirty = commit.partition('+')[::2]
+    return h[:12] + ('+' + dirty if dirty else '') if len(h) == 40 else commit
+
 # %% ../nbs/44_steer_bench.ipynb #cddfd300
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='antipasto-bench steer', description="Steering benchmark on the real MiniLM weights, "
@@ -277,7 +283,7 @@ def _run(args, methods, coeffs) -> int:
     table = markdown_table(summary, info)
     when = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     note = (f"MiniLM-L6, adapters on blocks {','.join(map(str, BLOCKS))} ({TARGETS}), loss and vectors after block {BLOCKS[-1]}; "
-            f"{len(pairs)} training pairs, {args.steps} steps; {len(HELD_OUT)} held-out pairs; run {rid} at {prov['git_commit'][:12]}, "
+            f"{len(pairs)} training pairs, {args.steps} steps; {len(HELD_OUT)} held-out pairs; run {rid} at {_short(prov['git_commit'])} (antipasto {prov['version']}), "
             f"{when}, {time.perf_counter() - t_start:.0f} s, {torch.get_num_threads()} thread(s)")
     print(table); print(note)
     os.makedirs(args.out, exist_ok=True)
