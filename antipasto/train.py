@@ -8,7 +8,6 @@ import datetime, math, os, subprocess, time
 from dataclasses import fields
 import torch
 from torch import nn
-import antipasto
 from .core import AdapterConfig, SteerableConfig, config_for, variant_cls
 from .targets import find_targets
 from .layers import dims
@@ -132,6 +131,7 @@ def run_config(name: str, model: nn.Module | None = None, r: int = 8, family_r: 
 # %% ../nbs/38_train.ipynb #fe478ef3
 def provenance() -> dict:
     "Package version and the git commit of its source folder (`not-a-checkout` when it is not one)."
+    import antipasto   # at call time: the package above this module is fully imported
     src = os.path.dirname(os.path.dirname(os.path.abspath(antipasto.__file__)))
     def git(*args):
         return subprocess.run(['git', '-C', src, *args], capture_output=True, text=True, timeout=20)
