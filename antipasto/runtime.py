@@ -29,6 +29,7 @@ ADAPTER = 'ap_adapter'   # the ModuleDict {adapter name: Variant} added to each 
 STATE = '_antipasto'     # the record on the model that detach, save and steer read
 DEFAULT = 'default'
 
+# %% ../nbs/03_runtime.ipynb #0a4567d9
 @dataclass
 class _Named:
     "One named adapter: a private copy of its config and, per target layer name, the layer and its adapter."
@@ -37,6 +38,7 @@ class _Named:
     adapters: dict
     calibrated: bool = False   # True when its tensors came from calibration data (they cannot be recomputed from the base)
 
+# %% ../nbs/03_runtime.ipynb #6a2b1418
 @dataclass
 class _State:
     "What the runtime keeps on a model: its named adapters, the grad flags it changed, its checkpoint wrappers."
@@ -64,12 +66,14 @@ def unwrap(model: nn.Module) -> nn.Module:
         m = nxt
     return m
 
+# %% ../nbs/03_runtime.ipynb #ff69cc6d
 def _state(model, required: bool = True) -> _State | None:
     st = unwrap(model).__dict__.get(STATE)
     if st is None and required:
         raise RuntimeError("no antipasto adapter is attached to this model; call ap.attach (or ap.load) first")
     return st
 
+# %% ../nbs/03_runtime.ipynb #11acd8f2
 def _select(st: _State, name) -> list[str]:
     if name is None: return list(st.named)
     names = [name] if isinstance(name, str) else list(name)
@@ -77,11 +81,13 @@ def _select(st: _State, name) -> list[str]:
     if bad: raise KeyError(f"no adapter named {bad[0]!r} on this model; attached: {list(st.named)}")
     return names
 
+# %% ../nbs/03_runtime.ipynb #883d3b4f
 def names(model: nn.Module) -> list[str]:
     "The names of the attached adapters, in attach order."
     st = _state(model, required=False)
     return list(st.named) if st else []
 
+# %% ../nbs/03_runtime.ipynb #eb7fd9a6
 def adapters(model: nn.Module, name: str | None = None) -> dict[str, Variant]:
     "The attached adapters by target layer name (keys `'name:layer'` when several names are selected)."
     st = _state(model)
@@ -89,6 +95,7 @@ def adapters(model: nn.Module, name: str | None = None) -> dict[str, Variant]:
     if len(sel) == 1: return dict(st.named[sel[0]].adapters)
     return {f'{k}:{n}': a for k in sel for n, a in st.named[k].adapters.items()}
 
+# %% ../nbs/03_runtime.ipynb #6a8b5258
 def adapter_config(model: nn.Module, name: str = DEFAULT) -> AdapterConfig:
     "A copy of the config adapter `name` was attached with."
     return copy.deepcopy(_state(model).named[_select(_state(model), name)[0]].cfg)
@@ -106,12 +113,14 @@ def _recompute_outside_wrapper(adapters_) -> None:
                            "model.gradient_checkpointing_enable() (transformers layers are wrapped) or ap.checkpoint(fn, *args) "
                            "instead of torch.utils.checkpoint.checkpoint")
 
+# %% ../nbs/03_runtime.ipynb #d8f859fb
 def _run(a, layer, x, y, c):
     if a.steerable: return a(layer, x, y)
     if c == 1.0: return a(layer, x, y)
     if c == 0.0: return y
     return y + c * (a(layer, x, y) - y)
 
+# %% ../nbs/03_runtime.ipynb #3757f467
 def _post_hook(layer, args, kwargs, y):
     "Output hook: each output adapter adds its change, computed from the layer's input and base output."
     ads = [a for a in layer._modules[ADAPTER].values() if not a.merged and a.forward_input is None]
@@ -123,6 +132,7 @@ def _post_hook(layer, args, kwargs, y):
     for a in ads: out = out + (_run(a, layer, x, y, current_coeff(a)) - y)
     return out
 
+# %% ../nbs/03_runtime.ipynb #f8c84c34
 def _pre_hook(layer, args, kwargs):
     "Pre-hook: an input adapter replaces the layer's input (it is alone on its layer)."
     ads = [a for a in layer._modules[ADAPTER].values() if not a.merged and a.forward_input is not None]
@@ -148,11 +158,13 @@ class _SteerCheckpoint:
             finally: _IN_CKPT.reset(t2); STEERING.reset(t1)
         return self.fn(run, *args, **kwargs)
 
+# %% ../nbs/03_runtime.ipynb #fad84660
 def checkpoint(function, *args, use_reentrant: bool = False, **kwargs):
     "`torch.utils.checkpoint.checkpoint` whose recompute sees the steering coefficients of the original forward."
     from torch.utils.checkpoint import checkpoint as ckpt
     return _SteerCheckpoint(ckpt)(function, *args, use_reentrant=use_reentrant, **kwargs)
 
+# %% ../nbs/03_runtime.ipynb #93d05e70
 def _wrap_checkpointing(model, args, kwargs):
     "Root pre-hook: wrap any checkpoint function transformers installed (it can be enabled after attach)."
     st = model.__dict__.get(STATE)
@@ -167,10 +179,12 @@ def _drop_adapter_keys(module, state_dict, prefix, local_metadata):
     "State-dict hook on the adapter container: checkpoints of the model hold the clean base (ap.save holds the adapter)."
     for k in [k for k in state_dict if k.startswith(prefix)]: del state_dict[k]
 
+# %% ../nbs/03_runtime.ipynb #44d9dde9
 def _ignore_missing_adapter_keys(module, incompatible):
     "Loading a base checkpoint into an adapted model does not report the adapter's tensors as missing."
     incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if f'.{ADAPTER}.' not in f'.{k}']
 
+# %% ../nbs/03_runtime.ipynb #c9113ed4
 def _container() -> nn.ModuleDict:
     c = nn.ModuleDict()
     c._register_state_dict_hook(_drop_adapter_keys)
@@ -185,6 +199,7 @@ def _check_name(name) -> str:
         raise ValueError(f"name={name!r} must be 1-64 letters, digits, '_' or '-' (it keys the adapter on each layer)")
     return name
 
+# %% ../nbs/03_runtime.ipynb #3f714834
 def _resolve(m, layers, where) -> dict:
     "Target layers named in a file: looked up by name (no pattern from the file runs against the model)."
     from antipasto.targets import is_linear_like
@@ -198,6 +213,7 @@ def _resolve(m, layers, where) -> dict:
         out[n] = l
     return out
 
+# %% ../nbs/03_runtime.ipynb #b8206f9f
 def _prepare(model, cfg, name: str, layers=None, where=None) -> tuple[nn.Module, type, AdapterConfig, dict, dict]:
     "Validate a named attach and build its adapters (not yet initialised) off the model; nothing on `model` changes."
     m, name = unwrap(model), _check_name(name)
@@ -226,6 +242,7 @@ def _prepare(model, cfg, name: str, layers=None, where=None) -> tuple[nn.Module,
     adp = {n: vcls(cfg, *dims(l), device=l.weight.device) for n, l in targets.items()}
     return m, vcls, cfg, targets, adp
 
+# %% ../nbs/03_runtime.ipynb #34f50640
 def _init(m, vcls, cfg, targets, adp, calibration_data) -> None:
     "Fill every adapter from its layer (and the calibration data): still off the model."
     if vcls.requires_calibration(cfg) and calibration_data is None:
@@ -241,6 +258,7 @@ def _init(m, vcls, cfg, targets, adp, calibration_data) -> None:
 # %% ../nbs/03_runtime.ipynb #dc2eaed3
 def _has_hook(d: dict, fn) -> bool: return any(h is fn for h in d.values())
 
+# %% ../nbs/03_runtime.ipynb #44bac8cd
 def _remove_hook(layer, fn, pre: bool) -> None:
     "Remove the runtime's own hook function from `layer` (found by identity, so a copied model works too)."
     d = layer._forward_pre_hooks if pre else layer._forward_hooks
@@ -249,6 +267,7 @@ def _remove_hook(layer, fn, pre: bool) -> None:
         for extra in (('_forward_pre_hooks_with_kwargs',) if pre else ('_forward_hooks_with_kwargs', '_forward_hooks_always_called')):
             getattr(layer, extra, {}).pop(k, None)
 
+# %% ../nbs/03_runtime.ipynb #d64f871f
 def _set_ddp_ignore(m, st) -> None:
     "DDP skips the frozen adapter buffers (it would broadcast them every step); they are computed identically per rank."
     keep = list(st.ddp_ignore or [])
@@ -256,6 +275,7 @@ def _set_ddp_ignore(m, st) -> None:
               for b, _ in a.named_buffers()]
     if frozen or keep: m._ddp_params_and_buffers_to_ignore = keep + frozen
 
+# %% ../nbs/03_runtime.ipynb #b8f391a7
 def _install(m, cfg, targets, adp, name, calibrated: bool = False) -> None:
     "Put built adapters on the model: containers, hooks, grad flags. Rolled back if anything fails."
     st = m.__dict__.get(STATE)
@@ -282,6 +302,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False) -> None:
     except BaseException:
         _remove(m, st, [name]); raise
 
+# %% ../nbs/03_runtime.ipynb #68a33340
 def attach(model: nn.Module, cfg: AdapterConfig, calibration_data=None, name: str = DEFAULT) -> dict[str, Variant]:
     "Freeze `model` and add the adapters `cfg` describes under `name`; returns them by layer name."
     m, vcls, cfg, targets, adp = _prepare(model, cfg, name)
@@ -314,6 +335,7 @@ def _remove(m, st, sel) -> None:
     else: m._ddp_params_and_buffers_to_ignore = st.ddp_ignore
     del m.__dict__[STATE]
 
+# %% ../nbs/03_runtime.ipynb #7537f63f
 def detach(model: nn.Module, name: str | None = None) -> None:
     "Remove adapter `name` (None: all) and restore the base exactly; refuses before changing anything if it cannot."
     m = unwrap(model)
@@ -372,10 +394,12 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
         dW[:, i:i + chunk] = (change(torch.eye(d_in, dtype=W.dtype, device=W.device)[i:i + chunk]) - db).T
     return dW, db
 
+# %% ../nbs/03_runtime.ipynb #5af8f169
 def delta_weight(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> torch.Tensor:
     "The float32 weight change `dW` (d_out x d_in) the unmerged adapters `name` (None: all) make on one layer."
     return _affine_delta(model, layer_name, name, chunk)[0]
 
+# %% ../nbs/03_runtime.ipynb #152f39f1
 @torch.no_grad()
 def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     "Write adapters `name` (None: all) at `coeff` (None: the current one) into the base weights; hooks idle until `unmerge`."
@@ -410,6 +434,7 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     for k in todo:
         for a in st.named[k].adapters.values(): a.merged = True
 
+# %% ../nbs/03_runtime.ipynb #8e89605f
 @torch.no_grad()
 def unmerge(model: nn.Module) -> None:
     "Give every merged layer back its exact base weight (bitwise) and make the adapters live again."
@@ -423,6 +448,7 @@ def unmerge(model: nn.Module) -> None:
     for e in st.named.values():
         for a in e.adapters.values(): a.merged = False
 
+# %% ../nbs/03_runtime.ipynb #0af056f1
 @contextmanager
 def _nullctx(): yield
 
@@ -430,10 +456,12 @@ def _nullctx(): yield
 FORMAT = 'antipasto/2'
 MAX_TENSORS, MAX_META_CHARS, MAX_ERR = 200_000, 1 << 20, 300   # 1 MiB of metadata: configs, layer names, fingerprints of ~3000 targets
 
+# %% ../nbs/03_runtime.ipynb #ac5ef205
 def _full(t: torch.Tensor) -> torch.Tensor:
     "A whole tensor from a sharded one (FSDP2's DTensor gathers; every rank must call save)."
     return t.full_tensor() if hasattr(t, 'full_tensor') else t
 
+# %% ../nbs/03_runtime.ipynb #da42b977
 @torch.no_grad()
 def fingerprint(W: torch.Tensor) -> dict:
     "A few numbers that identify a base weight (d_out x d_in): its Frobenius norm and 8 seeded bilinear sketches `u^T W v`."
@@ -444,12 +472,14 @@ def fingerprint(W: torch.Tensor) -> dict:
     s = ((u @ W) * v).sum(1).double().cpu() / math.sqrt(d_in * d_out)
     return {'norm': W.double().norm().item(), 'sketch': s.tolist()}
 
+# %% ../nbs/03_runtime.ipynb #41a1bf29
 def _base_weight(st, n, layer) -> torch.Tensor:
     "A layer's base weight as a dense d_out x d_in tensor (the stored one while merged)."
     if n not in st.merged: return _full(dense_weight(layer))
     w = st.merged[n][1].float()
     return w.T if layer_kind(layer) == 'conv1d' else w
 
+# %% ../nbs/03_runtime.ipynb #384177a8
 def _fingerprint_mismatch(fp: dict, now: dict) -> str | None:
     # bf16 vs float32 copies of one base differ by ~1e-5 in norm; a base scaled by 1.01 by 1e-2
     if abs(now['norm'] - fp['norm']) > 1e-3 * fp['norm']: return f"weight norm {now['norm']:.6g}, the file says {fp['norm']:.6g}"
@@ -461,6 +491,7 @@ def _fingerprint_mismatch(fp: dict, now: dict) -> str | None:
 ROWS, COLS = ('Vh', 'A0', 'P'), ('U', 'B0')   # a direction's sign is shared by row i of Vh/A0/P and column i of U/B0
 SIGN_PAIRS = (('Vh', 'U'), ('A0', 'B0'), ('P', 'U'))
 
+# %% ../nbs/03_runtime.ipynb #66c2db4b
 def _z(n: int) -> torch.Tensor:
     return torch.randn(n, generator=torch.Generator().manual_seed(7919 + n), dtype=torch.float64)
 
@@ -469,11 +500,13 @@ def sketch(buffer: str, t: torch.Tensor) -> torch.Tensor:
     t = _full(t).detach().double().cpu()
     return (t @ _z(t.shape[1])).float()
 
+# %% ../nbs/03_runtime.ipynb #37477d14
 def _recomputable(e: _Named, a: Variant) -> list[str]:
     "The frozen buffers `init` rebuilds from the base weight alone (none once calibration data shaped the adapter)."
     if e.calibrated: return []
     return [b for b, _ in a.named_buffers() if b in ROWS + COLS + ('S',)]
 
+# %% ../nbs/03_runtime.ipynb #5bb41ff3
 def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -> None:
     "Write adapters `name` (None: all): trainable tensors, data-derived bases, base fingerprints; `basis=True` stores every tensor."
     st = _state(model)
@@ -501,10 +534,12 @@ def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -
 class AdapterFileError(ValueError):
     "A file that is not a valid antipasto adapter file (or does not fit this model); raised before anything changes."
 
+# %% ../nbs/03_runtime.ipynb #5ccaf080
 def _bad(path, why) -> AdapterFileError:
     why = str(why)
     return AdapterFileError(f"{path}: not a valid antipasto adapter file: {why[:MAX_ERR]}{'...' if len(why) > MAX_ERR else ''}")
 
+# %% ../nbs/03_runtime.ipynb #9121b166
 _LAYER_OK = re.compile(r'[A-Za-z0-9_.\-]{1,512}')
 
 def _entries(path, meta: dict) -> list[dict]:
@@ -545,6 +580,7 @@ def _entries(path, meta: dict) -> list[dict]:
     if len({e['name'] for e in out}) != len(out): raise _bad(path, "two adapters share a name")
     return out
 
+# %% ../nbs/03_runtime.ipynb #e8ec1dda
 def read_config(path, name: str | None = None) -> AdapterConfig:
     "The config stored in an adapter file (of adapter `name` when it holds several)."
     entries, _ = _read(path, tensors=False)
@@ -553,6 +589,7 @@ def read_config(path, name: str | None = None) -> AdapterConfig:
         if name is None or e['name'] == name: return e['cfg']
     raise KeyError(f"{path} has no adapter named {name!r}; it has {[e['name'] for e in entries]}")
 
+# %% ../nbs/03_runtime.ipynb #6ad764b9
 def _read(path, tensors: bool = True):
     "Validated entries and (optionally) tensors of an adapter file; nothing from the file is executed or matched."
     path = str(path)
@@ -573,6 +610,7 @@ def _layers_from_keys(entry, ts) -> list[str]:
     pre = entry['name'] + '/'
     return sorted({k[len(pre):].rsplit('.', 1)[0] for k in ts if k.startswith(pre)})
 
+# %% ../nbs/03_runtime.ipynb #551a752e
 def _expected(name, adp: dict, recomputed) -> dict:
     "Key -> (tensor on the adapter, dtype and shape the file must have) for every tensor an adapter file holds."
     out = {}
@@ -583,6 +621,7 @@ def _expected(name, adp: dict, recomputed) -> dict:
             else: out[f'{name}/{n}.{k}'] = (v, v.dtype, tuple(v.shape))
     return out
 
+# %% ../nbs/03_runtime.ipynb #08585e37
 def _fill(path, name, adp: dict, ts: dict, recomputed=(), copy_in: bool = True) -> None:
     "Check every expected tensor (present, no extras, dtype, shape, finite), then copy them into the built adapters."
     expected = _expected(name, adp, recomputed)
@@ -603,6 +642,7 @@ def _fill(path, name, adp: dict, ts: dict, recomputed=(), copy_in: bool = True) 
         for k, (v, dt, shape) in expected.items():
             if v is not None: v.copy_(ts[k])
 
+# %% ../nbs/03_runtime.ipynb #fdb9b404
 @torch.no_grad()
 def _recompute(path, name, targets, adp, ts, recomputed) -> None:
     "Rebuild the bases the file left out from the base weights, align each direction's sign to the file's, and verify."
@@ -623,6 +663,7 @@ def _recompute(path, name, targets, adp, ts, recomputed) -> None:
                                        f"weight, does not reproduce the saved one (sketch error {err:.3g}); save the adapter "
                                        "with ap.save(..., basis=True) to store the basis itself")
 
+# %% ../nbs/03_runtime.ipynb #8d95119b
 def load(model: nn.Module, path, name: str | None = None, check_base: bool = True) -> dict[str, Variant]:
     "Attach the adapters stored at `path` (`name`: just that one); refuses a damaged file or a different base."
     entries, ts = _read(path)
