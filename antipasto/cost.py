@@ -31,6 +31,7 @@ QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=1
                  max_position_embeddings=40960, rope_parameters={'rope_type': 'default', 'rope_theta': 1e6})
 DEFAULT_VOCAB = 8192
 
+# %% ../nbs/40_cost.ipynb #980404c0
 def qwen3_06b_shaped(layers: int = 2, vocab: int = DEFAULT_VOCAB, dtype=torch.float32, seed: int = 0, **overrides) -> nn.Module:
     "A random-weight Qwen3 causal LM with Qwen3-0.6B's layer shapes, `layers` blocks and a `vocab`-token embedding."
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -40,6 +41,7 @@ def qwen3_06b_shaped(layers: int = 2, vocab: int = DEFAULT_VOCAB, dtype=torch.fl
     cfg._attn_implementation = 'eager'
     return Qwen3ForCausalLM(cfg).to(dtype).eval()
 
+# %% ../nbs/40_cost.ipynb #9d7a0bf5
 def load_pretrained(path: str, dtype=torch.float32, **config_overrides) -> nn.Module:
     "A local Hugging Face model (offline, eager attention): the causal-LM class when its config names one, else the bare model."
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
@@ -57,17 +59,20 @@ def load_pretrained(path: str, dtype=torch.float32, **config_overrides) -> nn.Mo
                                      **config_overrides).eval()
     finally: logging.set_verbosity(verbosity)
 
+# %% ../nbs/40_cost.ipynb #b7ce35f0
 def vocab_size(model: nn.Module) -> int:
     "The number of input token ids the model accepts."
     v = getattr(getattr(model, 'config', None), 'vocab_size', None)
     return v if isinstance(v, int) else model.get_input_embeddings().num_embeddings
 
+# %% ../nbs/40_cost.ipynb #822fbc43
 def random_batch(model: nn.Module, batch: int, seq: int, seed: int = 0, device=None) -> dict:
     "Random token ids (no padding) for `model`."
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, vocab_size(model), (batch, seq), generator=g)
     return {'input_ids': ids.to(device), 'attention_mask': torch.ones_like(ids).to(device)}
 
+# %% ../nbs/40_cost.ipynb #a88a0640
 def task_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     "A training-like scalar loss: next-token cross-entropy on logits, mean square on an encoder's hidden states."
     y = model_out(model, batch)
@@ -126,9 +131,11 @@ class TensorMemory(TorchDispatchMode):
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
+# %% ../nbs/40_cost.ipynb #dd38975b
 def _clear_grads(model):
     for p in model.parameters(): p.grad = None
 
+# %% ../nbs/40_cost.ipynb #8d225860
 class backprop_to_inputs:
     "Context manager: the input embeddings' output requires grad, so every model (the bare base too) has a backward pass."
     def __init__(self, model): self.model = model
@@ -138,11 +145,13 @@ class backprop_to_inputs:
         return self.model
     def __exit__(self, *exc): self.handle.remove()
 
+# %% ../nbs/40_cost.ipynb #95de06e5
 def forward_flops(model: nn.Module, batch: dict) -> int:
     "FLOPs of one no-grad forward as `FlopCounterMode` counts them (matmul-like ops only)."
     with torch.no_grad(), FlopCounterMode(display=False) as fc: model_out(model, batch)
     return fc.get_total_flops()
 
+# %% ../nbs/40_cost.ipynb #bc33f00f
 def step_peak_bytes(model: nn.Module, batch: dict) -> int:
     "Peak bytes allocated during one forward+backward, over what was allocated before it (CUDA allocator, or `TensorMemory` on CPU)."
     device = next(model.parameters()).device
@@ -159,6 +168,7 @@ def step_peak_bytes(model: nn.Module, batch: dict) -> int:
     _clear_grads(model)
     return peak
 
+# %% ../nbs/40_cost.ipynb #3dd1bc32
 def _fwdbwd_ms(model, batch, device) -> float:
     _sync(device); t0 = time.perf_counter()
     task_loss(model, batch).backward()
@@ -219,6 +229,7 @@ ORDER = ('lora', 'antipasto', 'antipasto_rot', 'antipasto_ablate', 'antipasto_co
          'pissa', 'dora', 'delora', 'ia3', 'ia3_ff', 'hra', 'eva', 'road')
 REFERENCES = ('base', 'peft_lora', 'peft_pissa', 'peft_pissa_niter_4')
 
+# %% ../nbs/40_cost.ipynb #c9ef3fc6
 def variant_names(selected=None) -> list[str]:
     "Registered variants in report order (`ORDER`, then any others by name), or the `selected` ones checked."
     names = sorted((n for n in REGISTRY if not n.startswith('_')),
@@ -228,14 +239,17 @@ def variant_names(selected=None) -> list[str]:
     if unknown: raise ValueError(f"--variants: unknown {unknown}; registered: {names} (plus the references {list(REFERENCES)})")
     return [n for n in selected if n not in REFERENCES]
 
+# %% ../nbs/40_cost.ipynb #b450a62f
 def is_family(name: str) -> bool:
     "Whether a variant belongs to the AntiPaSTO family (its config has a steering `coeff`)."
     return issubclass(variant_cls(name).config_cls, SteerableConfig)
 
+# %% ../nbs/40_cost.ipynb #a60b21c3
 def cost_config(name: str, r: int = 32, family_r: int = 256, targets=TARGETS) -> tuple:
     "The config a row uses (`train.run_config`: rank by family, the one target set) and, for a variant without a rank, why."
     return run_config(name, None, r, family_r, targets), '' if has_rank(name) else f'{name} has no rank'
 
+# %% ../nbs/40_cost.ipynb #104ba58d
 def _peft_lora(model, r, targets, init=True):
     try: from peft import LoraConfig, get_peft_model
     except ImportError: raise ImportError("peft is not installed (it is a dev dependency: pip install 'peft==0.21.*'); "
@@ -266,8 +280,10 @@ COLUMNS = ('variant', 'calib', 'r', 'trainable', 'frozen', 'attach_ms', 'group_i
            'merged_fwd_x_base', 'merged_decode_x_base', 'note')
 NOCALIB = ' (no calib)'  # suffix of a row that attaches a calibration-optional variant without data
 
+# %% ../nbs/40_cost.ipynb #bdc186f3
 def _numel(ts) -> int: return sum(t.numel() for t in ts)
 
+# %% ../nbs/40_cost.ipynb #0176b1ab
 @contextlib.contextmanager
 def timed_group_init(vcls, device):
     "Time every call of `vcls.group_init` inside the block: yields a dict whose 'ms' is the total (None if never called)."
@@ -283,6 +299,7 @@ def timed_group_init(vcls, device):
         if own is None: del vcls.group_init
         else: vcls.group_init = own
 
+# %% ../nbs/40_cost.ipynb #e3d11925
 def _attach_peak(device):
     "A context whose `.peak` is the peak bytes allocated inside it (CUDA allocator above the start, or `TensorMemory`)."
     if device.type != 'cuda': return TensorMemory()
@@ -294,6 +311,7 @@ def _attach_peak(device):
             torch.cuda.synchronize(device); self.peak = torch.cuda.max_memory_allocated(device) - self.before
     return _Cuda()
 
+# %% ../nbs/40_cost.ipynb #5df93095
 def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, targets=TARGETS, batch: int = 2,
                 seq: int = 128, repeats: int = 5, warmup: int = 2, calib_batches: int = 4, device=None,
                 log=None, references=('base', 'peft_lora'), no_calib=(), decode_tokens: int = 16) -> list[dict]:
@@ -379,6 +397,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines += ['| ' + ' | '.join(_fmt(c, row[c]).replace('|', '/') for c in COLUMNS) + ' |' for row in rows]
     return '\n'.join(lines)
 
+# %% ../nbs/40_cost.ipynb #4fcb7a88
 def write_tsv(rows: list[dict], path) -> None:
     "The rows as a tab-separated file with full-precision numbers (folders created)."
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -387,6 +406,7 @@ def write_tsv(rows: list[dict], path) -> None:
         w.writerow(COLUMNS)
         for row in rows: w.writerow(['' if row[c] is None else row[c] for c in COLUMNS])
 
+# %% ../nbs/40_cost.ipynb #b6fcf1fa
 def peak_meaning(device) -> str:
     "What the peak_MiB column measures on `device`."
     if torch.device(device).type == 'cuda':
@@ -419,6 +439,7 @@ def target_ratios(rows: list[dict], family: str = 'antipasto') -> dict:
 PRESETS = {'llama8b-shaped': dict(layers=1, r=256, variants=['antipasto'], references=list(REFERENCES), no_calib=['antipasto'],
                                    batch=1, seq=64, repeats=3, warmup=1, calib_batches=4)}
 
+# %% ../nbs/40_cost.ipynb #ba67c987
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='antipasto-cost', description="Cost of every registered adapter variant on one model "
                                 "and one target set: parameters, buffers, attach/forward/backward time, peak memory, MACs.")
@@ -458,6 +479,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if a.seq < 2: p.error("--seq must be >= 2 (the loss predicts the next token)")
     return a
 
+# %% ../nbs/40_cost.ipynb #484a9d99
 def main(argv=None) -> int:
     "Console entry point `antipasto-cost`: print the cost table as markdown and write it as TSV."
     a = parse_args(argv)
