@@ -67,6 +67,7 @@ CONCEPTS = {
                   "The letter arrived this morning.", "My sister called.", "The shop was closed."]),
 }
 
+# %% ../nbs/26_steering.ipynb #f330f2d1
 def builtin_pairs(concept: str = 'honesty', n: int | None = None, seed: int = 0) -> list[tuple[str, str]]:
     "Contrastive pairs for a built-in concept of `CONCEPTS`, generated from its templates, word pairs and suffixes."
     if concept not in CONCEPTS:
@@ -80,6 +81,7 @@ def blocks(model: nn.Module) -> nn.ModuleList:
     if best is None or len(best) == 0: raise ValueError(f"{type(model).__name__} has no nn.ModuleList of blocks")
     return best
 
+# %% ../nbs/26_steering.ipynb #68d4e2af
 def encode(tokenizer, texts, max_length: int = 64, device=None) -> dict:
     "Right-padded `input_ids` and `attention_mask` for `texts` (padded with the pad id, else 0: the mask hides it)."
     ids = [tokenizer(t, truncation=True, max_length=max_length)['input_ids'] for t in texts]
@@ -88,11 +90,13 @@ def encode(tokenizer, texts, max_length: int = 64, device=None) -> dict:
            'attention_mask': torch.tensor([[1] * len(x) + [0] * (L - len(x)) for x in ids])}
     return {k: v.to(device) for k, v in out.items()} if device is not None else out
 
+# %% ../nbs/26_steering.ipynb #e01cabd4
 def pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     "Mean of `h` (b, t, d) over the tokens where `mask` (b, t) is 1."
     m = mask.to(h.dtype).unsqueeze(-1)
     return (h * m).sum(1) / m.sum(1).clamp_min(1)
 
+# %% ../nbs/26_steering.ipynb #c41cbc62
 def _first(out): return out[0] if isinstance(out, tuple) else out
 
 def run(model: nn.Module, batch: dict, layer: int):
@@ -103,6 +107,7 @@ def run(model: nn.Module, batch: dict, layer: int):
     finally: h.remove()
     return seen['h'], out
 
+# %% ../nbs/26_steering.ipynb #c72e36a0
 @torch.no_grad()
 def embed(model: nn.Module, tokenizer, texts, layer: int | None = None, batch_size: int = 32, max_length: int = 64) -> torch.Tensor:
     "Mean-pooled hidden states of `texts` (float32): after block `layer`, or the model's last hidden state when `layer` is None."
@@ -114,6 +119,7 @@ def embed(model: nn.Module, tokenizer, texts, layer: int | None = None, batch_si
         outs.append(pool(h.float(), b['attention_mask']))
     return torch.cat(outs)
 
+# %% ../nbs/26_steering.ipynb #ff68c490
 class ByteTokenizer:
     "A byte-level tokenizer for the tiny random test models: one id per UTF-8 byte, in [1, vocab); no download."
     def __init__(self, vocab: int = 128): self.vocab, self.pad_token_id = vocab, 0
@@ -150,11 +156,13 @@ def _masked_mean(x, mask):
     m = mask.to(x.dtype)
     return (x * m).sum() / m.sum().clamp_min(1)
 
+# %% ../nbs/26_steering.ipynb #3ca00bfd
 def tv_coherence(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
     "Mean over real tokens of relu(TV - threshold)^2, TV the total variation between next-token distributions: zero inside the threshold."
     tv = 0.5 * (logits.float().softmax(-1) - ref_logits.float().softmax(-1)).abs().sum(-1)
     return _masked_mean(F.relu(tv - threshold).pow(2), mask)
 
+# %% ../nbs/26_steering.ipynb #aefa1731
 def drift_coherence(h: torch.Tensor, ref_h: torch.Tensor, mask: torch.Tensor, threshold: float, eps: float = 1e-6) -> torch.Tensor:
     "Mean over real tokens of relu(drift - threshold)^2, drift = |h - h_ref| / |h_ref| per token: zero inside the threshold."
     drift = (h.float() - ref_h.float()).norm(dim=-1) / ref_h.float().norm(dim=-1).clamp_min(eps)
@@ -171,16 +179,20 @@ def sequence_logp(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Ten
 FLIP = {'antipasto': ('g',), 'antipasto_corda': ('g',), 'antipasto_dplr': ('g', 'B'),
         'antipasto_rot': ('delta_s', 'rot_T', 'rot_T_u'), 'lora': ('B',), 'eva': ('B',)}
 
+# %% ../nbs/26_steering.ipynb #68a678b5
 def _adapters(model, name):
     return adapters(model) if name is None else adapters(model, name=name)
 
+# %% ../nbs/26_steering.ipynb #ec5cf6b3
 def _steer(model, c, name):
     return steer(model, c) if name is None else steer(model, {name: c})
 
+# %% ../nbs/26_steering.ipynb #e3ade3c8
 def can_flip(adapter) -> bool:
     "Whether negating some of `adapter`'s own tensors (`FLIP`) turns its coefficient c into -c exactly."
     return adapter.name in FLIP and not getattr(adapter.cfg, 'suppress_only', False)
 
+# %% ../nbs/26_steering.ipynb #8fb0092c
 @torch.no_grad()
 def flip_sign(model: nn.Module, name: str | None = None) -> None:
     "Swap what +1 and -1 do, exactly, by negating the tensors `FLIP` names on every attached adapter."
@@ -195,6 +207,7 @@ def flip_sign(model: nn.Module, name: str | None = None) -> None:
 # %% ../nbs/26_steering.ipynb #9042f174
 DEFAULTS = {'encoder': dict(margin=0.5, threshold=0.25), 'causal': dict(margin=0.2, threshold=0.1)}
 
+# %% ../nbs/26_steering.ipynb #457ec1b8
 def _check_pairs(pairs) -> list:
     pairs = list(pairs)
     if len(pairs) < 2: raise ValueError(f"pairs has {len(pairs)} pair(s); give at least 2 (positive text, negative text) pairs")
@@ -204,12 +217,14 @@ def _check_pairs(pairs) -> list:
         if p[0] == p[1]: raise ValueError(f"pairs[{i}] has the same text twice ({p[0]!r}); the two sides must differ")
     return pairs
 
+# %% ../nbs/26_steering.ipynb #21ea6c92
 def default_layer(model: nn.Module, name: str | None = None) -> int:
     "The deepest block that carries an attached adapter (so every adapter sits upstream of the loss)."
     idx = [layer_index(n.split(':')[-1]) for n in _adapters(model, name)]
     idx = [i for i in idx if i is not None]
     return max(idx) if idx else len(blocks(model)) - 1
 
+# %% ../nbs/26_steering.ipynb #9e4d3723
 def _is_causal(out) -> bool: return getattr(out, 'logits', None) is not None and out.logits.ndim == 3
 
 # %% ../nbs/26_steering.ipynb #2bcf871e
