@@ -78,6 +78,7 @@ def sentence_embeddings(model, tokenizer, texts) -> torch.Tensor:
     "MiniLM sentence embeddings as sentence-transformers makes them: mean-pooled last hidden state, unit length."
     return F.normalize(embed(model, tokenizer, texts), dim=-1)
 
+# %% ../nbs/44_steer_bench.ipynb #ada72fb1
 def snapshot(model, tokenizer) -> dict:
     "Embeddings of every evaluation text under the model's current steering."
     from antipasto.testing import SENTENCES
@@ -86,6 +87,7 @@ def snapshot(model, tokenizer) -> dict:
             'neutral': sentence_embeddings(model, tokenizer, SENTENCES),
             'queries': sentence_embeddings(model, tokenizer, [q for q, _ in QUERIES])}
 
+# %% ../nbs/44_steer_bench.ipynb #88e0dfa0
 def fit_probe(model, tokenizer) -> tuple[torch.Tensor, float]:
     "(w, gap): the difference of class means of the labelled probe sentences, and the gap between the classes' mean scores on it."
     ep, en = sentence_embeddings(model, tokenizer, PROBE_POS), sentence_embeddings(model, tokenizer, PROBE_NEG)
@@ -168,6 +170,7 @@ def mechanics(steps: int = 10, seed: int = 0) -> dict:
 TSV_COLUMNS = ('run_id', 'method', 'coeff', 'sep', 'shift', 'drift', 'rank_rho', 'top1', 'params', 'train_s', 'lr', 'steps',
                'pairs', 'seed', 'loss_first', 'loss_last', 'probe_gap', 'error', 'git_commit', 'version')
 
+# %% ../nbs/44_steer_bench.ipynb #588fd3d2
 def markdown_table(summary: dict, info: dict) -> str:
     "One row per method: effect on held-out pairs, on neutral sentences, damage, and effect per unit of damage."
     head = ("| method | params | train s | pair sep. -1 / +1 | slope | monotonic | symmetry | neutral shift -1 / +1 "
@@ -183,6 +186,7 @@ def markdown_table(summary: dict, info: dict) -> str:
                     f"| {s['shift_per_drift']:.1f} |")
     return head + '\n' + '\n'.join(rows)
 
+# %% ../nbs/44_steer_bench.ipynb #0636a7e1
 def plot(curves: dict, path) -> None:
     "Dose-response: pair separation and neutral shift against the coefficient, and separation against damage."
     import matplotlib
@@ -228,6 +232,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "little from a second thread, and on a busy machine extra threads made the run several times slower)")
     return p.parse_args(argv)
 
+# %% ../nbs/44_steer_bench.ipynb #e60ccf67
 def main(argv=None) -> int:
     "`antipasto-bench steer`: the table, the dose-response figure and the TSV; returns the exit status."
     args = parse_args(argv)
@@ -241,6 +246,7 @@ def main(argv=None) -> int:
     try: return _run(args, methods, coeffs)
     finally: torch.set_num_threads(threads)
 
+# %% ../nbs/44_steer_bench.ipynb #270e1c23
 def _run(args, methods, coeffs) -> int:
     from transformers import AutoTokenizer
     from antipasto.testing import minilm, minilm_path
