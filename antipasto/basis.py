@@ -14,7 +14,7 @@ from .calibration import calibration_pass
 
 # %% auto #0
 __all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_svd', 'svd', 'randomized_svd', 'top_svd', 'layer_svd',
-           'check_enough_tokens', 'activation_scores', 'select_top', 'second_moments', 'corda_basis', 'gain',
+           'check_enough_tokens', 'activation_scores', 'top_directions', 'second_moments', 'corda_basis', 'gain',
            'gain_delta', 'moment_groups', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig', 'SVDVariant',
            'measured_delta', 'transfer_matrix']
 
@@ -110,10 +110,9 @@ def activation_scores(model, layers: dict, Vhs: dict, data, pool: str = 'rms') -
     return {k: (v / n).sqrt() if pool == 'rms' else v / n for k, v in acc.items()}, n
 
 # %% ../nbs/20_basis.ipynb #ac828f3b
-def select_top(U, S, Vh, act: torch.Tensor, r: int):
-    "Keep the `r` triplets with the largest `S_i * act_i`, in decreasing score order."
-    idx = torch.argsort(S.double() * act.to(S.device), descending=True)[:r]
-    return U[:, idx], S[idx], Vh[idx]
+def top_directions(S: torch.Tensor, act: torch.Tensor, r: int) -> torch.Tensor:
+    "The indices (int64, CPU) of the `r` directions with the largest `S_i * act_i`, in decreasing score order."
+    return torch.argsort(S.double().cpu() * act.double().cpu(), descending=True)[:r]
 
 # %% ../nbs/20_basis.ipynb #eb03157b
 def second_moments(model, layers: dict, data) -> tuple[dict, int]:
@@ -241,8 +240,19 @@ class SVDVariant(Variant):
             for t, v in ((self.U, U), (self.S, S), (self.basis_in, B)): t.copy_(v)
 
     def init(self, layer):
+        self.selected = None
         if self.cfg.basis == 'corda': return  # the oriented basis needs the calibration data: group_init fills it
         self.set_basis(*layer_svd(layer, self.cfg.r))
+
+    def keep(self, U, S, Vh, index: torch.Tensor) -> None:
+        "Keep directions `index` of a full SVD `U, S, Vh` as the basis, and record them in `selected`."
+        i = index.to(S.device, torch.int64)
+        self.set_basis(U[:, i], S[i], Vh[i])
+        self.selected = index.detach().to('cpu', torch.int64).clone()
+
+    def select(self, layer, index):
+        "The basis from directions `index` of the layer's full exact SVD: the selection redone from the weight alone."
+        self.keep(*layer_svd(layer), index)
 
     @classmethod
     def group_init(cls, model, targets, cfg, calibration_data):
@@ -252,7 +262,7 @@ class SVDVariant(Variant):
         acts, ntok = activation_scores(model, {n: l for n, (l, a) in targets.items()},
                                        {n: s[2] for n, s in svds.items()}, calibration_data, cfg.act_pool)
         check_enough_tokens(ntok, cfg.r, cls.name)
-        for n, (l, a) in targets.items(): a.set_basis(*select_top(*svds[n], acts[n], cfg.r))
+        for n, (l, a) in targets.items(): a.keep(*svds[n], top_directions(svds[n][1], acts[n], cfg.r))
 
     def coords(self, x: torch.Tensor) -> torch.Tensor:
         "Basis coordinates `p = B x` of each token."

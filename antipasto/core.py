@@ -258,6 +258,7 @@ class Variant(nn.Module):
     config_cls: ClassVar[type] = AdapterConfig
     calibration: ClassVar[str] = 'none'
     ranked: ClassVar[bool] = True  # has a rank `r` (the IA3 gates and RoAD do not)
+    selected: torch.Tensor | None = None  # the directions of the layer's full SVD that calibration data picked, in order
 
     def __init__(self, cfg: AdapterConfig, d_in: int, d_out: int, device=None):
         super().__init__()
@@ -297,6 +298,10 @@ class Variant(nn.Module):
 
     def init(self, layer: nn.Module) -> None:
         "Variant-specific init from the layer's weight (default: the spec inits stand)."
+
+    def select(self, layer: nn.Module, index: torch.Tensor) -> None:
+        "Rebuild the frozen basis from directions `index` of the layer's full SVD (what `group_init` picked); variants that pick none refuse."
+        raise NotImplementedError(f"{self.name} does not pick directions from the weight's spectrum")
 
     @classmethod
     def group_init(cls, model: nn.Module, targets: dict, cfg, calibration_data) -> None:

@@ -274,6 +274,13 @@ def _file_cost(model, base, device) -> tuple[float, float]:
     del fresh
     return kib, ms
 
+# %% ../nbs/40_cost.ipynb #c842f28c
+def _peft_file_kib(model) -> float:
+    "KiB of the weights file peft's `save_pretrained` writes for a peft model (the adapter file a peft user ships)."
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        return os.path.getsize(os.path.join(d, 'adapter_model.safetensors')) / 1024
+
 # %% ../nbs/40_cost.ipynb #7c5a47a9
 COLUMNS = ('variant', 'calib', 'r', 'trainable', 'frozen', 'attach_ms', 'group_init_ms', 'attach_peak_MiB', 'fwd_ms',
            'fwdbwd_ms', 'x_base', 'decode_tok_s', 'decode_x_base', 'macs_per_token', 'peak_MiB', 'file_KiB', 'load_ms',
@@ -352,6 +359,7 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
                            macs_per_token=(flops - ref['flops']) / 2 / tokens if ref else None)
                 if decode_tokens: row['decode_tok_s'], row['decode_x_base'] = decode_times(m, base, decode_tokens, 8, repeats)
             if ours: row['file_KiB'], row['load_ms'] = _file_cost(m, base, device)
+            if name == 'peft_lora': row['file_KiB'] = _peft_file_kib(m)
             if ours and not attach_only:   # last: it merges the adapter into this row's copy of the base
                 row['merged_fwd_x_base'], row['merged_decode_x_base'], why = merged_times(m, base, data, repeats, warmup, decode_tokens)
                 if why: row['note'] = (row['note'] + ' ' + why).strip()
@@ -418,7 +426,7 @@ def peak_meaning(device) -> str:
 # %% ../nbs/40_cost.ipynb #6605e923
 GOALS = {'attach (no calib) / peft PiSSA full SVD': 0.3, 'attach (no calib) / peft pissa_niter_4': 1.0,
          'attach with selection / peft PiSSA full SVD': 0.5, 'decode unmerged / base': 1.05, 'train step / peft LoRA': 1.0,
-         'forward merged / base': 1.01, 'decode merged / base': 1.01}
+         'forward merged / base': 1.01, 'decode merged / base': 1.01, 'file / peft LoRA file': 0.01}
 
 def target_ratios(rows: list[dict], family: str = 'antipasto') -> dict:
     "The scale and deploy issues' ratios (keys of `GOALS`) from one report's rows; None where a row they need is missing or failed."
@@ -433,7 +441,8 @@ def target_ratios(rows: list[dict], family: str = 'antipasto') -> dict:
             'decode unmerged / base': by.get(family, {}).get('decode_x_base'),
             'train step / peft LoRA': ratio(family, 'x_base', 'peft_lora', 'x_base'),
             'forward merged / base': by.get(family, {}).get('merged_fwd_x_base'),
-            'decode merged / base': by.get(family, {}).get('merged_decode_x_base')}
+            'decode merged / base': by.get(family, {}).get('merged_decode_x_base'),
+            'file / peft LoRA file': ratio(family, 'file_KiB', 'peft_lora', 'file_KiB')}
 
 # %% ../nbs/40_cost.ipynb #ffe87ce6
 PRESETS = {'llama8b-shaped': dict(layers=1, r=256, variants=['antipasto'], references=list(REFERENCES), no_calib=['antipasto'],

@@ -501,10 +501,16 @@ def sketch(buffer: str, t: torch.Tensor) -> torch.Tensor:
     return (t @ _z(t.shape[1])).float()
 
 # %% ../nbs/03_runtime.ipynb #37477d14
-def _recomputable(e: _Named, a: Variant) -> list[str]:
-    "The frozen buffers `init` rebuilds from the base weight alone (none once calibration data shaped the adapter)."
-    if e.calibrated: return []
-    return [b for b, _ in a.named_buffers() if b in ROWS + COLS + ('S',)]
+def _recomputable(e: _Named, a: Variant) -> tuple[list[str], bool]:
+    "The frozen buffers `load` rebuilds from the base weight, and whether that needs the directions the calibration data picked."
+    picked = all(x.selected is not None for x in e.adapters.values())
+    if e.calibrated and not picked: return [], False   # a basis the data itself shaped (CorDA's P) is stored
+    return [b for b, _ in a.named_buffers() if b in ROWS + COLS + ('S',)], e.calibrated
+
+# %% ../nbs/03_runtime.ipynb #27a6cc1e
+def _index_dtype(a: Variant) -> torch.dtype:
+    "The narrowest integer type that holds every index into the layer's spectrum (a file stores `selected` in it)."
+    return torch.int16 if min(a.d_in, a.d_out) <= torch.iinfo(torch.int16).max else torch.int32
 
 # %% ../nbs/03_runtime.ipynb #5bb41ff3
 def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -> None:
@@ -514,14 +520,15 @@ def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -
     for k in _select(st, name):
         e = st.named[k]
         fps = {n: fingerprint(_base_weight(st, n, l)) for n, l in e.layers.items()}
-        recomputed = [] if basis else _recomputable(e, next(iter(e.adapters.values())))
+        recomputed, picked = ([], False) if basis else _recomputable(e, next(iter(e.adapters.values())))
         for n, a in e.adapters.items():
+            if picked: tensors[f'{k}/{n}.selected'] = a.selected.to('cpu', _index_dtype(a)).contiguous().clone()
             for t, v in a.state_dict().items():
                 if t in recomputed and t not in ROWS: continue   # U, S / B0 follow from W and the checked rows Vh / A0
                 if t in recomputed: tensors[f'{k}/{n}.{t}#sketch'] = sketch(t, v)
                 else: tensors[f'{k}/{n}.{t}'] = _full(v).detach().to('cpu').contiguous().clone()
         entries.append({'name': k, 'config': e.cfg.to_dict(), 'layers': list(e.layers), 'fingerprints': fps,
-                        'recomputed': recomputed, 'calibrated': e.calibrated})
+                        'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked})
     path = str(path)
     tmp = f'{path}.tmp{os.getpid()}'
     try:
@@ -573,10 +580,12 @@ def _entries(path, meta: dict) -> list[dict]:
                 and len(v['sketch']) == 8 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v['sketch'])
                 for v in fps.values())):
             raise _bad(path, f"fingerprints of {name!r} are malformed")
-        rec, cal = e.get('recomputed', []), e.get('calibrated', True)
-        if not (isinstance(rec, list) and all(b in ROWS + COLS + ('S',) for b in rec)) or not isinstance(cal, bool):
-            raise _bad(path, f"'recomputed' / 'calibrated' of {name!r} are malformed")
-        out.append({'name': name, 'cfg': cfg, 'layers': layers, 'fingerprints': fps, 'recomputed': rec, 'calibrated': cal})
+        rec, cal, sel = e.get('recomputed', []), e.get('calibrated', True), e.get('selected', False)
+        if not (isinstance(rec, list) and all(b in ROWS + COLS + ('S',) for b in rec)) or not isinstance(cal, bool) \
+                or not isinstance(sel, bool) or (sel and not rec):
+            raise _bad(path, f"'recomputed' / 'calibrated' / 'selected' of {name!r} are malformed")
+        out.append({'name': name, 'cfg': cfg, 'layers': layers, 'fingerprints': fps, 'recomputed': rec, 'calibrated': cal,
+                    'selected': sel})
     if len({e['name'] for e in out}) != len(out): raise _bad(path, "two adapters share a name")
     return out
 
@@ -611,10 +620,11 @@ def _layers_from_keys(entry, ts) -> list[str]:
     return sorted({k[len(pre):].rsplit('.', 1)[0] for k in ts if k.startswith(pre)})
 
 # %% ../nbs/03_runtime.ipynb #551a752e
-def _expected(name, adp: dict, recomputed) -> dict:
+def _expected(name, adp: dict, recomputed, selected: bool = False) -> dict:
     "Key -> (tensor on the adapter, dtype and shape the file must have) for every tensor an adapter file holds."
     out = {}
     for n, a in adp.items():
+        if selected: out[f'{name}/{n}.selected'] = (None, _index_dtype(a), tuple(a.S.shape))
         for k, v in a.state_dict().items():
             if k in recomputed and k not in ROWS: continue
             if k in recomputed: out[f'{name}/{n}.{k}#sketch'] = (None, torch.float32, (v.shape[0],))
@@ -622,9 +632,9 @@ def _expected(name, adp: dict, recomputed) -> dict:
     return out
 
 # %% ../nbs/03_runtime.ipynb #08585e37
-def _fill(path, name, adp: dict, ts: dict, recomputed=(), copy_in: bool = True) -> None:
+def _fill(path, name, adp: dict, ts: dict, recomputed=(), selected: bool = False, copy_in: bool = True) -> None:
     "Check every expected tensor (present, no extras, dtype, shape, finite), then copy them into the built adapters."
-    expected = _expected(name, adp, recomputed)
+    expected = _expected(name, adp, recomputed, selected)
     have = {k for k in ts if k.startswith(name + '/')}
     missing, extra = sorted(set(expected) - have), sorted(have - set(expected))
     if missing or extra:
@@ -642,12 +652,25 @@ def _fill(path, name, adp: dict, ts: dict, recomputed=(), copy_in: bool = True) 
         for k, (v, dt, shape) in expected.items():
             if v is not None: v.copy_(ts[k])
 
+# %% ../nbs/03_runtime.ipynb #19e8bdff
+def _check_selection(path, name, targets, adp, ts) -> None:
+    "Refuse picked directions that are not distinct indices into each layer's spectrum, or a variant that picks none."
+    for n, l in targets.items():
+        if type(adp[n]).select is Variant.select:
+            raise _bad(path, f"adapter {name!r} is {adp[n].name}, which does not pick directions, but the file says 'selected'")
+        i, k = ts[f'{name}/{n}.selected'], min(dims(l))
+        if i.min() < 0 or i.max() >= k or i.unique().numel() != i.numel():
+            raise _bad(path, f"the selected directions of adapter {name!r} at layer {n!r} must be distinct indices below {k}")
+
 # %% ../nbs/03_runtime.ipynb #fdb9b404
 @torch.no_grad()
-def _recompute(path, name, targets, adp, ts, recomputed) -> None:
-    "Rebuild the bases the file left out from the base weights, align each direction's sign to the file's, and verify."
+def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False) -> None:
+    "Rebuild the bases the file left out from the base weights (and the directions it picked), align each direction's sign to the file's, and verify."
+    if selected: _check_selection(path, name, targets, adp, ts)
     with attach_scope():
-        for n, l in targets.items(): adp[n].reset(l)
+        for n, l in targets.items():
+            if selected: adp[n].select(l, ts[f'{name}/{n}.selected'])
+            else: adp[n].reset(l)
     for n, a in adp.items():
         want = {b: ts[f'{name}/{n}.{b}#sketch'] for b in recomputed if b in ROWS}
         for row, col in SIGN_PAIRS:
@@ -675,7 +698,7 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
     for e in entries:
         layers = e['layers'] if e['layers'] is not None else _layers_from_keys(e, ts)
         m_, vcls, cfg, targets, adp = _prepare(m, e['cfg'], e['name'], layers=layers, where=str(path))
-        _fill(str(path), e['name'], adp, ts, e['recomputed'], copy_in=False)
+        _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'], copy_in=False)
         if check_base and e['fingerprints'] is not None:
             for n, l in targets.items():
                 fp = e['fingerprints'].get(n)
@@ -684,8 +707,8 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
                     raise AdapterFileError(f"{path}: adapter {e['name']!r} was saved on a different base at layer {n!r} "
                                            f"({why or 'no fingerprint'}); load it into the model it was trained on, or pass "
                                            "check_base=False if you mean to move it to another base")
-        if e['recomputed']: _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'])
-        _fill(str(path), e['name'], adp, ts, e['recomputed'])
+        if e['recomputed']: _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'])
+        _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'])
         built.append((cfg, targets, adp, e['name'], e['calibrated']))
     done = []
     try:
@@ -710,13 +733,13 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
             raise AdapterFileError(f"{path}: adapter {k!r} was saved with another config than the attached one")
     for e in sel:
         a = st.named[e['name']]
-        _fill(str(path), e['name'], a.adapters, ts, e['recomputed'], copy_in=False)
+        _fill(str(path), e['name'], a.adapters, ts, e['recomputed'], e['selected'], copy_in=False)
         for n, ad in a.adapters.items():   # the attached adapter already holds the recomputed bases: check them too
             for b in [b for b in e['recomputed'] if b in ROWS]:
                 w = ts[f"{e['name']}/{n}.{b}#sketch"]
                 if (sketch(b, getattr(ad, b)).abs() - w.abs()).abs().max() > 1e-3 * w.square().mean().sqrt() + 1e-12:
                     raise AdapterFileError(f"{path}: the basis {b!r} of adapter {e['name']!r} at {n!r} differs from the attached one")
-    for e in sel: _fill(str(path), e['name'], st.named[e['name']].adapters, ts, e['recomputed'])
+    for e in sel: _fill(str(path), e['name'], st.named[e['name']].adapters, ts, e['recomputed'], e['selected'])
 
 # %% ../nbs/03_runtime.ipynb #b2d6ccae
 ADAPTER_FILE = 'antipasto_adapter.safetensors'
