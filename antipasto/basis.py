@@ -127,7 +127,7 @@ def second_moments(model, layers: dict, data) -> tuple[dict, int]:
 # %% ../nbs/20_basis.ipynb #914bfd6b
 def corda_basis(W: torch.Tensor, C: torch.Tensor, r: int, eps: float = 1e-3):
     "CorDA's covariance-oriented rank-r split: U (d_out, r), S (r,), P (r, d_in) with `W = W_res + U diag(S) P`."
-    lam, Q = torch.linalg.eigh(C.double())
+    lam, Q = torch.linalg.eigh(C.to(W.device, torch.float64))   # the moment is accumulated on the CPU; W may be on a GPU
     lam = lam.clamp(min=0) + eps
     C_half = (Q * lam.sqrt()) @ Q.T
     C_inv_half = (Q * lam.rsqrt()) @ Q.T

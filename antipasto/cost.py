@@ -368,8 +368,8 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
             row['error'] = True
         del m
         rows.append(row)
-        done = f"{row['fwdbwd_ms']:.1f} ms fwd+bwd" if row['fwdbwd_ms'] is not None else f"{row['attach_ms']:.1f} ms attach"
-        if log: log(f"{name}: " + (row['note'] if row['error'] else done))
+        if log: log(f"{name}: " + (row['note'] if row['error'] else f"{row['fwdbwd_ms']:.1f} ms fwd+bwd"
+                                   if row['fwdbwd_ms'] is not None else f"{row['attach_ms']:.1f} ms attach"))
 
     refs = {'base': lambda m: (m, 'no', None, '', None),
             'peft_lora': lambda m: (_peft_lora(m, r, targets), 'no', r, '', None),
@@ -521,7 +521,7 @@ def main(argv=None) -> int:
     ratios = {k: v for k, v in target_ratios(rows).items() if v is not None}
     if ratios:
         print("\nTarget ratios from this run (goal in brackets):\n")
-        for k, v in ratios.items(): print(f"- {k}: {v:.2f} (<= {GOALS[k]})")
+        for k, v in ratios.items(): print(f"- {k}: {v:.3g} (<= {GOALS[k]})")
     write_tsv(rows, a.out)
     failed = [r['variant'] for r in rows if r['error']]
     log(f"wrote {a.out}" + (f"; rows that could not be measured: {failed}" if failed else ''))

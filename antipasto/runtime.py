@@ -470,7 +470,8 @@ def fingerprint(W: torch.Tensor) -> dict:
     g = torch.Generator().manual_seed(d_out * 1_000_003 + d_in)
     u, v = torch.randn(8, d_out, generator=g).to(W.device), torch.randn(8, d_in, generator=g).to(W.device)
     s = ((u @ W) * v).sum(1).double().cpu() / math.sqrt(d_in * d_out)
-    return {'norm': W.double().norm().item(), 'sketch': s.tolist()}
+    short = lambda x: float(f'{x:.9g}')   # float32's precision: the checks compare to 1e-3, and the file stays small
+    return {'norm': short(W.double().norm().item()), 'sketch': [short(x) for x in s.tolist()]}
 
 # %% ../nbs/03_runtime.ipynb #41a1bf29
 def _base_weight(st, n, layer) -> torch.Tensor:
