@@ -53,7 +53,7 @@ def svd(W: torch.Tensor, r: int | None = None) -> tuple[torch.Tensor, torch.Tens
 
 # %% ../nbs/20_basis.ipynb #3f5d8a87
 def randomized_svd(W: torch.Tensor, r: int, tol: float = 1e-2, max_iter: int = 8, oversample: int = 8, seed: int = 0):
-    "Top-`r` triplets by subspace iteration until a step adds under `tol` of the top-r energy, on `W`'s device; None if it does not converge or the checks fail."
+    "Top-`r` triplets by subspace iteration until a step adds under `tol` of the subspace's energy, on `W`'s device; None if it does not converge or the checks fail."
     Wf = W.detach().float()
     m, n = Wf.shape
     l = min(r + oversample, m, n)
@@ -63,18 +63,19 @@ def randomized_svd(W: torch.Tensor, r: int, tol: float = 1e-2, max_iter: int = 8
     for _ in range(max_iter + 1):
         Y = Wf @ Qv                                         # W on the current right subspace
         Q, R = torch.linalg.qr(Y)
-        e = torch.linalg.svdvals(R)[:r].double().square().sum()   # its top-r energy, free from the QR
+        e = R.double().square().sum().item()                # ||W Qv||_F^2: one reduction, no small SVD per step
         if prev is not None and e - prev <= tol * e: break
         prev = e
         Qv = torch.linalg.qr(Wf.T @ Q).Q                    # one power step: span(W^T W Qv)
     else: return None
-    Uy, S, Vyh = torch.linalg.svd(Y, full_matrices=False)    # Rayleigh-Ritz: W (Qv Vy^T) = Uy diag(S) exactly
-    U, S, Vh = Uy[:, :r], S[:r], Vyh[:r] @ Qv.T
-    eye = torch.eye(r, device=Wf.device)
+    # Rayleigh-Ritz, W Qv Vy = Q R Vy = (Q Ur) diag(S): in float64, which a TF32 setting for float32 products leaves exact
+    Ur, S, Vyh = torch.linalg.svd(R.double())
+    U, S, Vh = Q.double() @ Ur[:, :r], S[:r], Vyh[:r] @ Qv.double().T
+    eye = torch.eye(r, dtype=torch.float64, device=Wf.device)
     if not (torch.isfinite(S).all() and S[-1] * KAPPA_MAX >= S[0] > 0 and (U.T @ U - eye).abs().max() <= 1e-4
             and (Vh @ Vh.T - eye).abs().max() <= 1e-4): return None
     U, Vh = canonical_signs(U, Vh)
-    return U, S, Vh
+    return U.float(), S.float(), Vh.float()
 
 # %% ../nbs/20_basis.ipynb #bfaef2b8
 def top_svd(W: torch.Tensor, r: int, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
