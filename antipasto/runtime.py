@@ -267,18 +267,6 @@ def _remove_hook(layer, fn, pre: bool) -> None:
         for extra in (('_forward_pre_hooks_with_kwargs',) if pre else ('_forward_hooks_with_kwargs', '_forward_hooks_always_called')):
             getattr(layer, extra, {}).pop(k, None)
 
-# %% ../nbs/03_runtime.ipynb #a27c109a
-def _sync_hooks(layer) -> None:
-    "Give `layer` exactly the runtime hooks its live (attached, unmerged) adapters need, so a merged layer runs hook-free."
-    live = [a for a in (layer._modules.get(ADAPTER) or {}).values() if not a.merged]
-    for fn, pre, needed in ((_post_hook, False, any(a.forward_input is None for a in live)),
-                            (_pre_hook, True, any(a.forward_input is not None for a in live))):
-        hooks = layer._forward_pre_hooks if pre else layer._forward_hooks
-        if not needed: _remove_hook(layer, fn, pre)
-        elif not _has_hook(hooks, fn):
-            if pre: layer.register_forward_pre_hook(fn, with_kwargs=True)
-            else: layer.register_forward_hook(fn, with_kwargs=True)
-
 # %% ../nbs/03_runtime.ipynb #d64f871f
 def _set_ddp_ignore(m, st) -> None:
     "DDP skips the frozen adapter buffers (it would broadcast them every step); they are computed identically per rank."
@@ -306,7 +294,9 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False) -> None:
         for n, l in targets.items():
             if ADAPTER not in l._modules: l.add_module(ADAPTER, _container())
             l._modules[ADAPTER][name] = adp[n]
-            _sync_hooks(l)
+            if adp[n].forward_input is not None:
+                if not _has_hook(l._forward_pre_hooks, _pre_hook): l.register_forward_pre_hook(_pre_hook, with_kwargs=True)
+            elif not _has_hook(l._forward_hooks, _post_hook): l.register_forward_hook(_post_hook, with_kwargs=True)
             for p in adp[n].parameters(): p.requires_grad_(True)
         _set_ddp_ignore(m, st)
     except BaseException:
@@ -329,8 +319,10 @@ def _remove(m, st, sel) -> None:
         for n, l in e.layers.items():
             c = l._modules.get(ADAPTER)
             if c is not None and k in c: del c[k]
-            _sync_hooks(l)
-            if c is not None and not len(c): del l._modules[ADAPTER]
+            left = list(c.values()) if c is not None else []
+            if not any(a.forward_input is None for a in left): _remove_hook(l, _post_hook, pre=False)
+            if not any(a.forward_input is not None for a in left): _remove_hook(l, _pre_hook, pre=True)
+            if c is not None and not left: del l._modules[ADAPTER]
     if st.named:
         _set_ddp_ignore(m, st); return
     for p, flag in st.requires_grad: p.requires_grad_(flag)
@@ -410,7 +402,7 @@ def delta_weight(model: nn.Module, layer_name: str, name: str | None = None, chu
 # %% ../nbs/03_runtime.ipynb #152f39f1
 @torch.no_grad()
 def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
-    "Write adapters `name` (None: all) at `coeff` (None: the current one) into the base weights; a layer left without live adapters loses its hooks until `unmerge`."
+    "Write adapters `name` (None: all) at `coeff` (None: the current one) into the base weights; hooks idle until `unmerge`."
     m = unwrap(model)
     st = _state(m)
     sel = _select(st, name)
@@ -441,7 +433,6 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
         if l.bias is not None: l.bias.copy_((l.bias.float() + db).to(l.bias.dtype))
     for k in todo:
         for a in st.named[k].adapters.values(): a.merged = True
-    for l in layers.values(): _sync_hooks(l)   # a layer whose adapters are all merged runs exactly the base's forward
 
 # %% ../nbs/03_runtime.ipynb #8e89605f
 @torch.no_grad()
@@ -453,11 +444,9 @@ def unmerge(model: nn.Module) -> None:
     for n, (l, w, b) in st.merged.items():
         l.weight.copy_(w.to(l.weight.device))
         if b is not None: l.bias.copy_(b.to(l.bias.device))
-    layers = [l for l, _, _ in st.merged.values()]
     st.merged.clear()
     for e in st.named.values():
         for a in e.adapters.values(): a.merged = False
-    for l in layers: _sync_hooks(l)
 
 # %% ../nbs/03_runtime.ipynb #0af056f1
 @contextmanager
