@@ -15,8 +15,8 @@ from .calibration import calibration_pass
 # %% auto #0
 __all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_svd', 'svd', 'randomized_svd', 'top_svd', 'layer_svd',
            'check_enough_tokens', 'activation_scores', 'top_directions', 'second_moments', 'corda_basis', 'gain',
-           'gain_delta', 'moment_groups', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig', 'SVDVariant',
-           'measured_delta', 'transfer_matrix']
+           'gain_delta', 'add_product', 'moment_groups', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig',
+           'SVDVariant', 'measured_delta', 'transfer_matrix']
 
 # %% ../nbs/20_basis.ipynb #c79a5fde
 def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,12 +62,12 @@ def randomized_svd(W: torch.Tensor, r: int, tol: float = 1e-2, max_iter: int = 8
     prev = None
     for _ in range(max_iter + 1):
         Y = Wf @ Qv                                         # W on the current right subspace
-        Q, R = torch.linalg.qr(Y)
-        e = R.double().square().sum().item()                # ||W Qv||_F^2: one reduction, no small SVD per step
+        e = torch.linalg.vector_norm(Y, dtype=torch.float64).square().item()   # ||W Qv||_F^2: one reduction
         if prev is not None and e - prev <= tol * e: break
         prev = e
-        Qv = torch.linalg.qr(Wf.T @ Q).Q                    # one power step: span(W^T W Qv)
+        Qv = torch.linalg.qr(Wf.T @ Y).Q                    # one power step: span(W^T W Qv), one QR
     else: return None
+    Q, R = torch.linalg.qr(Y)
     # Rayleigh-Ritz, W Qv Vy = Q R Vy = (Q Ur) diag(S): in float64, which a TF32 setting for float32 products leaves exact
     Ur, S, Vyh = torch.linalg.svd(R.double())
     U, S, Vh = Q.double() @ Ur[:, :r], S[:r], Vyh[:r] @ Qv.double().T
@@ -144,7 +144,14 @@ def gain(z: torch.Tensor) -> torch.Tensor:
 def gain_delta(S: torch.Tensor, g: torch.Tensor, coeff: float, suppress_only: bool = False) -> torch.Tensor:
     "`S_eff - S = S * ELU(coeff * g)`, with `g` clamped to `<= 0` when `suppress_only`."
     if suppress_only: g = g.clamp(max=0)
-    return S * F.elu(coeff * g)
+    return S * F.elu(g if coeff == 1.0 else coeff * g)   # at coeff = 1 one op fewer per forward, same values
+
+# %% ../nbs/20_basis.ipynb #72488d91
+def add_product(y: torch.Tensor, d: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    "`y + d U^T` in `y`'s dtype: one fused `addmm` when `d` already has it, else the product cast and added."
+    if d.dtype != y.dtype: return y + F.linear(d, U).to(y.dtype)
+    return torch.addmm(y.reshape(-1, y.shape[-1]), d.reshape(-1, d.shape[-1]), U.T).view(y.shape)
+
 
 # %% ../nbs/20_basis.ipynb #4aa69155
 def moment_groups(targets: dict, budget_bytes: float) -> list[list[str]]:
@@ -240,6 +247,9 @@ class SVDVariant(Variant):
         with torch.no_grad():
             for t, v in ((self.U, U), (self.S, S), (self.basis_in, B)): t.copy_(v)
 
+    @classmethod
+    def group_init_replaces(cls, cfg) -> bool: return True   # the selection or the orientation rebuilds the whole basis
+
     def init(self, layer):
         self.selected = None
         if self.cfg.basis == 'corda': return  # the oriented basis needs the calibration data: group_init fills it
@@ -274,8 +284,7 @@ class SVDVariant(Variant):
         raise NotImplementedError
 
     def forward(self, layer, x, y):
-        p = self.coords(x.to(self.S.dtype))
-        return y + F.linear(self.core_delta(p), self.U).to(y.dtype)
+        return add_product(y, self.core_delta(self.coords(x.to(self.S.dtype))), self.U)
 
 # %% ../nbs/20_basis.ipynb #4aafe4e7
 @torch.no_grad()

@@ -288,13 +288,18 @@ class Variant(nn.Module):
             raise ValueError(f"{cls.name}: r={cfg.r} exceeds min(d_in, d_out)={min(d_in, d_out)} at layer {name!r} "
                              f"({d_in}->{d_out}); lower r or exclude this layer")
 
+    @classmethod
+    def group_init_replaces(cls, cfg) -> bool:
+        "Whether `group_init` rebuilds everything `init` fills, so an attach with calibration data skips `init`."
+        return False
+
     @torch.no_grad()
-    def reset(self, layer: nn.Module, generator=None) -> None:
-        "Fill every tensor from its spec, then run the variant's own `init`."
+    def reset(self, layer: nn.Module, generator=None, init: bool = True) -> None:
+        "Fill every tensor from its spec, then run the variant's own `init` (unless `init` is False)."
         for n, s in self.specs.items():
             t = getattr(self, n)
             t.copy_(init_tensor(s, t.dtype, t.device, generator))
-        self.init(layer)
+        if init: self.init(layer)
 
     def init(self, layer: nn.Module) -> None:
         "Variant-specific init from the layer's weight (default: the spec inits stand)."

@@ -15,7 +15,7 @@ from .core import SteerableConfig, REGISTRY, config_for, variant_cls
 from .runtime import attach, save, load, merge
 from .architectures import quantize_blocks, QUANTS
 from .targets import find_targets
-from .testing import model_out
+from .testing import model_out, dispatched_ops
 from .train import run_config, has_rank, csv_list
 
 # %% auto #0
@@ -283,7 +283,7 @@ def _peft_file_kib(model) -> float:
 
 # %% ../nbs/40_cost.ipynb #7c5a47a9
 COLUMNS = ('variant', 'calib', 'r', 'trainable', 'frozen', 'attach_ms', 'group_init_ms', 'attach_peak_MiB', 'fwd_ms',
-           'fwdbwd_ms', 'x_base', 'decode_tok_s', 'decode_x_base', 'macs_per_token', 'peak_MiB', 'file_KiB', 'load_ms',
+           'fwdbwd_ms', 'x_base', 'decode_tok_s', 'decode_x_base', 'decode_ops', 'macs_per_token', 'peak_MiB', 'file_KiB', 'load_ms',
            'merged_fwd_x_base', 'merged_decode_x_base', 'note')
 NOCALIB = ' (no calib)'  # suffix of a row that attaches a calibration-optional variant without data
 
@@ -343,6 +343,7 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
     base = make_model().to(device).eval().requires_grad_(False)  # the base row trains nothing
     data = random_batch(base, batch, seq, seed=0, device=device)
     calib = [random_batch(base, batch, seq, seed=1 + i, device=device) for i in range(calib_batches)]
+    one = random_batch(base, 1, 1, seed=0, device=device)   # one token: what each decode step runs
     tokens, base_buffers = batch * seq, _numel(base.buffers())
     rows, ref = [], {}
 
@@ -368,6 +369,9 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
                 row.update(fwd_ms=fwd, fwdbwd_ms=both, x_base=ratio, peak_MiB=peak / 2**20,
                            macs_per_token=(flops - ref['flops']) / 2 / tokens if ref else None)
                 if decode_tokens: row['decode_tok_s'], row['decode_x_base'] = decode_times(m, base, decode_tokens, 8, repeats)
+                ops = len(dispatched_ops(model_out, m, one))
+                if name == 'base': ref['ops'] = ops
+                row['decode_ops'] = ops - ref['ops']
             if ours: row['file_KiB'], row['load_ms'] = _file_cost(m, base, device)
             if name == 'peft_lora': row['file_KiB'] = _peft_file_kib(m)
             if ours and not attach_only:   # last: it merges the adapter into this row's copy of the base

@@ -250,8 +250,9 @@ def _init(m, vcls, cfg, targets, adp, calibration_data) -> None:
     if vcls.calibration == 'none' and calibration_data is not None:
         raise ValueError(f"{vcls.name} does not use calibration_data; drop the argument")
     if calibration_data is not None: calibration_data = calibration_batches(calibration_data)   # refused before any SVD
+    skip_init = calibration_data is not None and vcls.group_init_replaces(cfg)   # e.g. a top-r SVD the selection redoes
     with attach_scope():  # init and group_init may share per-layer work (see core.memo)
-        for n, l in targets.items(): adp[n].reset(l)
+        for n, l in targets.items(): adp[n].reset(l, init=not skip_init)
         if calibration_data is not None:
             vcls.group_init(m, {n: (targets[n], adp[n]) for n in targets}, cfg, calibration_data)
 
@@ -513,6 +514,17 @@ def _index_dtype(a: Variant) -> torch.dtype:
     "The narrowest integer type that holds every index into the layer's spectrum (a file stores `selected` in it)."
     return torch.int16 if min(a.d_in, a.d_out) <= torch.iinfo(torch.int16).max else torch.int32
 
+# %% ../nbs/03_runtime.ipynb #2b111d51
+def _file_keys(name, adp: dict, recomputed, selected: bool = False):
+    "Every tensor an adapter file holds, as (key, adapter, kind, buffer, tensor); kind: 'selected', 'sketch' (of a recomputed row buffer) or 'tensor'."
+    for n, a in adp.items():
+        if selected: yield f'{name}/{n}.selected', a, 'selected', None, None
+        for k, v in a.state_dict().items():
+            if k in recomputed and k not in ROWS: continue   # U, S / B0 follow from W and the checked rows Vh / A0
+            if k in recomputed: yield f'{name}/{n}.{k}#sketch', a, 'sketch', k, v
+            else: yield f'{name}/{n}.{k}', a, 'tensor', k, v
+
+
 # %% ../nbs/03_runtime.ipynb #5bb41ff3
 def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -> None:
     "Write adapters `name` (None: all): trainable tensors, data-derived bases, base fingerprints; `basis=True` stores every tensor."
@@ -522,12 +534,9 @@ def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -
         e = st.named[k]
         fps = {n: fingerprint(_base_weight(st, n, l)) for n, l in e.layers.items()}
         recomputed, picked = ([], False) if basis else _recomputable(e, next(iter(e.adapters.values())))
-        for n, a in e.adapters.items():
-            if picked: tensors[f'{k}/{n}.selected'] = a.selected.to('cpu', _index_dtype(a)).contiguous().clone()
-            for t, v in a.state_dict().items():
-                if t in recomputed and t not in ROWS: continue   # U, S / B0 follow from W and the checked rows Vh / A0
-                if t in recomputed: tensors[f'{k}/{n}.{t}#sketch'] = sketch(t, v)
-                else: tensors[f'{k}/{n}.{t}'] = _full(v).detach().to('cpu').contiguous().clone()
+        for key, a, kind, b, v in _file_keys(k, e.adapters, recomputed, picked):
+            tensors[key] = (a.selected.to('cpu', _index_dtype(a)).contiguous().clone() if kind == 'selected' else
+                            sketch(b, v) if kind == 'sketch' else _full(v).detach().to('cpu').contiguous().clone())
         entries.append({'name': k, 'config': e.cfg.to_dict(), 'layers': list(e.layers), 'fingerprints': fps,
                         'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked})
     path = str(path)
@@ -623,14 +632,9 @@ def _layers_from_keys(entry, ts) -> list[str]:
 # %% ../nbs/03_runtime.ipynb #551a752e
 def _expected(name, adp: dict, recomputed, selected: bool = False) -> dict:
     "Key -> (tensor on the adapter, dtype and shape the file must have) for every tensor an adapter file holds."
-    out = {}
-    for n, a in adp.items():
-        if selected: out[f'{name}/{n}.selected'] = (None, _index_dtype(a), tuple(a.S.shape))
-        for k, v in a.state_dict().items():
-            if k in recomputed and k not in ROWS: continue
-            if k in recomputed: out[f'{name}/{n}.{k}#sketch'] = (None, torch.float32, (v.shape[0],))
-            else: out[f'{name}/{n}.{k}'] = (v, v.dtype, tuple(v.shape))
-    return out
+    return {key: ((None, _index_dtype(a), tuple(a.S.shape)) if kind == 'selected' else
+                  (None, torch.float32, (v.shape[0],)) if kind == 'sketch' else (v, v.dtype, tuple(v.shape)))
+            for key, a, kind, b, v in _file_keys(name, adp, recomputed, selected)}
 
 # %% ../nbs/03_runtime.ipynb #08585e37
 def _fill(path, name, adp: dict, ts: dict, recomputed=(), selected: bool = False, copy_in: bool = True) -> None:

@@ -8,11 +8,13 @@ import os, tempfile
 from dataclasses import dataclass
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 # %% auto #0
 __all__ = ['SENTENCES', 'TEST_MODELS', 'CHECK_KW', 'CHECK_DEFAULTS', 'tiny_lm', 'tiny_batch', 'minilm_path', 'minilm',
-           'minilm_batch', 'model_out', 'snapshot', 'assert_unchanged', 'check_kw', 'VariantRun', 'start_check',
-           'check_identity', 'check_training', 'check_steering', 'check_detach_reload', 'check_variant',
+           'minilm_batch', 'model_out', 'dispatched_ops', 'snapshot', 'assert_unchanged', 'check_kw', 'VariantRun',
+           'start_check', 'check_identity', 'check_training', 'check_steering', 'check_detach_reload', 'check_variant',
            'perturb_trainables', 'check_dense_reference', 'check_all', 'show_rows']
 
 # %% ../nbs/04_testing.ipynb #091851ae
@@ -88,6 +90,24 @@ def model_out(model: nn.Module, batch: dict) -> torch.Tensor:
 
 # %% ../nbs/04_testing.ipynb #fa2662a2
 TEST_MODELS = {'tiny': (tiny_lm, tiny_batch), 'minilm': (minilm, minilm_batch)}
+
+# %% ../nbs/04_testing.ipynb #57ab902e
+_NO_KERNEL = {'_unsafe_view'}   # a view whose schema does not say so
+
+class _OpLog(TorchDispatchMode):
+    def __init__(self): super().__init__(); self.ops = []
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not (func.is_view or func.overloadpacket.__name__ in _NO_KERNEL) and any(isinstance(t, torch.Tensor) for t in tree_flatten(out)[0]):
+            self.ops.append(func.overloadpacket.__name__)
+        return out
+
+@torch.no_grad()
+def dispatched_ops(fn, *args, **kwargs) -> list[str]:
+    "The aten ops a no-grad `fn(*args, **kwargs)` dispatches that produce a tensor, views left out: on a GPU, one kernel launch each."
+    with _OpLog() as log: fn(*args, **kwargs)
+    return log.ops
+
 
 # %% ../nbs/04_testing.ipynb #60742cdd
 def _hooks(m):
