@@ -223,6 +223,10 @@ class SVDVariant(Variant):
     "Family base class: a frozen rank-r basis `U, S, B` of the layer (`cfg.basis`) and the delta form `y + U core_delta(B x)`."
     calibration = 'optional'
 
+    def __init__(self, cfg, d_in: int, d_out: int, device=None):
+        super().__init__(cfg, d_in, d_out, device)
+        self.U = self.U.T.contiguous().T   # column-major: a batch-1 product d U^T streams U^T's long rows (section 1)
+
     @classmethod
     def requires_calibration(cls, cfg) -> bool:
         "CorDA's basis is built from the calibration inputs, so `basis='corda'` needs them."

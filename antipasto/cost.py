@@ -210,7 +210,8 @@ def decode_times(model: nn.Module, ref: nn.Module, new_tokens: int = 16, prompt:
     return statistics.median(tps), statistics.median(ratio)
 
 # %% ../nbs/40_cost.ipynb #7f7c4574
-def merged_times(model: nn.Module, ref: nn.Module, batch: dict, repeats: int = 5, warmup: int = 2, decode_tokens: int = 16) -> tuple:
+def merged_times(model: nn.Module, ref: nn.Module, batch: dict, repeats: int = 5, warmup: int = 2, decode_tokens: int = 16,
+                 decode_repeats: int = 15) -> tuple:
     "Merge `model`'s adapters, then its median no-grad forward time over `ref`'s (alternated) and its decode ratio; `(None, None, why)` if it cannot merge."
     try: merge(model)
     except ValueError as e: return None, None, f"merge refused: {str(e)[:80]}"
@@ -220,7 +221,7 @@ def merged_times(model: nn.Module, ref: nn.Module, batch: dict, repeats: int = 5
         with torch.no_grad(): model_out(m, batch)
         _sync(device); return 1e3 * (time.perf_counter() - t0)
     ratios = [fwd_ms(model) / fwd_ms(ref) for _ in range(warmup + repeats)][warmup:]
-    dec = decode_times(model, ref, decode_tokens, 8, repeats)[1] if decode_tokens else None
+    dec = decode_times(model, ref, decode_tokens, 8, decode_repeats)[1] if decode_tokens else None
     return statistics.median(ratios), dec, ''
 
 # %% ../nbs/40_cost.ipynb #56dd7bd9
@@ -330,7 +331,7 @@ def warm_linalg(device) -> None:
 # %% ../nbs/40_cost.ipynb #5df93095
 def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, targets=TARGETS, batch: int = 2,
                 seq: int = 128, repeats: int = 5, warmup: int = 2, calib_batches: int = 4, device=None,
-                log=None, references=('base', 'peft_lora'), no_calib=(), decode_tokens: int = 16) -> list[dict]:
+                log=None, references=('base', 'peft_lora'), no_calib=(), decode_tokens: int = 16, decode_repeats: int = 15) -> list[dict]:
     "One row of cost numbers for the `references` and each registered variant (all unless `variants`; `no_calib` ones also without data)."
     names = variant_names(variants)
     bad = [n for n in references if n not in REFERENCES] + [n for n in no_calib if n not in names]
@@ -368,14 +369,15 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
                 if name == 'base': ref.update(flops=flops)
                 row.update(fwd_ms=fwd, fwdbwd_ms=both, x_base=ratio, peak_MiB=peak / 2**20,
                            macs_per_token=(flops - ref['flops']) / 2 / tokens if ref else None)
-                if decode_tokens: row['decode_tok_s'], row['decode_x_base'] = decode_times(m, base, decode_tokens, 8, repeats)
+                if decode_tokens: row['decode_tok_s'], row['decode_x_base'] = decode_times(m, base, decode_tokens, 8, decode_repeats)
                 ops = len(dispatched_ops(model_out, m, one))
                 if name == 'base': ref['ops'] = ops
                 row['decode_ops'] = ops - ref['ops']
             if ours: row['file_KiB'], row['load_ms'] = _file_cost(m, base, device)
             if name == 'peft_lora': row['file_KiB'] = _peft_file_kib(m)
             if ours and not attach_only:   # last: it merges the adapter into this row's copy of the base
-                row['merged_fwd_x_base'], row['merged_decode_x_base'], why = merged_times(m, base, data, repeats, warmup, decode_tokens)
+                row['merged_fwd_x_base'], row['merged_decode_x_base'], why = merged_times(m, base, data, repeats, warmup, decode_tokens,
+                                                                                          decode_repeats)
                 if why: row['note'] = (row['note'] + ' ' + why).strip()
         except Exception as e:
             row['note'] = f'{type(e).__name__}: {e}'.replace('\n', ' ')[:200]
@@ -460,7 +462,7 @@ def target_ratios(rows: list[dict], family: str = 'antipasto') -> dict:
 
 # %% ../nbs/40_cost.ipynb #ffe87ce6
 PRESETS = {'llama8b-shaped': dict(layers=1, r=256, variants=['antipasto'], references=list(REFERENCES), no_calib=['antipasto'],
-                                   batch=1, seq=64, repeats=3, warmup=1, calib_batches=4)}
+                                   batch=1, seq=64, repeats=3, warmup=1, calib_batches=4, decode_repeats=5)}
 
 # %% ../nbs/40_cost.ipynb #ba67c987
 def parse_args(argv=None) -> argparse.Namespace:
@@ -491,11 +493,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(default base,peft_lora; peft_pissa* rows time the attach only)")
     p.add_argument('--no-calib', type=csv_list, default=[], help="variants to measure a second time without calibration data")
     p.add_argument('--decode-tokens', type=int, default=16, help="new tokens of the batch-1 greedy decode timing (0: skip it)")
+    p.add_argument('--decode-repeats', type=int, default=15, help="paired decode runs per row; the median ratio is reported (default "
+                   "15: a decode ratio moves by more than 10%% between runs of 5 on a shared 2-core machine)")
     p.add_argument('--strict', action='store_true', help="exit with status 1 when any row could not be measured")
     pre = p.parse_known_args(argv)[0]
     if pre.model in PRESETS: p.set_defaults(**PRESETS[pre.model])
     a = p.parse_args(argv)
-    for k in ('layers', 'vocab', 'r', 'family_r', 'batch', 'seq', 'repeats', 'threads'):
+    for k in ('layers', 'vocab', 'r', 'family_r', 'batch', 'seq', 'repeats', 'decode_repeats', 'threads'):
         v = getattr(a, k)
         if v is not None and v < 1: p.error(f"--{k.replace('_', '-')} must be >= 1, got {v}")
     if a.decode_tokens < 0: p.error(f"--decode-tokens must be >= 0, got {a.decode_tokens}")
@@ -525,11 +529,11 @@ def main(argv=None) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     rows = cost_report(make, a.variants, a.r, a.family_r, a.targets, a.batch, a.seq, a.repeats, a.warmup,
-                       a.calib_batches, device, log, a.references, a.no_calib, a.decode_tokens)
+                       a.calib_batches, device, log, a.references, a.no_calib, a.decode_tokens, a.decode_repeats)
     elapsed = time.perf_counter() - t0
     dev = torch.cuda.get_device_name(device) if device.type == 'cuda' else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     print(f"# antipasto-cost\n\nModel: {what}, {a.dtype}. Targets: {', '.join(a.targets)}. r={a.r} (LoRA-likes), "
-          f"family r={a.family_r}. Batch {a.batch} x seq {a.seq}; median of {a.repeats} after {a.warmup} warm-up. "
+          f"family r={a.family_r}. Batch {a.batch} x seq {a.seq}; median of {a.repeats} after {a.warmup} warm-up (decoding: of {a.decode_repeats} pairs). "
           f"Device: {dev}. Total {elapsed:.0f} s.\n\npeak_MiB: {peak_meaning(device)}.\n")
     print(markdown_table(rows))
     ratios = {k: v for k, v in target_ratios(rows).items() if v is not None}
