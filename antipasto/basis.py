@@ -26,12 +26,12 @@ def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, to
     return U * sign, Vh * sign.T
 
 # %% ../nbs/20_basis.ipynb #ffed26f3
-def gram_svd(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Thin SVD of `W` (float64, descending, unchecked) from `eigh` of its smaller Gram matrix; the other side is `W v / s`."
+def gram_svd(W: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Thin SVD of `W` (float64, descending, unchecked; the top `k` triplets when given) from `eigh` of its smaller Gram matrix; the other side is `W v / s`."
     Wd = W.detach().double()
     wide = Wd.shape[0] <= Wd.shape[1]
     lam, Q = torch.linalg.eigh(Wd @ Wd.T if wide else Wd.T @ Wd)
-    lam, Q = lam.flip(0), Q.flip(1)
+    lam, Q = lam.flip(0)[:k], Q.flip(1)[:, :k]
     S = lam.clamp(min=0).sqrt()
     if wide: return Q, S, (Q.T @ Wd) / S[:, None]
     return (Wd @ Q) / S, S, Q.T
@@ -42,9 +42,8 @@ KAPPA_MAX = 1e5  # Gram route: the derived side loses ~ eps64 * kappa^2 ~ 1e-6 o
 def svd(W: torch.Tensor, r: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Exact thin SVD with canonical signs, top `r` triplets (all when None): the float64 Gram route, or `torch.linalg.svd` past `KAPPA_MAX`; float32 out (float64 stays float64)."
     dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
-    U, S, Vh = gram_svd(W)
-    k = S.shape[0] if r is None else r
-    U, S, Vh = U[:, :k], S[:k], Vh[:k]
+    U, S, Vh = gram_svd(W, r)
+    k = S.shape[0]
     if not (S[-1] * KAPPA_MAX >= S[0] > 0 and torch.isfinite(U).all() and torch.isfinite(Vh).all()):
         U, S, Vh = torch.linalg.svd(W.detach().to(dtype), full_matrices=False)
         U, S, Vh = U[:, :k], S[:k], Vh[:k]
@@ -52,8 +51,8 @@ def svd(W: torch.Tensor, r: int | None = None) -> tuple[torch.Tensor, torch.Tens
     return U.to(dtype), S.to(dtype), Vh.to(dtype)
 
 # %% ../nbs/20_basis.ipynb #3f5d8a87
-def randomized_svd(W: torch.Tensor, r: int, tol: float = 1e-2, max_iter: int = 8, oversample: int = 8, seed: int = 0):
-    "Top-`r` triplets by subspace iteration until a step adds under `tol` of the subspace's energy, on `W`'s device; None if it does not converge or the checks fail."
+def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8, oversample: int = 8, seed: int = 0):
+    "Top-`r` triplets by subspace iteration until a step adds under `tol` of the subspace's energy, then Rayleigh-Ritz on the last two iterates' span, on `W`'s device; None if it does not converge or the checks fail."
     Wf = W.detach().float()
     m, n = Wf.shape
     l = min(r + oversample, m, n)
@@ -64,13 +63,17 @@ def randomized_svd(W: torch.Tensor, r: int, tol: float = 1e-2, max_iter: int = 8
         Y = Wf @ Qv                                         # W on the current right subspace
         e = torch.linalg.vector_norm(Y, dtype=torch.float64).square().item()   # ||W Qv||_F^2: one reduction
         if prev is not None and e - prev <= tol * e: break
-        prev = e
+        prev, Qp, Yp = e, Qv, Y
         Qv = torch.linalg.qr(Wf.T @ Y).Q                    # one power step: span(W^T W Qv), one QR
     else: return None
-    Q, R = torch.linalg.qr(Y)
-    # Rayleigh-Ritz, W Qv Vy = Q R Vy = (Q Ur) diag(S): in float64, which a TF32 setting for float32 products leaves exact
-    Ur, S, Vyh = torch.linalg.svd(R.double())
-    U, S, Vh = Q.double() @ Ur[:, :r], S[:r], Vyh[:r] @ Qv.double().T
+    if 2 * l <= n:  # widen to span(Qp, Qv): a Householder QR K R of the pair stays orthonormal where Qv adds little
+        K, Rk = torch.linalg.qr(torch.cat([Qp, Qv], 1))
+        Y1 = torch.linalg.solve_triangular(Rk[:l, :l], Yp, upper=True, left=False)   # W K1 = W Qp R11^-1, no product
+        Qv, Y = K, torch.cat([Y1, Wf @ K[:, l:]], 1)
+    # Rayleigh-Ritz: the SVD of Y = W Qv, Y Vy = U diag(S), gives W (Qv Vy) = U diag(S); float64 Gram route, which
+    # a TF32 setting for float32 products leaves exact
+    U, S, Vyh = gram_svd(Y, r)
+    Vh = Vyh @ Qv.double().T
     eye = torch.eye(r, dtype=torch.float64, device=Wf.device)
     if not (torch.isfinite(S).all() and S[-1] * KAPPA_MAX >= S[0] > 0 and (U.T @ U - eye).abs().max() <= 1e-4
             and (Vh @ Vh.T - eye).abs().max() <= 1e-4): return None
