@@ -13,10 +13,10 @@ from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
 from .calibration import calibration_pass
 
 # %% auto #0
-__all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_svd', 'svd', 'randomized_svd', 'top_svd', 'layer_svd',
-           'check_enough_tokens', 'activation_scores', 'top_directions', 'second_moments', 'corda_basis', 'gain',
-           'gain_delta', 'add_product', 'moment_groups', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig',
-           'SVDVariant', 'measured_delta', 'transfer_matrix']
+__all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_svd', 'svd', 'subspace_iteration', 'randomized_svd', 'top_svd',
+           'layer_svd', 'check_enough_tokens', 'activation_scores', 'top_directions', 'second_moments', 'corda_basis',
+           'gain', 'gain_delta', 'add_product', 'moment_groups', 'orient', 'check_pool', 'check_cov_fields',
+           'FamilyConfig', 'SVDVariant', 'measured_delta', 'transfer_matrix']
 
 # %% ../nbs/20_basis.ipynb #c79a5fde
 def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,35 +50,45 @@ def svd(W: torch.Tensor, r: int | None = None) -> tuple[torch.Tensor, torch.Tens
     U, Vh = canonical_signs(U, Vh)
     return U.to(dtype), S.to(dtype), Vh.to(dtype)
 
-# %% ../nbs/20_basis.ipynb #3f5d8a87
-def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8, oversample: int = 8, seed: int = 0):
-    "Top-`r` triplets by subspace iteration until a step adds under `tol` of the subspace's energy, then Rayleigh-Ritz on the last two iterates' span, on `W`'s device; None if it does not converge or the checks fail."
-    Wf = W.detach().float()
-    m, n = Wf.shape
-    l = min(r + oversample, m, n)
-    g = torch.Generator(device=Wf.device).manual_seed(seed)
-    Qv = torch.linalg.qr(torch.randn(n, l, generator=g, device=Wf.device)).Q
+# %% ../nbs/20_basis.ipynb #d8708b07
+def subspace_iteration(W: torch.Tensor, l: int, tol: float = 5e-2, max_iter: int = 8, seed: int = 0):
+    "`(K, W K)`: an orthonormal basis `K` of the span of the last two right iterates once a step adds under `tol` of the energy; None past `max_iter` steps."
+    start = torch.randn(W.shape[1], l, generator=torch.Generator().manual_seed(seed))   # on the CPU: one start on every device
+    Qv = torch.linalg.qr(start.to(W.device)).Q
     prev = None
     for _ in range(max_iter + 1):
-        Y = Wf @ Qv                                         # W on the current right subspace
+        Y = W @ Qv                                          # W on the current right subspace
         e = torch.linalg.vector_norm(Y, dtype=torch.float64).square().item()   # ||W Qv||_F^2: one reduction
         if prev is not None and e - prev <= tol * e: break
         prev, Qp, Yp = e, Qv, Y
-        Qv = torch.linalg.qr(Wf.T @ Y).Q                    # one power step: span(W^T W Qv), one QR
+        Qv = torch.linalg.qr(W.T @ Y).Q                     # one power step: span(W^T W Qv), one QR
     else: return None
-    if 2 * l <= n:  # widen to span(Qp, Qv): a Householder QR K R of the pair stays orthonormal where Qv adds little
-        K, Rk = torch.linalg.qr(torch.cat([Qp, Qv], 1))
-        Y1 = torch.linalg.solve_triangular(Rk[:l, :l], Yp, upper=True, left=False)   # W K1 = W Qp R11^-1, no product
-        Qv, Y = K, torch.cat([Y1, Wf @ K[:, l:]], 1)
-    # Rayleigh-Ritz: the SVD of Y = W Qv, Y Vy = U diag(S), gives W (Qv Vy) = U diag(S); float64 Gram route, which
-    # a TF32 setting for float32 products leaves exact
-    U, S, Vyh = gram_svd(Y, r)
-    Vh = Vyh @ Qv.double().T
+    if 2 * l > W.shape[1]: return Qv, Y                     # no room for a second block
+    K, Rk = torch.linalg.qr(torch.cat([Qp, Qv], 1))         # Householder: orthonormal even where Qv adds little to Qp
+    Y1 = torch.linalg.solve_triangular(Rk[:l, :l], Yp, upper=True, left=False)   # W K1 = W Qp R11^-1, no product
+    return K, torch.cat([Y1, W @ K[:, l:]], 1)
+
+
+# %% ../nbs/20_basis.ipynb #3f5d8a87
+def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8, oversample: int = 8, seed: int = 0):
+    "Top-`r` triplets from `subspace_iteration` and Rayleigh-Ritz, exact on their right subspace (`W V = U diag(S)`), on `W`'s device; None if the iteration does not settle or the checks fail."
+    Wf = W.detach().float()
+    m, n = Wf.shape
+    l = min(r + oversample, m, n)
+    out = subspace_iteration(Wf.T if m < n else Wf, l, tol, max_iter, seed)   # a wide W: iterate on the short side
+    if out is None: return None
+    K, Y = out
+    U, S, Vyh = gram_svd(Y, r)              # Y = W K = U diag(S) Vy^T, so W (K Vy) = U diag(S); float64 Gram route
+    if m < n:                               # those were W^T's triplets: U spans W's right side, and one product
+        K = U.float()                       # brings them over, W K = U' diag(S') Vy'^T
+        U, S, Vyh = gram_svd(Wf @ K, r)
+    Vh = Vyh @ K.double().T
     eye = torch.eye(r, dtype=torch.float64, device=Wf.device)
     if not (torch.isfinite(S).all() and S[-1] * KAPPA_MAX >= S[0] > 0 and (U.T @ U - eye).abs().max() <= 1e-4
             and (Vh @ Vh.T - eye).abs().max() <= 1e-4): return None
     U, Vh = canonical_signs(U, Vh)
     return U.float(), S.float(), Vh.float()
+
 
 # %% ../nbs/20_basis.ipynb #bfaef2b8
 def top_svd(W: torch.Tensor, r: int, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
