@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .layers import is_linear_like, quantize_linear, dense_weight, dims
-from .testing import TEST_MODELS, CHECK_DEFAULTS, tiny_batch, model_out, perturb_trainables, check_variant, check_kw
+from .layers import is_linear_like, quantize_linear, dims
+from .testing import TEST_MODELS, CHECK_DEFAULTS, tiny_batch, model_out, check_variant, check_kw, dense_errors
 
 # %% auto #0
 __all__ = ['ARCHS', 'QUANTS', 'DELTAS', 'INT8_BASE_TOL', 'tiny_arch', 'arch_batch', 'quantize_blocks', 'registered_model',
@@ -125,49 +125,14 @@ DELTAS = {
 INT8_BASE_TOL = 3e-2  # LLM.int8 rounds activations to int8 (half a step, absmax/254, is 0.4% of a row's max): 7e-3 measured
 
 # %% ../nbs/06_architectures.ipynb #a59b5618
-def dense_reference(name: str, model: str, tol: float = 1e-5, base_tol: float | None = None, coeffs=(1.0, -1.0, 0.5),
-                    scale: float = 0.1, seed: int = 0) -> dict:
-    "Assert every target of variant `name` on test model `model` matches float64 `W x + b + dW x`; returns the worst relative errors."
+def dense_reference(name: str, model: str, tol: float = 1e-5, base_tol: float | None = None, **kw) -> dict:
+    "`dense_errors` of variant `name` with its defaults on test model `model` (data only where required), with the formulas above."
     from antipasto.core import config_for, variant_cls
-    from antipasto.runtime import attach, detach, steer, adapters
-    vcls, make, make_batch = variant_cls(name), *TEST_MODELS[registered_model(model)]
-    base_tol = (INT8_BASE_TOL if model.endswith(':int8') else tol) if base_tol is None else base_tol
     cfg = config_for(name, **{k: v for k, v in check_kw(name).items() if k not in CHECK_DEFAULTS})
-    m, batch = make(), make_batch()
-    attach(m, cfg, [batch] if vcls.requires_calibration(cfg) else None)
-    perturb_trainables(m, scale, seed)
-    adp, seen, worst = adapters(m), {}, {'targets': len(adapters(m)), 'base': 0.0, 'adapter': 0.0}
-    def capture(n, k):
-        def hook(layer, args, out): seen[n, k] = (args[0].detach(), out.detach())
-        return hook
-    handles = [h for n in adp for h in (m.get_submodule(n).register_forward_hook(capture(n, 'base'), prepend=True),  # before the adapter
-                                        m.get_submodule(n).register_forward_hook(capture(n, 'out')))]                # after it
-    rel = lambda y, ref: ((y - ref).abs().max() / ref.abs().max()).item()
-    try:
-        for c in (coeffs if hasattr(cfg, 'coeff') else (None,)):
-            seen.clear()
-            with torch.no_grad():
-                if c is None: model_out(m, batch)
-                else:
-                    with steer(m, c): model_out(m, batch)
-            for n, a in adp.items():
-                (x, y_base), (_, y) = seen[n, 'base'], seen[n, 'out']
-                x, y_base, y, layer = x.double(), y_base.double(), y.double(), m.get_submodule(n)
-                W = dense_weight(layer).double()
-                if hasattr(a, 'Vh') and c == coeffs[0]:  # U^T W V = diag(S): singular triplets of this very W
-                    off = (a.U.double().T @ W @ a.Vh.double().T - torch.diag(a.S.double())).abs().max() / a.S.max()
-                    assert off <= 1e-4, f"{name} at {n}: U, S, Vh are not singular triplets of the layer's weight ({off:.2g})"
-                b = layer.bias.double() if getattr(layer, 'bias', None) is not None else 0.0
-                base_err = rel(y_base, x @ W.T + b)
-                assert base_err <= base_tol, f"{name} on {model} at {n}: the layer's output is {base_err:.3g} > {base_tol} " \
-                                             "(relative) away from x W^T + b with its dense weight"
-                err = rel(y, y_base + x @ DELTAS[name](a, a.coeff if c is None else c).T)
-                worst.update(base=max(worst['base'], base_err), adapter=max(worst['adapter'], err))
-                assert err <= tol, f"{name} on {model} at {n}, coeff={c}: relative error {err:.3g} > {tol}"
-    finally:
-        for h in handles: h.remove()
-        detach(m)
-    return worst
+    base_tol = (INT8_BASE_TOL if model.endswith(':int8') else tol) if base_tol is None else base_tol
+    return dense_errors(name, DELTAS[name], registered_model(model), tol=tol, base_tol=base_tol,
+                        calibrate=variant_cls(name).requires_calibration(cfg), **kw)
+
 
 # %% ../nbs/06_architectures.ipynb #93fdf463
 def check_row(name: str, model: str) -> dict:

@@ -15,7 +15,7 @@ from torch.utils._pytree import tree_flatten
 __all__ = ['SENTENCES', 'TEST_MODELS', 'CHECK_KW', 'CHECK_DEFAULTS', 'tiny_lm', 'tiny_batch', 'minilm_path', 'minilm',
            'minilm_batch', 'model_out', 'dispatched_ops', 'snapshot', 'assert_unchanged', 'check_kw', 'VariantRun',
            'start_check', 'check_identity', 'check_training', 'check_steering', 'check_detach_reload', 'check_variant',
-           'perturb_trainables', 'check_dense_reference', 'check_all', 'show_rows']
+           'perturb_trainables', 'dense_errors', 'check_dense_reference', 'check_all', 'show_rows']
 
 # %% ../nbs/04_testing.ipynb #091851ae
 def tiny_lm(seed: int = 0, dtype=torch.float32, **overrides) -> nn.Module:
@@ -295,9 +295,10 @@ def perturb_trainables(model: nn.Module, scale: float = 0.1, seed: int = 0) -> N
             if p.requires_grad: p.add_((scale * torch.randn(p.shape, generator=g)).to(p))
 
 # %% ../nbs/04_testing.ipynb #cdc21923
-def check_dense_reference(name: str, delta_fn, model: str = 'minilm', coeffs=(1.0, -1.0, 0.5), tol: float = 1e-5,
-                          scale: float = 0.1, seed: int = 0, calibrate: bool | None = None, **overrides) -> float:
-    "Assert the hooked forward equals float64 `W x + b + delta_fn(adapter, coeff) x` on every target; returns the worst relative error."
+def dense_errors(name: str, delta_fn, model: str = 'minilm', coeffs=(1.0, -1.0, 0.5), tol: float = 1e-5,
+                 base_tol: float | None = None, scale: float = 0.1, seed: int = 0, calibrate: bool | None = None,
+                 **overrides) -> dict:
+    "Assert, on every target, `y = y_base + delta_fn(adapter, coeff) x` and `y_base = x W^T + b` in float64, and that a basis holds `W`'s singular triplets; the worst relative errors."
     from antipasto.core import config_for, variant_cls, dense_weight
     from antipasto.runtime import attach, detach, steer, adapters
     make, make_batch = TEST_MODELS[model]
@@ -305,14 +306,17 @@ def check_dense_reference(name: str, delta_fn, model: str = 'minilm', coeffs=(1.
     overrides = {**{k: v for k, v in check_kw(name).items() if k not in CHECK_DEFAULTS}, **overrides}
     cfg = config_for(name, **overrides)
     calibrate = vcls.calibration != 'none' if calibrate is None else calibrate
+    base_tol = tol if base_tol is None else base_tol
     m, batch = make(), make_batch()
     attach(m, cfg, [batch] if calibrate else None)
     perturb_trainables(m, scale, seed)
-    adp, seen, worst = adapters(m), {}, 0.0
-    def capture(n):
-        def hook(layer, args, out): seen[n] = (args[0].detach(), out.detach())
+    adp, seen, worst = adapters(m), {}, {'targets': len(adapters(m)), 'base': 0.0, 'adapter': 0.0}
+    def capture(n, k):
+        def hook(layer, args, out): seen[n, k] = (args[0].detach(), out.detach())
         return hook
-    handles = [m.get_submodule(n).register_forward_hook(capture(n)) for n in adp]  # runs after the adapter's hook
+    handles = [h for n in adp for h in (m.get_submodule(n).register_forward_hook(capture(n, 'base'), prepend=True),  # before the adapter
+                                        m.get_submodule(n).register_forward_hook(capture(n, 'out')))]                # after it
+    rel = lambda y, ref: ((y - ref).abs().max() / ref.abs().max()).item()
     try:
         for c in (coeffs if hasattr(cfg, 'coeff') else (None,)):
             seen.clear()
@@ -321,18 +325,30 @@ def check_dense_reference(name: str, delta_fn, model: str = 'minilm', coeffs=(1.
                 else:
                     with steer(m, c): model_out(m, batch)
             for n, a in adp.items():
-                x, y = seen[n]
-                layer = m.get_submodule(n)
-                W = dense_weight(layer).double() + delta_fn(a, a.coeff if c is None else c).double()
+                (x, y_base), (_, y) = seen[n, 'base'], seen[n, 'out']
+                x, y_base, y, layer = x.double(), y_base.double(), y.double(), m.get_submodule(n)
+                W = dense_weight(layer).double()
+                if hasattr(a, 'Vh') and c == coeffs[0]:  # U^T W V = diag(S): singular triplets of this very W
+                    off = (a.U.double().T @ W @ a.Vh.double().T - torch.diag(a.S.double())).abs().max() / a.S.max()
+                    assert off <= 1e-4, f"{name} at {n}: U, S, Vh are not singular triplets of the layer's weight ({off:.2g})"
                 b = layer.bias.double() if getattr(layer, 'bias', None) is not None else 0.0
-                y_ref = x.double() @ W.T + b
-                err = ((y.double() - y_ref).abs().max() / y_ref.abs().max()).item()
-                worst = max(worst, err)
-                assert err <= tol, f"{name} at {n}, coeff={c}: relative error {err:.3g} > {tol}"
+                base_err = rel(y_base, x @ W.T + b)
+                assert base_err <= base_tol, f"{name} on {model} at {n}: the layer's output is {base_err:.3g} > {base_tol} " \
+                                             "(relative) away from x W^T + b with its dense weight"
+                err = rel(y, y_base + x @ delta_fn(a, a.coeff if c is None else c).double().T)
+                worst.update(base=max(worst['base'], base_err), adapter=max(worst['adapter'], err))
+                assert err <= tol, f"{name} on {model} at {n}, coeff={c}: relative error {err:.3g} > {tol}"
     finally:
         for h in handles: h.remove()
         detach(m)
     return worst
+
+
+# %% ../nbs/04_testing.ipynb #c2de840c
+def check_dense_reference(name: str, delta_fn, model: str = 'minilm', **kw) -> float:
+    "`dense_errors` on test model `model`: the worst relative error of the adapter's part."
+    return dense_errors(name, delta_fn, model, **kw)['adapter']
+
 
 # %% ../nbs/04_testing.ipynb #05a8e126
 def check_all(name: str, delta_fn=None, models=('tiny', 'minilm'), base_dtypes=(torch.float32, torch.bfloat16),
