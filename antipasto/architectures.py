@@ -133,7 +133,6 @@ def dense_reference(name: str, model: str, tol: float = 1e-5, base_tol: float | 
     return dense_errors(name, DELTAS[name], registered_model(model), tol=tol, base_tol=base_tol,
                         calibrate=variant_cls(name).requires_calibration(cfg), **kw)
 
-
 # %% ../nbs/06_architectures.ipynb #93fdf463
 def check_row(name: str, model: str) -> dict:
     "The runtime contract and the dense reference of variant `name` on test model `model`, as one row of numbers."

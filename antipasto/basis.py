@@ -68,7 +68,6 @@ def subspace_iteration(W: torch.Tensor, l: int, tol: float = 5e-2, max_iter: int
     Y1 = torch.linalg.solve_triangular(Rk[:l, :l], Yp, upper=True, left=False)   # W K1 = W Qp R11^-1, no product
     return K, torch.cat([Y1, W @ K[:, l:]], 1)
 
-
 # %% ../nbs/20_basis.ipynb #3f5d8a87
 def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8, oversample: int = 8, seed: int = 0):
     "Top-`r` triplets from `subspace_iteration` and Rayleigh-Ritz, exact on their right subspace (`W V = U diag(S)`), on `W`'s device; None if the iteration does not settle or the checks fail."
@@ -88,7 +87,6 @@ def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8
             and (Vh @ Vh.T - eye).abs().max() <= 1e-4): return None
     U, Vh = canonical_signs(U, Vh)
     return U.float(), S.float(), Vh.float()
-
 
 # %% ../nbs/20_basis.ipynb #bfaef2b8
 def top_svd(W: torch.Tensor, r: int, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -164,7 +162,6 @@ def add_product(y: torch.Tensor, d: torch.Tensor, U: torch.Tensor) -> torch.Tens
     "`y + d U^T` in `y`'s dtype: one fused `addmm` when `d` already has it, else the product cast and added."
     if d.dtype != y.dtype: return y + F.linear(d, U).to(y.dtype)
     return torch.addmm(y.reshape(-1, y.shape[-1]), d.reshape(-1, d.shape[-1]), U.T).view(y.shape)
-
 
 # %% ../nbs/20_basis.ipynb #4aa69155
 def moment_groups(targets: dict, budget_bytes: float) -> list[list[str]]:

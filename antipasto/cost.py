@@ -32,14 +32,17 @@ QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=1
 DEFAULT_VOCAB = 8192
 
 # %% ../nbs/40_cost.ipynb #980404c0
+def _shaped(config_cls, model_cls, shapes: dict, layers: int, vocab: int, dtype, seed: int, overrides: dict) -> nn.Module:
+    "A random-weight causal LM of `model_cls` with a real model's layer `shapes`, `layers` blocks and a `vocab`-token embedding."
+    torch.manual_seed(seed)
+    cfg = config_cls(**{**shapes, 'num_hidden_layers': layers, 'vocab_size': vocab, 'use_cache': False, **overrides})
+    cfg._attn_implementation = 'eager'
+    return model_cls(cfg).to(dtype).eval()
+
 def qwen3_06b_shaped(layers: int = 2, vocab: int = DEFAULT_VOCAB, dtype=torch.float32, seed: int = 0, **overrides) -> nn.Module:
     "A random-weight Qwen3 causal LM with Qwen3-0.6B's layer shapes, `layers` blocks and a `vocab`-token embedding."
     from transformers import Qwen3Config, Qwen3ForCausalLM
-    kw = {**QWEN3_06B, 'num_hidden_layers': layers, 'vocab_size': vocab, 'use_cache': False, **overrides}
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(**kw)
-    cfg._attn_implementation = 'eager'
-    return Qwen3ForCausalLM(cfg).to(dtype).eval()
+    return _shaped(Qwen3Config, Qwen3ForCausalLM, QWEN3_06B, layers, vocab, dtype, seed, overrides)
 
 # %% ../nbs/40_cost.ipynb #9d7a0bf5
 def load_pretrained(path: str, dtype=torch.float32, **config_overrides) -> nn.Module:
@@ -90,11 +93,7 @@ LLAMA3_8B = dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=
 def llama8b_shaped(layers: int = 1, vocab: int = DEFAULT_VOCAB, dtype=torch.float32, seed: int = 0, **overrides) -> nn.Module:
     "A random-weight Llama causal LM with Llama-3-8B's layer shapes, `layers` blocks and a `vocab`-token embedding."
     from transformers import LlamaConfig, LlamaForCausalLM
-    kw = {**LLAMA3_8B, 'num_hidden_layers': layers, 'vocab_size': vocab, 'use_cache': False, **overrides}
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(**kw)
-    cfg._attn_implementation = 'eager'
-    return LlamaForCausalLM(cfg).to(dtype).eval()
+    return _shaped(LlamaConfig, LlamaForCausalLM, LLAMA3_8B, layers, vocab, dtype, seed, overrides)
 
 # %% ../nbs/40_cost.ipynb #418fcb8d
 def _storages(xs) -> dict:

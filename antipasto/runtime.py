@@ -524,7 +524,6 @@ def _file_keys(name, adp: dict, recomputed, selected: bool = False):
             if k in recomputed: yield f'{name}/{n}.{k}#sketch', a, 'sketch', k, v
             else: yield f'{name}/{n}.{k}', a, 'tensor', k, v
 
-
 # %% ../nbs/03_runtime.ipynb #5bb41ff3
 def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -> None:
     "Write adapters `name` (None: all): trainable tensors, data-derived bases, base fingerprints; `basis=True` stores every tensor."

@@ -108,7 +108,6 @@ def dispatched_ops(fn, *args, **kwargs) -> list[str]:
     with _OpLog() as log: fn(*args, **kwargs)
     return log.ops
 
-
 # %% ../nbs/04_testing.ipynb #60742cdd
 def _hooks(m):
     "How many hooks module `m` holds, of every kind."
@@ -343,12 +342,10 @@ def dense_errors(name: str, delta_fn, model: str = 'minilm', coeffs=(1.0, -1.0, 
         detach(m)
     return worst
 
-
 # %% ../nbs/04_testing.ipynb #c2de840c
 def check_dense_reference(name: str, delta_fn, model: str = 'minilm', **kw) -> float:
     "`dense_errors` on test model `model`: the worst relative error of the adapter's part."
     return dense_errors(name, delta_fn, model, **kw)['adapter']
-
 
 # %% ../nbs/04_testing.ipynb #05a8e126
 def check_all(name: str, delta_fn=None, models=('tiny', 'minilm'), base_dtypes=(torch.float32, torch.bfloat16),
