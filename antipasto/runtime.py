@@ -687,7 +687,8 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False)
             err = (sketch(b, getattr(a, b)) - w).abs().max().item()
             if err > 1e-3 * w.square().mean().sqrt().item() + 1e-12:
                 raise AdapterFileError(f"{path}: the basis {b!r} of adapter {name!r} at layer {n!r}, recomputed from the base "
-                                       f"weight, does not reproduce the saved one (sketch error {err:.3g}); save the adapter "
+                                       f"weight, does not reproduce the saved one (sketch error {err:.3g}): was the file saved by another antipasto "
+                                       "version, whose decomposition differed? Save the adapter "
                                        "with ap.save(..., basis=True) to store the basis itself")
 
 # %% ../nbs/03_runtime.ipynb #8d95119b
