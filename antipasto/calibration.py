@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 import torch
 from torch import nn
+from .layers import layouts_held
 
 # %% auto #0
 __all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'calibration_pass']
@@ -97,11 +98,12 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
     try:
         model.eval()
         for n, l in layers.items(): handles.append(l.register_forward_pre_hook(hook(n), with_kwargs=True))
-        for i, batch in enumerate(data):
-            state['i'] = i
-            args, kwargs, state['mask'] = _split_batch(batch, i)
-            state['kwargs'] = kwargs
-            model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
+        with layouts_held(model):   # no bitsandbytes CPU rewrite of a 4-bit base (see above)
+            for i, batch in enumerate(data):
+                state['i'] = i
+                args, kwargs, state['mask'] = _split_batch(batch, i)
+                state['kwargs'] = kwargs
+                model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
     finally:
         for h in handles: h.remove()
         streams.remove()

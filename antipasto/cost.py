@@ -13,6 +13,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 from .core import SteerableConfig, REGISTRY, config_for, variant_cls
 from .runtime import attach, save, load, merge
+from .layers import hold_layouts
 from .architectures import quantize_blocks, QUANTS
 from .targets import find_targets
 from .testing import model_out, dispatched_ops
@@ -341,6 +342,7 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
     except ImportError: pass
     warm_linalg(device)
     base = make_model().to(device).eval().requires_grad_(False)  # the base row trains nothing
+    hold_layouts(base)   # a 4-bit base keeps the layout attach keeps (no AVX512-BF16 rewrite), in every row's copy
     data = random_batch(base, batch, seq, seed=0, device=device)
     calib = [random_batch(base, batch, seq, seed=1 + i, device=device) for i in range(calib_batches)]
     one = random_batch(base, 1, 1, seed=0, device=device)   # one token: what each decode step runs

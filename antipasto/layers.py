@@ -4,12 +4,13 @@
 
 # %% ../nbs/05_layers.ipynb #e860ccdb
 from __future__ import annotations
+from contextlib import contextmanager
 import torch
 from torch import nn
 
 # %% auto #0
 __all__ = ['layer_kind', 'is_linear_like', 'dims', 'cpu_packed', 'dense_weight', 'weight_matrix', 'quantize_linear',
-           'check_layouts', 'hold_layouts', 'release_layouts']
+           'check_layouts', 'hold_layouts', 'release_layouts', 'layouts_held']
 
 # %% ../nbs/05_layers.ipynb #c8d882e8
 def _bnb_kind(layer) -> str | None:
@@ -133,3 +134,11 @@ def hold_layouts(model: nn.Module) -> dict:
 def release_layouts(model: nn.Module, held: dict) -> None:
     "Give back the flags `hold_layouts` took."
     for n, v in held.items(): model.get_submodule(n).support_avx512bf16_for_cpu = v
+
+# %% ../nbs/05_layers.ipynb #1648e91e
+@contextmanager
+def layouts_held(model: nn.Module):
+    "`hold_layouts` for the length of a `with` block, `release_layouts` after it (also on an error)."
+    held = hold_layouts(model)
+    try: yield model
+    finally: release_layouts(model, held)

@@ -179,6 +179,7 @@ class VariantRun:
 def start_check(name: str, **kw) -> VariantRun:
     "Build the test model and batch `kw` asks for, snapshot it and its output, and attach variant `name`."
     from antipasto.core import config_for, variant_cls
+    from antipasto.layers import layouts_held
     from antipasto.runtime import attach
     vcls = variant_cls(name)
     opts = {**CHECK_DEFAULTS, **check_kw(name), **kw}
@@ -189,7 +190,7 @@ def start_check(name: str, **kw) -> VariantRun:
     m, batch = make(dtype=opts['base_dtype']), make_batch()
     data = [make_batch(), batch] if calibrate else None
     snap = snapshot(m)
-    with torch.no_grad(): base = model_out(m, batch)
+    with torch.no_grad(), layouts_held(m): base = model_out(m, batch)   # a 4-bit base in the layout attach keeps
     cfg = config_for(name, **overrides)
     attach(m, cfg, data)
     res = {'variant': name, **({'basis': cfg.basis} if hasattr(cfg, 'basis') else {}), 'model': opts['model'],
@@ -258,6 +259,7 @@ def check_steering(run: VariantRun) -> None:
 # %% ../nbs/04_testing.ipynb #47c457a2
 def check_detach_reload(run: VariantRun) -> None:
     "A second `attach` raises; `detach` restores the snapshot and the base output bitwise; a fresh base loads the saved file to `load_tol`."
+    from antipasto.layers import layouts_held
     from antipasto.runtime import attach, detach, save, load
     name, m, batch, opts = run.name, run.m, run.batch, run.opts
     try: attach(m, run.cfg); raise AssertionError(f"{name}: double attach was accepted")
@@ -267,7 +269,7 @@ def check_detach_reload(run: VariantRun) -> None:
         save(m, path)
         detach(m)
         assert_unchanged(m, run.snap)
-        with torch.no_grad(): assert torch.equal(model_out(m, batch), run.base), f"{name}: detach is not exact"
+        with torch.no_grad(), layouts_held(m): assert torch.equal(model_out(m, batch), run.base), f"{name}: detach is not exact"
         torch.manual_seed(opts['seed'])
         fresh = TEST_MODELS[opts['model']][0](dtype=opts['base_dtype'])
         load(fresh, path)

@@ -8,7 +8,8 @@ import importlib.util
 import pytest, torch
 import antipasto as ap
 from antipasto.architectures import ARCHS, QUANTS, check_row, registered_model, quantize_blocks, tiny_arch, arch_batch
-from antipasto.layers import cpu_packed, dense_weight
+from antipasto.core import config_for
+from antipasto.layers import cpu_packed, dense_weight, layouts_held
 from antipasto.testing import snapshot, assert_unchanged, model_out, check_variant, check_kw
 
 FAMILY = ['antipasto', 'antipasto_rot', 'antipasto_ablate', 'antipasto_corda', 'antipasto_dplr']
@@ -72,6 +73,19 @@ def test_detach_keeps_quantized_tensors():
     with pytest.raises(RuntimeError, match='Reload the model and attach adapters before running it in eval mode'):
         ap.attach(m, ap.LoRAConfig())
     assert not hasattr(m, '_antipasto')
+
+
+@needs_bnb
+@pytest.mark.parametrize('name', ['antipasto', 'antipasto_corda', 'eva'])
+def test_calibration_keeps_4bit_layout(name):
+    "On an AVX512-BF16 CPU (its flag forced on), an attach's calibration pass leaves every 4-bit layer as it was: exact identity."
+    m, batch = quantize_blocks(tiny_arch('llama'), 'nf4'), arch_batch('llama')
+    for l in m.modules():
+        if hasattr(l, 'support_avx512bf16_for_cpu'): l.support_avx512bf16_for_cpu = True
+    with torch.no_grad(), layouts_held(m): base = model_out(m, batch)
+    ap.attach(m, config_for(name, r=8), [batch, batch])
+    assert not any(cpu_packed(l) for l in m.modules())   # the pass ran eval without gradients, and nothing was rewritten
+    with torch.no_grad(): assert torch.equal(model_out(m, batch), base)
 
 
 def test_unknown_kind_named():
