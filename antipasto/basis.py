@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,10 +14,11 @@ from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
 from .calibration import calibration_pass
 
 # %% auto #0
-__all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_svd', 'svd', 'subspace_iteration', 'randomized_svd', 'top_svd',
-           'layer_svd', 'check_enough_tokens', 'activation_scores', 'top_directions', 'second_moments', 'corda_basis',
-           'gain', 'gain_delta', 'add_product', 'moment_groups', 'orient', 'check_pool', 'check_cov_fields',
-           'FamilyConfig', 'SVDVariant', 'measured_delta', 'transfer_matrix']
+__all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_eigh', 'gram_svd', 'svd', 'subspace_iteration',
+           'randomized_svd', 'top_svd', 'layer_svd', 'check_enough_tokens', 'activation_scores', 'top_directions',
+           'Spectrum', 'spectrum', 'pick', 'second_moments', 'corda_basis', 'gain', 'gain_delta', 'add_product',
+           'moment_groups', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig', 'SVDVariant', 'measured_delta',
+           'transfer_matrix']
 
 # %% ../nbs/20_basis.ipynb #c79a5fde
 def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,15 +28,20 @@ def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, to
     return U * sign, Vh * sign.T
 
 # %% ../nbs/20_basis.ipynb #ffed26f3
-def gram_svd(W: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Thin SVD of `W` (float64, descending, unchecked; the top `k` triplets when given) from `eigh` of its smaller Gram matrix; the other side is `W v / s`."
+def gram_eigh(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    "`(S, Q, right)`: every singular value of `W` (float64, descending) from `eigh` of its smaller Gram matrix, and that side's singular vectors as the columns of `Q` (`right`: they are `V`, for a tall or square `W`)."
     Wd = W.detach().double()
-    wide = Wd.shape[0] <= Wd.shape[1]
-    lam, Q = torch.linalg.eigh(Wd @ Wd.T if wide else Wd.T @ Wd)
-    lam, Q = lam.flip(0)[:k], Q.flip(1)[:, :k]
-    S = lam.clamp(min=0).sqrt()
-    if wide: return Q, S, (Q.T @ Wd) / S[:, None]
-    return (Wd @ Q) / S, S, Q.T
+    right = Wd.shape[0] >= Wd.shape[1]
+    lam, Q = torch.linalg.eigh(Wd.T @ Wd if right else Wd @ Wd.T)
+    return lam.flip(0).clamp(min=0).sqrt(), Q.flip(1), right
+
+# %% ../nbs/20_basis.ipynb #92f9c78e
+def gram_svd(W: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Thin SVD of `W` (float64, descending, unchecked; the top `k` triplets when given) from `gram_eigh`; the other side is `W v / s`."
+    S, Q, right = gram_eigh(W)
+    S, Q, Wd = S[:k], Q[:, :k], W.detach().double()
+    if right: return (Wd @ Q) / S, S, Q.T
+    return Q, S, (Q.T @ Wd) / S[:, None]
 
 # %% ../nbs/20_basis.ipynb #155f1416
 KAPPA_MAX = 1e5  # Gram route: the derived side loses ~ eps64 * kappa^2 ~ 1e-6 of orthonormality at this condition number
@@ -116,7 +123,7 @@ def activation_scores(model, layers: dict, Vhs: dict, data, pool: str = 'rms') -
     if pool not in POOLS: raise ValueError(f"act_pool={pool!r}; use one of {POOLS}")
     acc = {n: torch.zeros(Vhs[n].shape[0], dtype=torch.float64) for n in layers}
     def fn(name, x):
-        proj = (x.float() @ Vhs[name].T.to(x.device)).double().cpu()
+        proj = (x.float() @ Vhs[name].T.to(x.device, torch.float32)).double().cpu()
         acc[name] += (proj.square() if pool == 'rms' else proj.abs()).sum(0)
     n = calibration_pass(model, layers, fn, data)
     return {k: (v / n).sqrt() if pool == 'rms' else v / n for k, v in acc.items()}, n
@@ -125,6 +132,33 @@ def activation_scores(model, layers: dict, Vhs: dict, data, pool: str = 'rms') -
 def top_directions(S: torch.Tensor, act: torch.Tensor, r: int) -> torch.Tensor:
     "The indices (int64, CPU) of the `r` directions with the largest `S_i * act_i`, in decreasing score order."
     return torch.argsort(S.double().cpu() * act.double().cpu(), descending=True)[:r]
+
+# %% ../nbs/20_basis.ipynb #4cdeb860
+class Spectrum(NamedTuple):
+    "Every singular value `S` of a weight (float64, descending), its right vectors as the rows of `Vh`, and `U` where the route gave it (None: `pick` derives the kept columns)."
+    S: torch.Tensor
+    Vh: torch.Tensor
+    U: torch.Tensor | None = None
+
+def spectrum(W: torch.Tensor) -> Spectrum:
+    "All of `W`'s directions for scoring, by `gram_eigh` (`U` left out for a tall or square `W`), or `torch.linalg.svd` past `KAPPA_MAX`."
+    S, Q, right = gram_eigh(W)
+    if S[-1] * KAPPA_MAX >= S[0] > 0:
+        if right: return Spectrum(S, Q.T)
+        Vh = (Q.T @ W.detach().double()) / S[:, None]
+        if torch.isfinite(Vh).all(): return Spectrum(S, Vh.to(torch.float64 if W.dtype == torch.float64 else torch.float32), Q)
+    U, S, Vh = torch.linalg.svd(W.detach().to(torch.float64 if W.dtype == torch.float64 else torch.float32), full_matrices=False)
+    return Spectrum(S.double(), Vh, U)
+
+# %% ../nbs/20_basis.ipynb #f3ecd214
+def pick(W: torch.Tensor, sp: Spectrum, index) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Directions `index` of `sp = spectrum(W)` as exact triplets with canonical signs, float32 (float64 stays): `u_i = W v_i / S_i` where `sp.U` is None."
+    dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
+    i = torch.as_tensor(index, dtype=torch.int64).to(sp.S.device)
+    S, Vh = sp.S[i], sp.Vh[i]
+    U = sp.U[:, i] if sp.U is not None else (W.detach().double() @ Vh.T) / S
+    U, Vh = canonical_signs(U, Vh)
+    return U.to(dtype), S.to(dtype), Vh.to(dtype)
 
 # %% ../nbs/20_basis.ipynb #eb03157b
 def second_moments(model, layers: dict, data) -> tuple[dict, int]:
@@ -269,25 +303,25 @@ class SVDVariant(Variant):
         if self.cfg.basis == 'corda': return  # the oriented basis needs the calibration data: group_init fills it
         self.set_basis(*layer_svd(layer, self.cfg.r))
 
-    def keep(self, U, S, Vh, index: torch.Tensor) -> None:
-        "Keep directions `index` of a full SVD `U, S, Vh` as the basis, and record them in `selected`."
-        i = index.to(S.device, torch.int64)
-        self.set_basis(U[:, i], S[i], Vh[i])
+    def keep(self, W, sp: Spectrum, index: torch.Tensor) -> None:
+        "Keep directions `index` of `sp = spectrum(W)` as the basis (`pick`), and record them in `selected`."
+        self.set_basis(*pick(W, sp, index))
         self.selected = index.detach().to('cpu', torch.int64).clone()
 
     def select(self, layer, index):
         "The basis from directions `index` of the layer's full exact SVD: the selection redone from the weight alone."
-        self.keep(*layer_svd(layer), index)
+        W = dense_weight(layer)
+        self.keep(W, spectrum(W), index)
 
     @classmethod
     def group_init(cls, model, targets, cfg, calibration_data):
         "'corda': orient every target (section 6); 'svd': re-select its r directions by `S_i * pool |x . v_i|` (section 3)."
         if cfg.basis == 'corda': return orient(model, targets, cfg, calibration_data, cls.name)
-        svds = {n: layer_svd(l) for n, (l, a) in targets.items()}
+        sps = {n: spectrum(dense_weight(l)) for n, (l, a) in targets.items()}
         acts, ntok = activation_scores(model, {n: l for n, (l, a) in targets.items()},
-                                       {n: s[2] for n, s in svds.items()}, calibration_data, cfg.act_pool)
+                                       {n: sp.Vh for n, sp in sps.items()}, calibration_data, cfg.act_pool)
         check_enough_tokens(ntok, cfg.r, cls.name)
-        for n, (l, a) in targets.items(): a.keep(*svds[n], top_directions(svds[n][1], acts[n], cfg.r))
+        for n, (l, a) in targets.items(): a.keep(dense_weight(l), sps[n], top_directions(sps[n].S, acts[n], cfg.r))
 
     def coords(self, x: torch.Tensor) -> torch.Tensor:
         "Basis coordinates `p = B x` of each token."
