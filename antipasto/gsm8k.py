@@ -12,7 +12,7 @@ from .core import config_for, variant_cls
 from .runtime import attach, save
 from .targets import find_targets
 from .cost import is_family
-from .train import fit, init_distributed, world, trainable, provenance, default_targets, csv_list, run_config
+from .train import fit, init_distributed, finish_distributed, world, trainable, provenance, default_targets, csv_list, run_config
 
 # %% auto #0
 __all__ = ['NUMBER', 'MARKER', 'TRAIN_FIELDS', 'TEST_FIELDS', 'PROMPT', 'ANSWER_IS', 'DEFAULT_MODEL', 'GSM8K_R', 'GSM8K_FAMILY_R',
@@ -298,12 +298,15 @@ def gsm8k_main(argv=None) -> int:
     "`antipasto-bench gsm8k ARGS`: one run; prints the accuracy and where the results went."
     a = parse_gsm8k_args(argv)
     import antipasto  # registers every variant
+    import torch.distributed as dist
+    joins = not (dist.is_available() and dist.is_initialized())   # a group this run joins (under torchrun), it also leaves
     try: out = run(a)
     except (ValueError, FileNotFoundError) as e:
         print(f"antipasto-bench gsm8k: {e}", file=sys.stderr); return 2
     if out is not None:
         print(f"{out['run_id']}: accuracy {out['accuracy']:.4f} ({out['n_correct']}/{out['n_test']}); "
               f"wrote {os.path.join(a.out, out['run_id'] + '.json')} and {os.path.join(a.out, 'gsm8k.tsv')}")
+    if joins: finish_distributed()   # after a success only: a rank that failed must not wait at a barrier for the others
     return 0
 
 # %% ../nbs/43_gsm8k.ipynb #d0a9c2de

@@ -13,8 +13,8 @@ from .targets import find_targets
 from .layers import dims
 
 # %% auto #0
-__all__ = ['cosine_lr', 'world', 'init_distributed', 'shard', 'trainable', 'fit', 'has_rank', 'default_targets', 'run_config',
-           'provenance', 'run_id', 'csv_list']
+__all__ = ['cosine_lr', 'world', 'init_distributed', 'finish_distributed', 'shard', 'trainable', 'fit', 'has_rank',
+           'default_targets', 'run_config', 'provenance', 'run_id', 'csv_list']
 
 # %% ../nbs/38_train.ipynb #242f8c51
 def cosine_lr(step: int, total: int, warmup: int = 0) -> float:
@@ -40,6 +40,14 @@ def init_distributed() -> torch.device:
     if cuda: torch.cuda.set_device(device)
     if n > 1 and not dist.is_initialized(): dist.init_process_group('nccl' if cuda else 'gloo')
     return device
+
+# %% ../nbs/38_train.ipynb #06b05b6e
+def finish_distributed() -> None:
+    "Leave the process group in step with the other ranks: a barrier, then `destroy_process_group` (nothing when there is none)."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()   # no rank tears its group down while another still has a collective in flight with it
+        dist.destroy_process_group()
 
 # %% ../nbs/38_train.ipynb #34943b1e
 def shard(items: list) -> list:

@@ -20,7 +20,7 @@ def _gather(t):
 
 def worker(out_dir: str, fixture: str) -> None:
     import antipasto as ap
-    from antipasto.train import init_distributed, fit, world, trainable
+    from antipasto.train import init_distributed, finish_distributed, fit, world, trainable
     from antipasto.gsm8k import gsm8k_main
     from antipasto.testing import tiny_lm, tiny_batch
     init_distributed()
@@ -60,6 +60,7 @@ def worker(out_dir: str, fixture: str) -> None:
     res['gsm8k_rc'], res['gsm8k_s'] = rc, time.perf_counter() - t0
     if rank == 0:
         with open(os.path.join(out_dir, 'ddp.json'), 'w') as f: json.dump(res, f)
+    finish_distributed()   # in step: a rank that tore its gloo group down first sometimes died at exit (SIGABRT)
 
 
 def test_ddp_two_ranks(tmp_path):
@@ -89,6 +90,6 @@ def test_ddp_two_ranks(tmp_path):
 
 if __name__ == '__main__':
     try: worker(sys.argv[1], sys.argv[2])
-    finally:  # a rank left with a live process group can abort at exit ("terminate called without an active exception")
+    finally:  # after a failure: a rank left with a live process group can abort at exit ("terminate called without an active exception")
         import torch.distributed as dist
         if dist.is_initialized(): dist.destroy_process_group()
