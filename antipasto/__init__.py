@@ -14,10 +14,17 @@ from .calibration import calibration_pass
 from .export import export_peft
 from .steering import train_steering, SteeringVector, contrastive_pairs, builtin_pairs, flip_sign
 from .runtime import (attach, detach, steer, save, load, adapters, read_config, names, adapter_config, merge,
-                               unmerge, unwrap, checkpoint, restore, AdapterCheckpoints, AdapterFileError, delta_weight)
+                               unmerge, unwrap, checkpoint, restore, AdapterFileError, delta_weight)
 import importlib as _importlib, pkgutil as _pkgutil
 import antipasto.variants as _variants
 
 for _m in sorted(m.name for m in _pkgutil.iter_modules(_variants.__path__)):
     _importlib.import_module(f'antipasto.variants.{_m}')
 for _cls in list(REGISTRY.values()): globals()[_cls.config_cls.__name__] = _cls.config_cls
+
+# %% ../nbs/99_api.ipynb #5d69c9e4
+def __getattr__(name: str):
+    if name == 'AdapterCheckpoints':   # transformers' trainer modules load only when a Trainer callback is asked for
+        from antipasto.runtime import AdapterCheckpoints
+        return AdapterCheckpoints
+    raise AttributeError(f"module 'antipasto' has no attribute {name!r}")

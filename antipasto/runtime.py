@@ -15,8 +15,6 @@ from .core import AdapterConfig, Variant, attach_scope, variant_cls, dense_weigh
 from .targets import find_targets
 from .calibration import calibration_batches
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts
-from transformers.trainer_callback import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 # %% auto #0
 __all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR', 'ROWS', 'COLS', 'SIGN_PAIRS',
@@ -748,17 +746,31 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
 
 # %% ../nbs/03_runtime.ipynb #b2d6ccae
 ADAPTER_FILE = 'antipasto_adapter.safetensors'
+_all_ = ['AdapterCheckpoints']
 
-class AdapterCheckpoints(TrainerCallback):
-    "Trainer callback: each checkpoint folder also gets the adapter file, and resuming restores the adapter from it exactly."
-    def on_save(self, args, state, control, model=None, **kwargs):
-        if state.is_world_process_zero:
-            save(model, os.path.join(args.output_dir, f'{PREFIX_CHECKPOINT_DIR}-{state.global_step}', ADAPTER_FILE))
+def _adapter_checkpoints() -> type:
+    "The `AdapterCheckpoints` class, built on first use: transformers' trainer modules (and the peft and bitsandbytes they import) take seconds to load, and only a `Trainer` run needs them."
+    from transformers.trainer_callback import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if state.global_step == 0: return
-        path = os.path.join(args.output_dir, f'{PREFIX_CHECKPOINT_DIR}-{state.global_step}', ADAPTER_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"resuming at step {state.global_step}, but {path} is missing: the checkpoint was not "
-                                    "written with ap.AdapterCheckpoints() in the Trainer's callbacks")
-        restore(model, path)
+    class AdapterCheckpoints(TrainerCallback):
+        "Trainer callback: each checkpoint folder also gets the adapter file, and resuming restores the adapter from it exactly."
+        def on_save(self, args, state, control, model=None, **kwargs):
+            if state.is_world_process_zero:
+                save(model, os.path.join(args.output_dir, f'{PREFIX_CHECKPOINT_DIR}-{state.global_step}', ADAPTER_FILE))
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 0: return
+            path = os.path.join(args.output_dir, f'{PREFIX_CHECKPOINT_DIR}-{state.global_step}', ADAPTER_FILE)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"resuming at step {state.global_step}, but {path} is missing: the checkpoint was not "
+                                        "written with ap.AdapterCheckpoints() in the Trainer's callbacks")
+            restore(model, path)
+    AdapterCheckpoints.__module__, AdapterCheckpoints.__qualname__ = __name__, 'AdapterCheckpoints'   # pickles by name
+    return AdapterCheckpoints
+
+def __getattr__(name: str):
+    if name == 'AdapterCheckpoints':   # made on first access, then an ordinary module attribute
+        globals()[name] = cls = _adapter_checkpoints()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
