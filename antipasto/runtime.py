@@ -108,7 +108,8 @@ def _recompute_outside_wrapper(adapters_) -> None:
     if any(a.__dict__.get('_was_steered') for a in adapters_):
         raise RuntimeError("gradient checkpointing is recomputing a steered antipasto adapter outside antipasto's "
                            "checkpoint wrapper, so it cannot know the original forward's coefficient. Use "
-                           "model.gradient_checkpointing_enable() (transformers layers are wrapped) or ap.checkpoint(fn, *args) "
+                           "transformers' model.activation_checkpointing_enable() (gradient_checkpointing_enable before transformers 5: the blocks it "
+                           "checkpoints are wrapped) or ap.checkpoint(fn, *args) "
                            "instead of torch.utils.checkpoint.checkpoint")
 
 # %% ../nbs/03_runtime.ipynb #d8f859fb

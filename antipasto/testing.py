@@ -13,9 +13,10 @@ from torch.utils._pytree import tree_flatten
 
 # %% auto #0
 __all__ = ['SENTENCES', 'TEST_MODELS', 'CHECK_KW', 'CHECK_DEFAULTS', 'tiny_lm', 'tiny_batch', 'minilm_path', 'minilm',
-           'minilm_batch', 'model_out', 'dispatched_ops', 'snapshot', 'assert_unchanged', 'check_kw', 'VariantRun',
-           'start_check', 'check_identity', 'check_training', 'check_steering', 'check_detach_reload', 'check_variant',
-           'perturb_trainables', 'dense_errors', 'check_dense_reference', 'check_all', 'show_rows']
+           'minilm_batch', 'model_out', 'enable_checkpointing', 'dispatched_ops', 'snapshot', 'assert_unchanged',
+           'check_kw', 'VariantRun', 'start_check', 'check_identity', 'check_training', 'check_steering',
+           'check_detach_reload', 'check_variant', 'perturb_trainables', 'dense_errors', 'check_dense_reference',
+           'check_all', 'show_rows']
 
 # %% ../nbs/04_testing.ipynb #091851ae
 def tiny_lm(seed: int = 0, dtype=torch.float32, **overrides) -> nn.Module:
@@ -87,6 +88,13 @@ def model_out(model: nn.Module, batch: dict) -> torch.Tensor:
     "The main output tensor: logits for a causal LM, last hidden state for an encoder."
     out = model(**batch)
     return out.logits if hasattr(out, 'logits') else out.last_hidden_state
+
+# %% ../nbs/04_testing.ipynb #f1a42561
+def enable_checkpointing(model: nn.Module, **ckpt_kwargs) -> None:
+    "transformers' activation checkpointing on `model`: `activation_checkpointing_enable` where transformers has it (5.x, where the old name warns), else `gradient_checkpointing_enable`; `ckpt_kwargs` (`use_reentrant`) go to the checkpoint function."
+    kw = ckpt_kwargs or None
+    if hasattr(model, 'activation_checkpointing_enable'): model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+    else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
 
 # %% ../nbs/04_testing.ipynb #fa2662a2
 TEST_MODELS = {'tiny': (tiny_lm, tiny_batch), 'minilm': (minilm, minilm_batch)}

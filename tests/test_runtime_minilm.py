@@ -1,8 +1,8 @@
 """The runtime's workflow guarantees on the real MiniLM encoder (the runtime notebook checks them on the tiny LM)."""
 import copy, pickle, threading
-import torch
+import pytest, torch, transformers
 import antipasto as ap
-from antipasto.testing import minilm, minilm_batch, model_out, perturb_trainables, snapshot, assert_unchanged
+from antipasto.testing import minilm, minilm_batch, model_out, perturb_trainables, snapshot, assert_unchanged, enable_checkpointing
 
 
 def _adapted(seed=0, **kw):
@@ -33,7 +33,7 @@ def test_contrastive_step_under_gradient_checkpointing():
         m.train()
         for mod in m.modules():   # MiniLM has dropout: switch it off so the passes are comparable
             if isinstance(mod, torch.nn.Dropout): mod.p = 0.0
-        if mode is not None: m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': mode})
+        if mode is not None: enable_checkpointing(m, use_reentrant=mode)
         with ap.steer(m, -1.0): l1 = model_out(m, b).pow(2).mean()
         with ap.steer(m, 1.0): l2 = model_out(m, b).pow(2).mean()
         (l2 - l1).backward()
@@ -41,6 +41,29 @@ def test_contrastive_step_under_gradient_checkpointing():
     ref = grads(None)
     assert ref.abs().sum() > 0
     for mode in (False, True): assert torch.equal(grads(mode), ref), mode
+
+
+def test_every_other_block_checkpointed():
+    "transformers 5 can checkpoint every n-th block only: the steered contrastive step's gradients are still exact."
+    import inspect
+    m = minilm()
+    if 'every_n_layers' not in inspect.signature(getattr(m, 'activation_checkpointing_enable', lambda: None)).parameters:
+        pytest.skip(f"transformers {transformers.__version__} has no activation_checkpointing_enable(every_n_layers=...)")
+    b = minilm_batch()
+    def grads(every):
+        m = _adapted()
+        m.train()
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Dropout): mod.p = 0.0
+        if every: m.activation_checkpointing_enable(every_n_layers=every)
+        with ap.steer(m, -1.0): l1 = model_out(m, b).pow(2).mean()
+        with ap.steer(m, 1.0): l2 = model_out(m, b).pow(2).mean()
+        (l2 - l1).backward()
+        return [x for x in m.modules() if getattr(x, 'gradient_checkpointing', False)], torch.cat([a.g.grad for a in ap.adapters(m).values()])
+    _, ref = grads(None)
+    ckpt, got = grads(2)
+    assert 0 < len(ckpt) < 6, len(ckpt)   # some blocks checkpointed, not all
+    assert torch.equal(got, ref)
 
 
 def test_threads_and_named_adapters():
