@@ -46,9 +46,13 @@ def gram_svd(W: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch
 # %% ../nbs/20_basis.ipynb #155f1416
 KAPPA_MAX = 1e5  # Gram route: the derived side loses ~ eps64 * kappa^2 ~ 1e-6 of orthonormality at this condition number
 
+def _out_dtype(W: torch.Tensor) -> torch.dtype:
+    "The dtype a decomposition of `W` returns: float32, or float64 for a float64 `W`."
+    return torch.float64 if W.dtype == torch.float64 else torch.float32
+
 def svd(W: torch.Tensor, r: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Exact thin SVD with canonical signs, top `r` triplets (all when None): the float64 Gram route, or `torch.linalg.svd` past `KAPPA_MAX`; float32 out (float64 stays float64)."
-    dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
+    dtype = _out_dtype(W)
     U, S, Vh = gram_svd(W, r)
     k = S.shape[0]
     if not (S[-1] * KAPPA_MAX >= S[0] > 0 and torch.isfinite(U).all() and torch.isfinite(Vh).all()):
@@ -146,14 +150,14 @@ def spectrum(W: torch.Tensor) -> Spectrum:
     if S[-1] * KAPPA_MAX >= S[0] > 0:
         if right: return Spectrum(S, Q.T)
         Vh = (Q.T @ W.detach().double()) / S[:, None]
-        if torch.isfinite(Vh).all(): return Spectrum(S, Vh.to(torch.float64 if W.dtype == torch.float64 else torch.float32), Q)
-    U, S, Vh = torch.linalg.svd(W.detach().to(torch.float64 if W.dtype == torch.float64 else torch.float32), full_matrices=False)
+        if torch.isfinite(Vh).all(): return Spectrum(S, Vh.to(_out_dtype(W)), Q)   # U is Q: Vh is only ever rounded
+    U, S, Vh = torch.linalg.svd(W.detach().to(_out_dtype(W)), full_matrices=False)
     return Spectrum(S.double(), Vh, U)
 
 # %% ../nbs/20_basis.ipynb #f3ecd214
 def pick(W: torch.Tensor, sp: Spectrum, index) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Directions `index` of `sp = spectrum(W)` as exact triplets with canonical signs, float32 (float64 stays): `u_i = W v_i / S_i` where `sp.U` is None."
-    dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
+    dtype = _out_dtype(W)
     i = torch.as_tensor(index, dtype=torch.int64).to(sp.S.device)
     S, Vh = sp.S[i], sp.Vh[i]
     U = sp.U[:, i] if sp.U is not None else (W.detach().double() @ Vh.T) / S
@@ -321,7 +325,8 @@ class SVDVariant(Variant):
         acts, ntok = activation_scores(model, {n: l for n, (l, a) in targets.items()},
                                        {n: sp.Vh for n, sp in sps.items()}, calibration_data, cfg.act_pool)
         check_enough_tokens(ntok, cfg.r, cls.name)
-        for n, (l, a) in targets.items(): a.keep(dense_weight(l), sps[n], top_directions(sps[n].S, acts[n], cfg.r))
+        for n, (l, a) in targets.items():   # the weight is read again rather than held for every target through the pass
+            a.keep(dense_weight(l), sps[n], top_directions(sps[n].S, acts[n], cfg.r))
 
     def coords(self, x: torch.Tensor) -> torch.Tensor:
         "Basis coordinates `p = B x` of each token."
