@@ -23,8 +23,9 @@ from .train import run_config, has_rank, csv_list
 __all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'LLAMA3_8B', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'NOCALIB', 'GOALS', 'PRESETS',
            'qwen3_06b_shaped', 'load_pretrained', 'vocab_size', 'random_batch', 'task_loss', 'llama8b_shaped',
            'TensorMemory', 'backprop_to_inputs', 'forward_flops', 'step_peak_bytes', 'step_times', 'decode_times',
-           'merged_times', 'variant_names', 'is_family', 'cost_config', 'timed_group_init', 'warm_linalg',
-           'cost_report', 'markdown_table', 'write_tsv', 'peak_meaning', 'target_ratios', 'parse_args', 'main']
+           'merged_times', 'variant_names', 'is_family', 'cost_config', 'timed_group_init', 'timed_attach',
+           'warm_linalg', 'cost_report', 'markdown_table', 'write_tsv', 'peak_meaning', 'target_ratios', 'parse_args',
+           'main']
 
 # %% ../nbs/40_cost.ipynb #81ca3d2f
 QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -284,12 +285,13 @@ def _peft_file_kib(model) -> float:
 
 # %% ../nbs/40_cost.ipynb #7c5a47a9
 COLUMNS = ('variant', 'calib', 'r', 'trainable', 'frozen', 'attach_ms', 'group_init_ms', 'attach_peak_MiB', 'fwd_ms',
-           'fwdbwd_ms', 'x_base', 'decode_tok_s', 'decode_x_base', 'decode_ops', 'macs_per_token', 'peak_MiB', 'file_KiB', 'load_ms',
+           'fwdbwd_ms', 'x_base', 'decode_tok_s', 'decode_x_base', 'decode_ops', 'bytes_x_base', 'macs_per_token', 'peak_MiB', 'file_KiB', 'load_ms',
            'merged_fwd_x_base', 'merged_decode_x_base', 'note')
 NOCALIB = ' (no calib)'  # suffix of a row that attaches a calibration-optional variant without data
 
 # %% ../nbs/40_cost.ipynb #bdc186f3
 def _numel(ts) -> int: return sum(t.numel() for t in ts)
+def _nbytes(m: nn.Module) -> int: return sum(t.numel() * t.element_size() for t in (*m.parameters(), *m.buffers()))
 
 # %% ../nbs/40_cost.ipynb #0176b1ab
 @contextlib.contextmanager
@@ -319,6 +321,21 @@ def _attach_peak(device):
             torch.cuda.synchronize(device); self.peak = torch.cuda.max_memory_allocated(device) - self.before
     return _Cuda()
 
+# %% ../nbs/40_cost.ipynb #820f4fea
+def timed_attach(base, build, device, repeats: int = 1) -> tuple:
+    "`build` on `repeats` fresh copies of `base`, each timed: its last result, the ms of each, the median `group_init` ms (its last item) and the largest peak bytes."
+    ms, inits, peak, out = [], [], 0, None
+    for _ in range(repeats):
+        out = None   # the previous copy goes before the next is made: one adapted copy alive at a time
+        m = copy.deepcopy(base)
+        with _attach_peak(device) as mem:
+            _sync(device); t0 = time.perf_counter()
+            out = build(m)
+            _sync(device); ms.append(1e3 * (time.perf_counter() - t0))
+        inits.append(out[-1]); peak = max(peak, mem.peak)
+        del m
+    return out, ms, (None if None in inits else statistics.median(inits)), peak
+
 # %% ../nbs/40_cost.ipynb #6f5121e5
 def warm_linalg(device) -> None:
     "Run each decomposition once on a small matrix: a GPU library's one-time setup must not be billed to the first attach."
@@ -331,7 +348,8 @@ def warm_linalg(device) -> None:
 # %% ../nbs/40_cost.ipynb #5df93095
 def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, targets=TARGETS, batch: int = 2,
                 seq: int = 128, repeats: int = 5, warmup: int = 2, calib_batches: int = 4, device=None,
-                log=None, references=('base', 'peft_lora'), no_calib=(), decode_tokens: int = 16, decode_repeats: int = 15) -> list[dict]:
+                log=None, references=('base', 'peft_lora'), no_calib=(), decode_tokens: int = 16, decode_repeats: int = 15,
+                attach_repeats: int = 3) -> list[dict]:
     "One row of cost numbers for the `references` and each registered variant (all unless `variants`; `no_calib` ones also without data)."
     names = variant_names(variants)
     bad = [n for n in references if n not in REFERENCES] + [n for n in no_calib if n not in names]
@@ -346,20 +364,18 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
     data = random_batch(base, batch, seq, seed=0, device=device)
     calib = [random_batch(base, batch, seq, seed=1 + i, device=device) for i in range(calib_batches)]
     one = random_batch(base, 1, 1, seed=0, device=device)   # one token: what each decode step runs
-    tokens, base_buffers = batch * seq, _numel(base.buffers())
+    tokens, base_buffers, base_bytes = batch * seq, _numel(base.buffers()), _nbytes(base)
     rows, ref = [], {}
 
     def run(name, build, attach_only=False, ours=False):
-        m = copy.deepcopy(base)
-        row = dict.fromkeys(COLUMNS, None) | {'variant': name, 'note': '', 'error': False}
+        m, times, row = None, [], dict.fromkeys(COLUMNS, None) | {'variant': name, 'note': '', 'error': False}
         try:
-            with _attach_peak(device) as mem:
-                _sync(device); t0 = time.perf_counter()
-                m, row['calib'], row['r'], row['note'], row['group_init_ms'] = build(m)
-                _sync(device); attach_ms = 1e3 * (time.perf_counter() - t0)
+            out, times, row['group_init_ms'], peak = timed_attach(base, build, device, 1 if name == 'base' else attach_repeats)
+            m, row['calib'], row['r'], row['note'] = out[:4]
+            attach_ms = statistics.median(times)
             row.update(trainable=_numel(p for p in m.parameters() if p.requires_grad),
                        frozen=_numel(m.buffers()) - base_buffers)
-            if name != 'base': row.update(attach_ms=attach_ms, attach_peak_MiB=mem.peak / 2**20)
+            if name != 'base': row.update(attach_ms=attach_ms, attach_peak_MiB=peak / 2**20, bytes_x_base=_nbytes(m) / base_bytes)
             if attach_only:
                 row['note'] = (row['note'] + ' attach only (its forward is peft_lora\'s)').strip()
             else:
@@ -385,8 +401,9 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
             row['error'] = True
         del m
         rows.append(row)
-        if log: log(f"{name}: " + (row['note'] if row['error'] else f"{row['fwdbwd_ms']:.1f} ms fwd+bwd"
-                                   if row['fwdbwd_ms'] is not None else f"{row['attach_ms']:.1f} ms attach"))
+        if log: log(f"{name}: " + (row['note'] if row['error'] else
+                                   (f"{row['fwdbwd_ms']:.1f} ms fwd+bwd, " if row['fwdbwd_ms'] is not None else '')
+                                   + "attach ms " + ", ".join(f"{t:.1f}" for t in times)))
 
     refs = {'base': lambda m: (m, 'no', None, '', None),
             'peft_lora': lambda m: (_peft_lora(m, r, targets), 'no', r, '', None),
@@ -411,6 +428,7 @@ def _fmt(k, v) -> str:
     if v is None: return '-'
     if isinstance(v, float):
         if k == 'macs_per_token': return f'{v:,.0f}'
+        if k == 'bytes_x_base': return f'{v:.3f}'
         return f'{v:.2f}' if k.endswith('x_base') else f'{v:.1f}'
     if isinstance(v, int) and k in ('trainable', 'frozen'): return f'{v:,}'
     return str(v)
@@ -493,6 +511,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--references', type=csv_list, default=['base', 'peft_lora'], help=f"reference rows, of {list(REFERENCES)} "
                    "(default base,peft_lora; peft_pissa* rows time the attach only)")
     p.add_argument('--no-calib', type=csv_list, default=[], help="variants to measure a second time without calibration data")
+    p.add_argument('--attach-repeats', type=int, default=3, help="attaches per row, each on a fresh copy of the base; the median "
+                   "is reported (default 3)")
     p.add_argument('--decode-tokens', type=int, default=16, help="new tokens of the batch-1 greedy decode timing (0: skip it)")
     p.add_argument('--decode-repeats', type=int, default=15, help="paired decode runs per row; the median ratio is reported (default "
                    "15: a decode ratio moves by more than 10%% between runs of 5 on a shared 2-core machine)")
@@ -500,7 +520,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     pre = p.parse_known_args(argv)[0]
     if pre.model in PRESETS: p.set_defaults(**PRESETS[pre.model])
     a = p.parse_args(argv)
-    for k in ('layers', 'vocab', 'r', 'family_r', 'batch', 'seq', 'repeats', 'decode_repeats', 'threads'):
+    for k in ('layers', 'vocab', 'r', 'family_r', 'batch', 'seq', 'repeats', 'decode_repeats', 'attach_repeats', 'threads'):
         v = getattr(a, k)
         if v is not None and v < 1: p.error(f"--{k.replace('_', '-')} must be >= 1, got {v}")
     if a.decode_tokens < 0: p.error(f"--decode-tokens must be >= 0, got {a.decode_tokens}")
@@ -530,17 +550,21 @@ def main(argv=None) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     rows = cost_report(make, a.variants, a.r, a.family_r, a.targets, a.batch, a.seq, a.repeats, a.warmup,
-                       a.calib_batches, device, log, a.references, a.no_calib, a.decode_tokens, a.decode_repeats)
+                       a.calib_batches, device, log, a.references, a.no_calib, a.decode_tokens, a.decode_repeats, a.attach_repeats)
     elapsed = time.perf_counter() - t0
     dev = torch.cuda.get_device_name(device) if device.type == 'cuda' else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     print(f"# antipasto-cost\n\nModel: {what}, {a.dtype}. Targets: {', '.join(a.targets)}. r={a.r} (LoRA-likes), "
-          f"family r={a.family_r}. Batch {a.batch} x seq {a.seq}; median of {a.repeats} after {a.warmup} warm-up (decoding: of {a.decode_repeats} pairs). "
+          f"family r={a.family_r}. Batch {a.batch} x seq {a.seq}; median of {a.repeats} after {a.warmup} warm-up (decoding: of {a.decode_repeats} pairs; attach: of {a.attach_repeats}). "
           f"Device: {dev}. Total {elapsed:.0f} s.\n\npeak_MiB: {peak_meaning(device)}.\n")
     print(markdown_table(rows))
     ratios = {k: v for k, v in target_ratios(rows).items() if v is not None}
     if ratios:
         print("\nTarget ratios from this run (goal in brackets):\n")
         for k, v in ratios.items(): print(f"- {k}: {v:.3g} (<= {GOALS[k]})")
+        fam = next((row for row in rows if row['variant'] == 'antipasto' and not row['error']), None)
+        if fam and fam['bytes_x_base']:
+            print(f"- bytes a decode step reads, unmerged / base: {fam['bytes_x_base']:.3g} (the floor of the decode ratio "
+                  "where a batch-1 step is bound by memory bandwidth)")
     write_tsv(rows, a.out)
     failed = [r['variant'] for r in rows if r['error']]
     log(f"wrote {a.out}" + (f"; rows that could not be measured: {failed}" if failed else ''))
