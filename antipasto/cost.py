@@ -368,7 +368,7 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
     rows, ref = [], {}
 
     def run(name, build, attach_only=False, ours=False):
-        m, times, row = None, [], dict.fromkeys(COLUMNS, None) | {'variant': name, 'note': '', 'error': False}
+        m, ref_m, times, row = None, None, [], dict.fromkeys(COLUMNS, None) | {'variant': name, 'note': '', 'error': False}
         try:
             out, times, row['group_init_ms'], peak = timed_attach(base, build, device, 1 if name == 'base' else attach_repeats)
             m, row['calib'], row['r'], row['note'] = out[:4]
@@ -379,27 +379,28 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
             if attach_only:
                 row['note'] = (row['note'] + ' attach only (its forward is peft_lora\'s)').strip()
             else:
-                with backprop_to_inputs(m), backprop_to_inputs(base):
+                ref_m = copy.deepcopy(base)   # the reference, copied beside the row's model (see "Where memory comes from")
+                with backprop_to_inputs(m), backprop_to_inputs(ref_m):
                     flops = forward_flops(m, data)
                     peak = step_peak_bytes(m, data)
-                    fwd, both, ratio = step_times(m, data, repeats, warmup, ref=None if name == 'base' else base)
+                    fwd, both, ratio = step_times(m, data, repeats, warmup, ref=None if name == 'base' else ref_m)
                 if name == 'base': ref.update(flops=flops)
                 row.update(fwd_ms=fwd, fwdbwd_ms=both, x_base=ratio, peak_MiB=peak / 2**20,
                            macs_per_token=(flops - ref['flops']) / 2 / tokens if ref else None)
-                if decode_tokens: row['decode_tok_s'], row['decode_x_base'] = decode_times(m, base, decode_tokens, 8, decode_repeats)
+                if decode_tokens: row['decode_tok_s'], row['decode_x_base'] = decode_times(m, ref_m, decode_tokens, 8, decode_repeats)
                 ops = len(dispatched_ops(model_out, m, one))
                 if name == 'base': ref['ops'] = ops
                 row['decode_ops'] = ops - ref['ops']
             if ours: row['file_KiB'], row['load_ms'] = _file_cost(m, base, device)
             if name == 'peft_lora': row['file_KiB'] = _peft_file_kib(m)
             if ours and not attach_only:   # last: it merges the adapter into this row's copy of the base
-                row['merged_fwd_x_base'], row['merged_decode_x_base'], why = merged_times(m, base, data, repeats, warmup, decode_tokens,
+                row['merged_fwd_x_base'], row['merged_decode_x_base'], why = merged_times(m, ref_m, data, repeats, warmup, decode_tokens,
                                                                                           decode_repeats)
                 if why: row['note'] = (row['note'] + ' ' + why).strip()
         except Exception as e:
             row['note'] = f'{type(e).__name__}: {e}'.replace('\n', ' ')[:200]
             row['error'] = True
-        del m
+        del m, ref_m
         rows.append(row)
         if log: log(f"{name}: " + (row['note'] if row['error'] else
                                    (f"{row['fwdbwd_ms']:.1f} ms fwd+bwd, " if row['fwdbwd_ms'] is not None else '')
