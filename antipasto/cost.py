@@ -482,7 +482,7 @@ def target_ratios(rows: list[dict], family: str = 'antipasto') -> dict:
 
 # %% ../nbs/40_cost.ipynb #ffe87ce6
 PRESETS = {'llama8b-shaped': dict(layers=1, r=256, variants=['antipasto'], references=list(REFERENCES), no_calib=['antipasto'],
-                                   batch=1, seq=64, repeats=3, warmup=1, calib_batches=4, decode_repeats=5)}
+                                   batch=1, seq=64, repeats=7, warmup=1, calib_batches=4, decode_repeats=7)}
 
 # %% ../nbs/40_cost.ipynb #ba67c987
 def parse_args(argv=None) -> argparse.Namespace:
