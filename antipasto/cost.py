@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_cost.ipynb #934461bf
 from __future__ import annotations
-import argparse, contextlib, copy, csv, os, platform, statistics, sys, tempfile, time, warnings, weakref
+import argparse, contextlib, copy, csv, ctypes, os, platform, statistics, sys, tempfile, time, warnings, weakref
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,12 +20,12 @@ from .testing import model_out, dispatched_ops
 from .train import run_config, has_rank, csv_list
 
 # %% auto #0
-__all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'LLAMA3_8B', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'NOCALIB', 'GOALS', 'PRESETS',
-           'qwen3_06b_shaped', 'load_pretrained', 'vocab_size', 'random_batch', 'task_loss', 'llama8b_shaped',
-           'TensorMemory', 'backprop_to_inputs', 'forward_flops', 'step_peak_bytes', 'step_times', 'decode_times',
-           'merged_times', 'variant_names', 'is_family', 'cost_config', 'timed_group_init', 'timed_attach',
-           'warm_linalg', 'cost_report', 'markdown_table', 'write_tsv', 'peak_meaning', 'target_ratios', 'parse_args',
-           'main']
+__all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'LLAMA3_8B', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'NOCALIB', 'M_MMAP_THRESHOLD',
+           'GOALS', 'PRESETS', 'qwen3_06b_shaped', 'load_pretrained', 'vocab_size', 'random_batch', 'task_loss',
+           'llama8b_shaped', 'TensorMemory', 'backprop_to_inputs', 'forward_flops', 'step_peak_bytes', 'step_times',
+           'decode_times', 'merged_times', 'variant_names', 'is_family', 'cost_config', 'timed_group_init',
+           'timed_attach', 'pin_malloc', 'warm_linalg', 'cost_report', 'markdown_table', 'write_tsv', 'peak_meaning',
+           'target_ratios', 'parse_args', 'main']
 
 # %% ../nbs/40_cost.ipynb #81ca3d2f
 QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -336,6 +336,15 @@ def timed_attach(base, build, device, repeats: int = 1) -> tuple:
         del m
     return out, ms, (None if None in inits else statistics.median(inits)), peak
 
+# %% ../nbs/40_cost.ipynb #5e35508a
+M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter number
+
+def pin_malloc(threshold: int = 32 * 2**20) -> bool:
+    "Fix glibc's mmap threshold (it stops moving), so every model a report builds gets its memory the same way; False without glibc or for a value it refuses."
+    try: mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError): return False
+    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
+
 # %% ../nbs/40_cost.ipynb #6f5121e5
 def warm_linalg(device) -> None:
     "Run each decomposition once on a small matrix: a GPU library's one-time setup must not be billed to the first attach."
@@ -359,6 +368,7 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
     try: import peft  # imported here so that the peft row's attach time does not include the import
     except ImportError: pass
     warm_linalg(device)
+    pin_malloc()   # before the base is built: every model of the report gets its memory the same way
     base = make_model().to(device).eval().requires_grad_(False)  # the base row trains nothing
     hold_layouts(base)   # a 4-bit base keeps the layout attach keeps (no AVX512-BF16 rewrite), in every row's copy
     data = random_batch(base, batch, seq, seed=0, device=device)
@@ -368,7 +378,7 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
     rows, ref = [], {}
 
     def run(name, build, attach_only=False, ours=False):
-        m, ref_m, times, row = None, None, [], dict.fromkeys(COLUMNS, None) | {'variant': name, 'note': '', 'error': False}
+        m, times, row = None, [], dict.fromkeys(COLUMNS, None) | {'variant': name, 'note': '', 'error': False}
         try:
             out, times, row['group_init_ms'], peak = timed_attach(base, build, device, 1 if name == 'base' else attach_repeats)
             m, row['calib'], row['r'], row['note'] = out[:4]
@@ -379,28 +389,27 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
             if attach_only:
                 row['note'] = (row['note'] + ' attach only (its forward is peft_lora\'s)').strip()
             else:
-                ref_m = copy.deepcopy(base)   # the reference, copied beside the row's model (see "Where memory comes from")
-                with backprop_to_inputs(m), backprop_to_inputs(ref_m):
+                with backprop_to_inputs(m), backprop_to_inputs(base):
                     flops = forward_flops(m, data)
                     peak = step_peak_bytes(m, data)
-                    fwd, both, ratio = step_times(m, data, repeats, warmup, ref=None if name == 'base' else ref_m)
+                    fwd, both, ratio = step_times(m, data, repeats, warmup, ref=None if name == 'base' else base)
                 if name == 'base': ref.update(flops=flops)
                 row.update(fwd_ms=fwd, fwdbwd_ms=both, x_base=ratio, peak_MiB=peak / 2**20,
                            macs_per_token=(flops - ref['flops']) / 2 / tokens if ref else None)
-                if decode_tokens: row['decode_tok_s'], row['decode_x_base'] = decode_times(m, ref_m, decode_tokens, 8, decode_repeats)
+                if decode_tokens: row['decode_tok_s'], row['decode_x_base'] = decode_times(m, base, decode_tokens, 8, decode_repeats)
                 ops = len(dispatched_ops(model_out, m, one))
                 if name == 'base': ref['ops'] = ops
                 row['decode_ops'] = ops - ref['ops']
             if ours: row['file_KiB'], row['load_ms'] = _file_cost(m, base, device)
             if name == 'peft_lora': row['file_KiB'] = _peft_file_kib(m)
             if ours and not attach_only:   # last: it merges the adapter into this row's copy of the base
-                row['merged_fwd_x_base'], row['merged_decode_x_base'], why = merged_times(m, ref_m, data, repeats, warmup, decode_tokens,
+                row['merged_fwd_x_base'], row['merged_decode_x_base'], why = merged_times(m, base, data, repeats, warmup, decode_tokens,
                                                                                           decode_repeats)
                 if why: row['note'] = (row['note'] + ' ' + why).strip()
         except Exception as e:
             row['note'] = f'{type(e).__name__}: {e}'.replace('\n', ' ')[:200]
             row['error'] = True
-        del m, ref_m
+        del m
         rows.append(row)
         if log: log(f"{name}: " + (row['note'] if row['error'] else
                                    (f"{row['fwdbwd_ms']:.1f} ms fwd+bwd, " if row['fwdbwd_ms'] is not None else '')
