@@ -4,6 +4,8 @@
 
 # %% ../nbs/02_calibration.ipynb #f9f12669
 from __future__ import annotations
+import inspect
+from collections.abc import Mapping
 from typing import Callable, Iterable
 import torch
 from torch import nn
@@ -13,11 +15,11 @@ from .layers import layouts_held
 __all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'calibration_pass']
 
 # %% ../nbs/02_calibration.ipynb #0c0e08c3
-BATCH_HELP = "a batch must be a dict of model kwargs (e.g. tokenizer(texts, return_tensors='pt', padding=True)), a tuple of positional args, or a tensor of token ids"
+BATCH_HELP = "a batch must be a dict of model kwargs (e.g. tokenizer(texts, return_tensors='pt', padding=True), as it comes), a tuple of positional args, or a tensor of token ids"
 
 def calibration_batches(data) -> Iterable:
-    "`data` as an iterable of batches (a lone dict or tensor is one batch); a clear error for what cannot be one."
-    if isinstance(data, (dict, torch.Tensor)): return [data]
+    "`data` as an iterable of batches (a lone mapping, such as a tokenizer's output, or a tensor is one batch); a clear error for what cannot be one."
+    if isinstance(data, (Mapping, torch.Tensor)): return [data]
     if isinstance(data, (str, bytes)):
         raise TypeError(f"calibration_data is raw text ({type(data).__name__}); tokenize it first: {BATCH_HELP}")
     if data is None or not hasattr(data, '__iter__'):
@@ -26,19 +28,40 @@ def calibration_batches(data) -> Iterable:
     return data
 
 # %% ../nbs/02_calibration.ipynb #395ade39
-def _split_batch(batch, i: int):
-    "(args, kwargs, attention_mask or None) of calibration batch number `i`."
-    if isinstance(batch, dict): args, kwargs = (), dict(batch)
+def _named(model: nn.Module, args: tuple, kwargs: dict, i: int) -> dict:
+    "The batch's arguments by the names `model.forward` gives them, so a mask passed by position is found."
+    if len(args) < 2: return kwargs   # a lone positional argument is the input itself, never a mask
+    sig = inspect.signature(model.forward)
+    try: bound = sig.bind(*args, **kwargs).arguments
+    except TypeError as e:
+        raise TypeError(f"calibration_data batch {i}: {len(args)} positional args do not fit {type(model).__name__}"
+                        f".forward ({e}); pass a dict of keyword args instead") from None
+    kinds = {p.name: p.kind for p in sig.parameters.values()}
+    named = {k: v for k, v in bound.items() if kinds[k] not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
+    for k, v in bound.items():
+        if kinds[k] == inspect.Parameter.VAR_KEYWORD: named.update(v)
+        elif kinds[k] == inspect.Parameter.VAR_POSITIONAL and any(isinstance(a, torch.Tensor) for a in v):
+            # *args hide which tensor is the attention mask: counting padding as real tokens would be silent
+            raise TypeError(f"calibration_data batch {i}: {type(model).__name__}.forward takes *{k}, so the padding mask "
+                            "among its positional args cannot be told apart; pass a dict of keyword args instead "
+                            "(e.g. {'input_ids': ..., 'attention_mask': ...})")
+    return named
+
+# %% ../nbs/02_calibration.ipynb #72122045
+def _split_batch(batch, i: int, model: nn.Module):
+    "(args, kwargs, the arguments by name, attention_mask or None) of calibration batch number `i`."
+    if isinstance(batch, Mapping): args, kwargs = (), dict(batch)
     elif isinstance(batch, (tuple, list)): args, kwargs = tuple(batch), {}
     elif isinstance(batch, torch.Tensor): args, kwargs = (batch,), {}
     else:
         what = 'raw text: tokenize it first' if isinstance(batch, (str, bytes)) else f'a {type(batch).__name__}'
         raise TypeError(f"calibration_data batch {i} is {what}; {BATCH_HELP}")
-    mask = kwargs.get('attention_mask')
+    named = _named(model, args, kwargs, i)
+    mask = named.get('attention_mask')
     if mask is not None and not isinstance(mask, torch.Tensor):
         raise TypeError(f"calibration_data batch {i}: attention_mask is a {type(mask).__name__}; pass a tensor "
                         "(return_tensors='pt')")
-    return args, kwargs, mask
+    return args, kwargs, named, mask
 
 # %% ../nbs/02_calibration.ipynb #7db874fb
 def _to(v, device):
@@ -101,8 +124,7 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
         with layouts_held(model):   # no bitsandbytes CPU rewrite of a 4-bit base (see above)
             for i, batch in enumerate(data):
                 state['i'] = i
-                args, kwargs, state['mask'] = _split_batch(batch, i)
-                state['kwargs'] = kwargs
+                args, kwargs, state['kwargs'], state['mask'] = _split_batch(batch, i, model)
                 model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
     finally:
         for h in handles: h.remove()
