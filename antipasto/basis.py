@@ -269,7 +269,7 @@ class FamilyConfig(SteerableConfig):
 # %% ../nbs/20_basis.ipynb #6c907064
 class SVDVariant(Variant):
     "Family base class: a frozen rank-r basis `U, S, B` of the layer (`cfg.basis`) and the delta form `y + U core_delta(B x)`."
-    calibration = 'optional'
+    calibration, delta_from_input = 'optional', True   # U core(B x): the layer's weight is never read
 
     def __init__(self, cfg, d_in: int, d_out: int, device=None):
         super().__init__(cfg, d_in, d_out, device)

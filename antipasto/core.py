@@ -258,6 +258,10 @@ class Variant(nn.Module):
     config_cls: ClassVar[type] = AdapterConfig
     calibration: ClassVar[str] = 'none'
     ranked: ClassVar[bool] = True  # has a rank `r` (the IA3 gates and RoAD do not)
+    # its change y_new - y is a function of the layer's input alone (LoRA's B A x, the family's U core V^T x), not of the
+    # layer's weight or output, so it stays exact with another adapter merged into that weight; False (a gate on y, DoRA's
+    # norm of W, an input rewrite that W then reads) makes the runtime refuse the mixes that would silently change it
+    delta_from_input: ClassVar[bool] = False
     selected: torch.Tensor | None = None  # the directions of the layer's full SVD that calibration data picked, in order
 
     def __init__(self, cfg: AdapterConfig, d_in: int, d_out: int, device=None):

@@ -13,7 +13,7 @@ from torch import nn
 from safetensors.torch import save_file
 from contextlib import nullcontext
 from .core import real_number, dense_weight
-from .runtime import adapters, names, steer, unwrap
+from .runtime import adapters, names, steer, unwrap, merged_layers
 from .basis import SVDVariant
 from .variants.hra import householder_wy
 from .variants.delora import delora_scale
@@ -177,9 +177,11 @@ def export_peft(model: nn.Module, path, coeff: float | None = None, name: str | 
                          "adapter_model.safetensors): pass a folder path")
     if not isinstance(path, (str, os.PathLike)): raise TypeError(f"export_peft: path={path!r} must be a folder path")
     ad = _pick(model, name)
-    merged = [n for n, a in ad.items() if getattr(a, 'merged', False)]
-    if merged: raise ValueError(f"export_peft: the adapter is merged into the base at {merged[:2]}; ap.unmerge(model) first, "
-                                "so the export is the adapter's change and not the merged weights'")
+    # its own merge; or another's under it, for a form read off the weight (DoRA's norm, HRA's W U): the runtime
+    # already refuses to leave such an adapter live beside a merge, and this keeps the export from trusting that alone
+    merged = [n for n, a in ad.items() if a.merged or (n in merged_layers(model) and not a.delta_from_input)]
+    if merged: raise ValueError(f"export_peft: an adapter is merged into the base at {merged[:2]}; ap.unmerge(model) first, "
+                                "so the export is the adapter's change, read off the base weights")
     base = unwrap(model)  # layer names are relative to the model inside DDP / FSDP / torch.compile / peft wrappers
     layers = {n: base.get_submodule(n) for n in ad}
     odd = [f"{n} ({type(l).__name__})" for n, l in layers.items() if not isinstance(l, nn.Linear)]

@@ -19,8 +19,8 @@ from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layou
 # %% auto #0
 __all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR', 'ROWS', 'COLS', 'SIGN_PAIRS',
            'ADAPTER_FILE', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint', 'attach', 'detach', 'steer',
-           'delta_weight', 'merge', 'unmerge', 'fingerprint', 'sketch', 'save', 'AdapterFileError', 'read_config',
-           'load', 'restore', 'AdapterCheckpoints']
+           'delta_weight', 'merge', 'unmerge', 'merged_layers', 'fingerprint', 'sketch', 'save', 'AdapterFileError',
+           'read_config', 'load', 'restore', 'AdapterCheckpoints']
 
 # %% ../nbs/03_runtime.ipynb #a0db59f2
 ADAPTER = 'ap_adapter'   # the ModuleDict {adapter name: Variant} added to each target layer
@@ -231,7 +231,10 @@ def _prepare(model, cfg, name: str, layers=None, where=None) -> tuple[nn.Module,
     check_layouts(m)   # a 4-bit layer rewritten for CPU inference has lost its weight and passes no gradient
     targets = find_targets(m, cfg) if layers is None else _resolve(m, layers, where)
     for n, l in targets.items():
-        vcls.check(cfg, n, l)
+        try: vcls.check(cfg, n, l)
+        except ValueError as e:
+            if where is None: raise
+            raise AdapterFileError(f"{where}: adapter {name!r} does not fit this model: {e}") from None
         for other, a in (l._modules.get(ADAPTER) or {}).items():
             if vcls.forward_input is not None or a.forward_input is not None:
                 raise ValueError(f"adapters {name!r} ({vcls.name}) and {other!r} ({a.name}) both target {n!r}, and "
@@ -347,7 +350,14 @@ def detach(model: nn.Module, name: str | None = None) -> None:
             if c is None or c._modules.get(k) is not st.named[k].adapters[n]:
                 raise RuntimeError(f"adapter {k!r} on layer {n!r} was removed or replaced outside antipasto; nothing was "
                                    "detached. Put it back (or rebuild the model) and call ap.detach again")
-    if st.merged: unmerge(m)
+    merged = [k for k in st.named if any(a.merged for a in st.named[k].adapters.values())]
+    if any(k in sel for k in merged):
+        keep = [k for k in merged if k not in sel]
+        if keep:
+            raise RuntimeError(f"adapters {merged} are merged into the weights together, and detaching {sel} would unmerge "
+                               f"{keep} too (its merge cannot be taken apart); nothing was detached. Call "
+                               "ap.unmerge(model) first, then detach, then merge what stays")
+        unmerge(m)   # every merged adapter is going: the base weights come back bitwise
     _remove(m, st, sel)
 
 # %% ../nbs/03_runtime.ipynb #096f3b0d
@@ -399,6 +409,17 @@ def delta_weight(model: nn.Module, layer_name: str, name: str | None = None, chu
     "The float32 weight change `dW` (d_out x d_in) the unmerged adapters `name` (None: all) make on one layer."
     return _affine_delta(model, layer_name, name, chunk)[0]
 
+# %% ../nbs/03_runtime.ipynb #b0b8330b
+def _check_partial_merge(st: _State, todo: list) -> None:
+    "Refuse a merge of `todo` that would leave an adapter whose change reads its layer's weight or output live beside it."
+    for k in todo:
+        for n, l in st.named[k].layers.items():
+            for other, a in l._modules[ADAPTER].items():
+                if other in todo or a.merged or a.delta_from_input: continue
+                raise ValueError(f"merging {k!r} into {n!r} would change adapter {other!r} ({a.name}), which stays live there "
+                                 "and reads the layer's weight or output; merge them together (ap.merge(model, name="
+                                 f"[{k!r}, {other!r}])) or detach {other!r} first")
+
 # %% ../nbs/03_runtime.ipynb #152f39f1
 @torch.no_grad()
 def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
@@ -413,6 +434,7 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
             if layer_kind(l) not in ('linear', 'conv1d') or not l.weight.is_floating_point():
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: it is a {type(l).__name__} with a {l.weight.dtype} "
                                  "weight; merging needs a dense weight (keep the live adapter on a quantized base)")
+    _check_partial_merge(st, todo)
     ctx = steer(m, coeff if isinstance(coeff, dict) else {k: coeff for k in todo}) if coeff is not None else _nullctx()
     layers = {n: l for k in todo for n, l in st.named[k].layers.items()}
     with ctx:
@@ -447,6 +469,12 @@ def unmerge(model: nn.Module) -> None:
     st.merged.clear()
     for e in st.named.values():
         for a in e.adapters.values(): a.merged = False
+
+# %% ../nbs/03_runtime.ipynb #ac08a5d7
+def merged_layers(model: nn.Module) -> list[str]:
+    "The names of the layers whose weights hold a merged adapter now (empty when nothing is merged)."
+    st = _state(model, required=False)
+    return list(st.merged) if st else []
 
 # %% ../nbs/03_runtime.ipynb #0af056f1
 @contextmanager
@@ -508,6 +536,11 @@ def _recomputable(e: _Named, a: Variant) -> tuple[list[str], bool]:
     if e.calibrated and not picked: return [], False   # a basis the data itself shaped (CorDA's P) is stored
     return [b for b, _ in a.named_buffers() if b in ROWS + COLS + ('S',)], e.calibrated
 
+# %% ../nbs/03_runtime.ipynb #14a94d5d
+def _dtype_str(layer: nn.Module) -> str:
+    "A layer's stored weight dtype as a file records it ('float32', 'bfloat16'; 'uint8' for a 4-bit layer)."
+    return str(layer.weight.dtype).removeprefix('torch.')
+
 # %% ../nbs/03_runtime.ipynb #27a6cc1e
 def _index_dtype(a: Variant) -> torch.dtype:
     "The narrowest integer type that holds every index into the layer's spectrum (a file stores `selected` in it)."
@@ -536,7 +569,8 @@ def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -
             tensors[key] = (a.selected.to('cpu', _index_dtype(a)).contiguous().clone() if kind == 'selected' else
                             sketch(b, v) if kind == 'sketch' else _full(v).detach().to('cpu').contiguous().clone())
         entries.append({'name': k, 'config': e.cfg.to_dict(), 'layers': list(e.layers), 'fingerprints': fps,
-                        'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked})
+                        'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked,
+                        'base_dtype': _dtype_str(next(iter(e.layers.values())))})
     path = str(path)
     tmp = f'{path}.tmp{os.getpid()}'
     try:
@@ -588,12 +622,18 @@ def _entries(path, meta: dict) -> list[dict]:
                 and len(v['sketch']) == 8 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v['sketch'])
                 for v in fps.values())):
             raise _bad(path, f"fingerprints of {name!r} are malformed")
+        if fmt == FORMAT and fps is None: raise _bad(path, f"fingerprints of {name!r} are missing (ap.save always writes them)")
         rec, cal, sel = e.get('recomputed', []), e.get('calibrated', True), e.get('selected', False)
         if not (isinstance(rec, list) and all(b in ROWS + COLS + ('S',) for b in rec)) or not isinstance(cal, bool) \
                 or not isinstance(sel, bool) or (sel and not rec):
             raise _bad(path, f"'recomputed' / 'calibrated' / 'selected' of {name!r} are malformed")
+        if sel and variant_cls(cfg).select is Variant.select:
+            raise _bad(path, f"adapter {name!r} is {cfg.variant}, which does not pick directions, but the file says 'selected'")
+        bd = e.get('base_dtype')
+        if bd is not None and not (isinstance(bd, str) and re.fullmatch(r'[a-z0-9_]{1,32}', bd)):
+            raise _bad(path, f"base_dtype of {name!r} is malformed")
         out.append({'name': name, 'cfg': cfg, 'layers': layers, 'fingerprints': fps, 'recomputed': rec, 'calibrated': cal,
-                    'selected': sel})
+                    'selected': sel, 'base_dtype': bd})
     if len({e['name'] for e in out}) != len(out): raise _bad(path, "two adapters share a name")
     return out
 
@@ -657,17 +697,28 @@ def _fill(path, name, adp: dict, ts: dict, recomputed=(), selected: bool = False
 
 # %% ../nbs/03_runtime.ipynb #19e8bdff
 def _check_selection(path, name, targets, adp, ts) -> None:
-    "Refuse picked directions that are not distinct indices into each layer's spectrum, or a variant that picks none."
+    "Refuse picked directions that are not distinct indices into each layer's spectrum (`_entries` refused a variant that picks none)."
     for n, l in targets.items():
-        if type(adp[n]).select is Variant.select:
-            raise _bad(path, f"adapter {name!r} is {adp[n].name}, which does not pick directions, but the file says 'selected'")
         i, k = ts[f'{name}/{n}.selected'], min(dims(l))
         if i.min() < 0 or i.max() >= k or i.unique().numel() != i.numel():
             raise _bad(path, f"the selected directions of adapter {name!r} at layer {n!r} must be distinct indices below {k}")
 
+# %% ../nbs/03_runtime.ipynb #cf9c2143
+def _check_base(path, e: dict, targets: dict, weight) -> None:
+    "Refuse a file whose fingerprints do not match this model's base weights (`weight(name, layer)`: the dense base weight)."
+    for n, l in targets.items():
+        fp = e['fingerprints'].get(n)
+        why = None if fp is None else _fingerprint_mismatch(fp, fingerprint(weight(n, l)))
+        if fp is None or why:
+            fix = ("a compact file rebuilds its basis from the base it loads into, so it cannot move to another one: save it "
+                   "with ap.save(..., basis=True) on its own base to move it" if e['recomputed'] else
+                   "pass check_base=False if you mean to move it to another base")
+            raise AdapterFileError(f"{path}: adapter {e['name']!r} was saved on a different base at layer {n!r} "
+                                   f"({why or 'no fingerprint'}); load it into the model it was trained on, or {fix}")
+
 # %% ../nbs/03_runtime.ipynb #fdb9b404
 @torch.no_grad()
-def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False) -> None:
+def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False, base_dtype: str | None = None) -> None:
     "Rebuild the bases the file left out from the base weights (and the directions it picked), align each direction's sign to the file's, and verify."
     if selected: _check_selection(path, name, targets, adp, ts)
     with attach_scope():
@@ -685,10 +736,15 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False)
         for b, w in want.items():
             err = (sketch(b, getattr(a, b)) - w).abs().max().item()
             if err > 1e-3 * w.square().mean().sqrt().item() + 1e-12:
+                now = _dtype_str(targets[n])
+                why = (f"the file was saved on a {base_dtype} base and this one is {now}: a compact file rebuilds its basis from "
+                       "the weight, and rounding the weight moves its singular directions. Load it into the "
+                       f"{base_dtype} base and cast after (model.to(...) keeps the adapter's dtype), or save it with "
+                       "ap.save(..., basis=True), which loads into either" if base_dtype not in (None, now) else
+                       "was the file saved by another antipasto version, whose decomposition differed? Save the adapter "
+                       "with ap.save(..., basis=True) to store the basis itself")
                 raise AdapterFileError(f"{path}: the basis {b!r} of adapter {name!r} at layer {n!r}, recomputed from the base "
-                                       f"weight, does not reproduce the saved one (sketch error {err:.3g}): was the file saved by another antipasto "
-                                       "version, whose decomposition differed? Save the adapter "
-                                       "with ap.save(..., basis=True) to store the basis itself")
+                                       f"weight, does not reproduce the saved one (sketch error {err:.3g}): {why}")
 
 # %% ../nbs/03_runtime.ipynb #8d95119b
 def load(model: nn.Module, path, name: str | None = None, check_base: bool = True) -> dict[str, Variant]:
@@ -703,15 +759,8 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
         layers = e['layers'] if e['layers'] is not None else _layers_from_keys(e, ts)
         m_, vcls, cfg, targets, adp = _prepare(m, e['cfg'], e['name'], layers=layers, where=str(path))
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'], copy_in=False)
-        if check_base and e['fingerprints'] is not None:
-            for n, l in targets.items():
-                fp = e['fingerprints'].get(n)
-                why = None if fp is None else _fingerprint_mismatch(fp, fingerprint(dense_weight(l)))
-                if fp is None or why:
-                    raise AdapterFileError(f"{path}: adapter {e['name']!r} was saved on a different base at layer {n!r} "
-                                           f"({why or 'no fingerprint'}); load it into the model it was trained on, or pass "
-                                           "check_base=False if you mean to move it to another base")
-        if e['recomputed']: _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'])
+        if check_base and e['fingerprints'] is not None: _check_base(str(path), e, targets, lambda n, l: dense_weight(l))
+        if e['recomputed']: _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'], e['base_dtype'])
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'])
         built.append((cfg, targets, adp, e['name'], e['calibrated']))
     done = []
@@ -730,11 +779,16 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
     entries, ts = _read(path)
     st = _state(model)
     sel = [e for e in entries if name is None or e['name'] == name]
+    if not sel: raise KeyError(f"{path} has no adapter named {name!r}; it has {[e['name'] for e in entries]}")
     for e in sel:
         k = e['name']
         if k not in st.named: raise AdapterFileError(f"{path}: adapter {k!r} is not attached to this model ({list(st.named)})")
         if e['cfg'].to_dict() != st.named[k].cfg.to_dict():
             raise AdapterFileError(f"{path}: adapter {k!r} was saved with another config than the attached one")
+        if any(a.merged for a in st.named[k].adapters.values()):
+            raise RuntimeError(f"adapter {k!r} is merged into the weights, which would keep its old tensors; "
+                               "ap.unmerge(model) first, then restore")
+        if e['fingerprints'] is not None: _check_base(str(path), e, st.named[k].layers, lambda n, l: _base_weight(st, n, l))
     for e in sel:
         a = st.named[e['name']]
         _fill(str(path), e['name'], a.adapters, ts, e['recomputed'], e['selected'], copy_in=False)

@@ -42,7 +42,7 @@ class DeLoRAConfig(AdapterConfig):
 @register
 class DeLoRA(Variant):
     "Normalised low-rank update `B diag(lambda / r / (|a_i| |b_i|)) A diag(w)`; `B = 0` at init."
-    name, config_cls = 'delora', DeLoRAConfig
+    name, config_cls, delta_from_input = 'delora', DeLoRAConfig, True   # W's column norms: a buffer, read at init
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):

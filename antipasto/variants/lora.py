@@ -23,7 +23,7 @@ class LoRAConfig(AdapterConfig):
 @register
 class LoRA(Variant):
     "Low-rank update `y + (alpha/r) B A x`; `B = 0` at init."
-    name, config_cls = 'lora', LoRAConfig
+    name, config_cls, delta_from_input = 'lora', LoRAConfig, True
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):
