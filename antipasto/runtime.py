@@ -262,13 +262,21 @@ def _init(m, vcls, cfg, targets, adp, calibration_data) -> None:
 def _has_hook(d: dict, fn) -> bool: return any(h is fn for h in d.values())
 
 # %% ../nbs/03_runtime.ipynb #44bac8cd
-def _remove_hook(layer, fn, pre: bool) -> None:
-    "Remove the runtime's own hook function from `layer` (found by identity, so a copied model works too)."
+def _remove_hook(layer, fn, pre: bool) -> bool:
+    "Remove the runtime's own hook function from `layer` (found by identity, so a copied model works too); whether it was there."
     d = layer._forward_pre_hooks if pre else layer._forward_hooks
-    for k in [k for k, h in d.items() if h is fn]:
+    keys = [k for k, h in d.items() if h is fn]
+    for k in keys:
         del d[k]
         for extra in (('_forward_pre_hooks_with_kwargs',) if pre else ('_forward_hooks_with_kwargs', '_forward_hooks_always_called')):
             getattr(layer, extra, {}).pop(k, None)
+    return bool(keys)
+
+# %% ../nbs/03_runtime.ipynb #6e6a3944
+def _hooks_changed(m: nn.Module) -> None:
+    "Drop compiled graphs after a hook came or went on `m`, if any part of it was compiled: `torch.compile` does not guard on hook dictionaries, so a graph compiled before would silently run without the new hook (or with the old one)."
+    if any(x.__dict__.get('_is_torch_compile') or x.__dict__.get('_compiled_call_impl') is not None for x in m.modules()):
+        torch.compiler.reset()
 
 # %% ../nbs/03_runtime.ipynb #d64f871f
 def _set_ddp_ignore(m, st) -> None:
@@ -294,14 +302,18 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False) -> None:
             m.register_forward_pre_hook(_wrap_checkpointing, with_kwargs=True)
             st.layouts = hold_layouts(m)   # no bitsandbytes CPU rewrite while attached (see antipasto.layers)
         st.named[name] = _Named(cfg, dict(targets), dict(adp), calibrated)
+        added = first
         for n, l in targets.items():
             if ADAPTER not in l._modules: l.add_module(ADAPTER, _container())
             l._modules[ADAPTER][name] = adp[n]
-            if adp[n].forward_input is not None:
-                if not _has_hook(l._forward_pre_hooks, _pre_hook): l.register_forward_pre_hook(_pre_hook, with_kwargs=True)
-            elif not _has_hook(l._forward_hooks, _post_hook): l.register_forward_hook(_post_hook, with_kwargs=True)
+            pre = adp[n].forward_input is not None
+            if not _has_hook(l._forward_pre_hooks if pre else l._forward_hooks, _pre_hook if pre else _post_hook):
+                if pre: l.register_forward_pre_hook(_pre_hook, with_kwargs=True)
+                else: l.register_forward_hook(_post_hook, with_kwargs=True)
+                added = True
             for p in adp[n].parameters(): p.requires_grad_(True)
         _set_ddp_ignore(m, st)
+        if added: _hooks_changed(m)
     except BaseException:
         _remove(m, st, [name]); raise
 
@@ -316,6 +328,7 @@ def attach(model: nn.Module, cfg: AdapterConfig, calibration_data=None, name: st
 # %% ../nbs/03_runtime.ipynb #fe2d1b51
 def _remove(m, st, sel) -> None:
     "Take the named adapters off through the recorded layer objects; the last one out restores the whole model."
+    removed = False
     for k in sel:
         e = st.named.pop(k, None)
         if e is None: continue
@@ -323,9 +336,10 @@ def _remove(m, st, sel) -> None:
             c = l._modules.get(ADAPTER)
             if c is not None and k in c: del c[k]
             left = list(c.values()) if c is not None else []
-            if not any(a.forward_input is None for a in left): _remove_hook(l, _post_hook, pre=False)
-            if not any(a.forward_input is not None for a in left): _remove_hook(l, _pre_hook, pre=True)
+            if not any(a.forward_input is None for a in left): removed |= _remove_hook(l, _post_hook, pre=False)
+            if not any(a.forward_input is not None for a in left): removed |= _remove_hook(l, _pre_hook, pre=True)
             if c is not None and not left: del l._modules[ADAPTER]
+    if removed: _hooks_changed(m)
     if st.named:
         _set_ddp_ignore(m, st); return
     for p, flag in st.requires_grad: p.requires_grad_(flag)
