@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_runtime.ipynb #b47931c3
 from __future__ import annotations
-import contextvars, copy, json, math, numbers, os, re
+import contextvars, copy, json, math, numbers, os, re, uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -18,9 +18,9 @@ from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layou
 
 # %% auto #0
 __all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR', 'ROWS', 'COLS', 'SIGN_PAIRS',
-           'ADAPTER_FILE', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint', 'attach', 'detach', 'steer',
-           'delta_weight', 'merge', 'unmerge', 'merged_layers', 'fingerprint', 'sketch', 'save', 'AdapterFileError',
-           'read_config', 'load', 'restore', 'AdapterCheckpoints']
+           'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint', 'attach',
+           'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers', 'fingerprint', 'sketch', 'save',
+           'AdapterFileError', 'read_config', 'load', 'restore', 'AdapterCheckpoints']
 
 # %% ../nbs/03_runtime.ipynb #a0db59f2
 ADAPTER = 'ap_adapter'   # the ModuleDict {adapter name: Variant} added to each target layer
@@ -573,6 +573,10 @@ def _file_keys(name, adp: dict, recomputed, selected: bool = False):
 # %% ../nbs/03_runtime.ipynb #5bb41ff3
 def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -> None:
     "Write adapters `name` (None: all): trainable tensors, data-derived bases, base fingerprints; `basis=True` stores every tensor."
+    _save(model, path, name, basis)
+
+def _save(model, path, name=None, basis: bool = False, write: bool = True, meta: dict | None = None) -> None:
+    "`save`, gathering on every rank that calls it and writing only where `write` (FSDP2's gathers are collective); `meta`: extra file metadata."
     st = _state(model)
     tensors, entries = {}, []
     for k in _select(st, name):
@@ -585,10 +589,11 @@ def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -
         entries.append({'name': k, 'config': e.cfg.to_dict(), 'layers': list(e.layers), 'fingerprints': fps,
                         'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked,
                         'base_dtype': _dtype_str(next(iter(e.layers.values())))})
+    if not write: return
     path = str(path)
     tmp = f'{path}.tmp{os.getpid()}'
     try:
-        save_file(tensors, tmp, metadata={'format': FORMAT, 'adapters': json.dumps(entries)})
+        save_file(tensors, tmp, metadata={**(meta or {}), 'format': FORMAT, 'adapters': json.dumps(entries)})
         os.replace(tmp, path)   # atomic: a crash never leaves a truncated adapter file
     finally:
         if os.path.exists(tmp): os.remove(tmp)
@@ -815,26 +820,63 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
 
 # %% ../nbs/03_runtime.ipynb #b2d6ccae
 ADAPTER_FILE = 'antipasto_adapter.safetensors'
+TOKEN_KEY = 'trainer_checkpoint'   # file metadata: the token the checkpoint's trainer_state.json records for its adapter
 _all_ = ['AdapterCheckpoints']
+
+def _tokens(saved) -> list | None:
+    "The adapter tokens a checkpoint's trainer state records (None: it was written without them, so there is nothing to check)."
+    e = saved.get('AdapterCheckpoints') if isinstance(saved, dict) else None
+    toks = [x.get('attributes', {}).get('token') for x in (e if isinstance(e, list) else [e]) if isinstance(x, dict)]
+    return [t for t in toks if isinstance(t, str) and t] or None
+
+def _restore_checkpoint(model, ckpt: str, want: list | None, what: str) -> None:
+    "Restore the adapter file of checkpoint folder `ckpt`, refusing one whose token the loaded trainer state does not name."
+    path = os.path.join(ckpt, ADAPTER_FILE)
+    where = ("ap.AdapterCheckpoints reads the adapter from the checkpoint folder under args.output_dir, since the Trainer does "
+             "not tell its callbacks which folder it loaded: run with output_dir set to the folder that holds the checkpoint")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: there is no adapter file at {path}. {where} (written by a run with "
+                                "ap.AdapterCheckpoints() in its callbacks)")
+    if want is not None:
+        try:
+            with safe_open(path, 'pt') as f: got = (f.metadata() or {}).get(TOKEN_KEY)
+        except Exception: got = None
+        if got not in want:
+            raise RuntimeError(f"{what}: {path} is not the adapter of the checkpoint the Trainer loaded (the tokens in the "
+                               f"two differ: another run wrote this folder). {where}")
+    restore(model, path)
 
 def _adapter_checkpoints() -> type:
     "The `AdapterCheckpoints` class, built on first use: transformers' trainer modules (and the peft and bitsandbytes they import) take seconds to load, and only a `Trainer` run needs them."
-    from transformers.trainer_callback import TrainerCallback
+    import transformers.trainer_callback as tc
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+    exportable = (tc.ExportableState,) if hasattr(tc, 'ExportableState') else ()   # transformers >= 4.42
 
-    class AdapterCheckpoints(TrainerCallback):
-        "Trainer callback: each checkpoint folder also gets the adapter file, and resuming restores the adapter from it exactly."
+    class AdapterCheckpoints(tc.TrainerCallback, *exportable):
+        "Trainer callback: each checkpoint folder also gets the adapter file; resuming and `load_best_model_at_end` restore the adapter of the checkpoint the Trainer loaded, checked by a token in both."
+        def __init__(self, token: str | None = None): self.token = token
+
+        def state(self) -> dict:
+            # called as the Trainer writes a checkpoint's trainer_state.json, just before on_save writes the adapter file
+            self.token = uuid.uuid4().hex
+            return {'args': {}, 'attributes': {'token': self.token}}
+
         def on_save(self, args, state, control, model=None, **kwargs):
-            if state.is_world_process_zero:
-                save(model, os.path.join(args.output_dir, f'{PREFIX_CHECKPOINT_DIR}-{state.global_step}', ADAPTER_FILE))
+            path = os.path.join(args.output_dir, f'{PREFIX_CHECKPOINT_DIR}-{state.global_step}', ADAPTER_FILE)
+            _save(model, path, write=state.is_world_process_zero, meta={TOKEN_KEY: self.token or ''})   # every rank gathers
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if state.global_step == 0: return
-            path = os.path.join(args.output_dir, f'{PREFIX_CHECKPOINT_DIR}-{state.global_step}', ADAPTER_FILE)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"resuming at step {state.global_step}, but {path} is missing: the checkpoint was not "
-                                        "written with ap.AdapterCheckpoints() in the Trainer's callbacks")
-            restore(model, path)
+            _restore_checkpoint(model, os.path.join(args.output_dir, f'{PREFIX_CHECKPOINT_DIR}-{state.global_step}'),
+                                _tokens(state.stateful_callbacks), f"resuming at step {state.global_step}")
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            best = state.best_model_checkpoint
+            if not (args.load_best_model_at_end and best): return   # the Trainer has just loaded the best checkpoint's base
+            try:
+                with open(os.path.join(best, 'trainer_state.json')) as f: saved = json.load(f).get('stateful_callbacks')
+            except (OSError, ValueError): saved = None
+            _restore_checkpoint(model, best, _tokens(saved), "load_best_model_at_end")
     AdapterCheckpoints.__module__, AdapterCheckpoints.__qualname__ = __name__, 'AdapterCheckpoints'   # pickles by name
     return AdapterCheckpoints
 

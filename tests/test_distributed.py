@@ -69,6 +69,13 @@ def worker(mode: str, out_dir: str) -> None:
         path = os.path.join(out_dir, f'{mode}_rank{rank}.safetensors')
         ap.save(wrapped, path)   # every rank: FSDP2's gather is collective
         res['sha'] = _digest(path)
+        if mode == 'fsdp':   # the Trainer callback, called as the Trainer calls it: on every rank, rank 0 the world's zero
+            from transformers import TrainingArguments
+            from transformers.trainer_callback import TrainerState
+            state = TrainerState(); state.global_step, state.is_world_process_zero = 3, rank == 0
+            os.makedirs(os.path.join(out_dir, 'cb', 'checkpoint-3'), exist_ok=True)
+            ap.AdapterCheckpoints().on_save(TrainingArguments(os.path.join(out_dir, 'cb'), use_cpu=True, report_to=[]),
+                                            state, None, model=wrapped)
         if mode == 'ddp':
             fresh = tiny_lm()
             ap.load(fresh, path)
@@ -105,6 +112,10 @@ def test_fsdp2_steer_train_save(tmp_path):
     print(f"FSDP2 step: {res[0]['step_s'] * 1e3:.1f} ms; {res[0]['sharded']} sharded parameters")
     assert res[0]['sharded'] > 0
     assert res[0]['sha'] == res[1]['sha']   # every rank gathers and writes the same adapter file
+    # AdapterCheckpoints gathers on every rank (the gather is collective: saving on rank 0 alone hung) and writes on rank 0
+    from safetensors.torch import load_file
+    saved, cb = load_file(tmp_path / 'fsdp_rank0.safetensors'), load_file(tmp_path / 'cb' / 'checkpoint-3' / 'antipasto_adapter.safetensors')
+    assert saved.keys() == cb.keys() and all(torch.equal(saved[k], cb[k]) for k in saved)
 
 
 if __name__ == '__main__':
