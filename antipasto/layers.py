@@ -27,6 +27,13 @@ def _is_conv1d(layer) -> bool:
     return (type(layer).__name__ == 'Conv1D' and isinstance(getattr(layer, 'nx', None), int)
             and isinstance(getattr(layer, 'nf', None), int))
 
+# %% ../nbs/05_layers.ipynb #89e19e25
+def _quantized(layer: nn.Module, kind: str) -> bool:
+    "Whether the layer's weight holds quantized codes rather than its values: a 4-bit weight once it has a `quant_state` (whatever dtype packs it: FSDP-QLoRA stores the codes in bfloat16), an int8 weight."
+    if kind == 'bnb4': return getattr(layer.weight, 'quant_state', None) is not None
+    if kind == 'bnb8': return not layer.weight.is_floating_point()
+    return False
+
 # %% ../nbs/05_layers.ipynb #b2cec990
 def layer_kind(layer: nn.Module) -> str:
     "`'linear'`, `'conv1d'`, `'bnb4'` or `'bnb8'`; a `TypeError` naming the type for any other layer."
@@ -79,7 +86,7 @@ def dense_weight(layer: nn.Module) -> torch.Tensor:
     "A float32 `(d_out, d_in)` copy of a linear-like layer's weight, dequantized with bitsandbytes' own functions."
     kind, w = layer_kind(layer), layer.weight
     if kind == 'conv1d': return w.detach().to(torch.float32).T.contiguous()  # stored (d_in, d_out): transpose, never reshape
-    if w.is_floating_point(): return w.detach().to(torch.float32).clone()   # nn.Linear, or a bnb layer not yet quantized
+    if not _quantized(layer, kind): return w.detach().to(torch.float32).clone()   # nn.Linear, or a bnb layer not yet quantized
     import bitsandbytes.functional as bF
     if kind == 'bnb4':
         _refuse_packed('', layer)
@@ -92,18 +99,20 @@ def weight_matrix(layer: nn.Module) -> torch.Tensor:
     "The layer's weight as a `(d_out, d_in)` tensor: a view where it is stored densely, a dequantized copy otherwise."
     kind = layer_kind(layer)
     if kind == 'conv1d': return layer.weight.T
-    if layer.weight.is_floating_point(): return layer.weight
+    if not _quantized(layer, kind): return layer.weight
     return dense_weight(layer)
 
 # %% ../nbs/05_layers.ipynb #bb64b0af
-def quantize_linear(lin: nn.Linear, bits: int = 4, quant_type: str = 'nf4', double_quant: bool = False) -> nn.Module:
-    "A bitsandbytes `Linear4bit` (`bits=4`, nf4/fp4) or `Linear8bitLt` (`bits=8`) copy of `lin`, quantized on its device."
+def quantize_linear(lin: nn.Linear, bits: int = 4, quant_type: str = 'nf4', double_quant: bool = False,
+                    quant_storage: torch.dtype = torch.uint8) -> nn.Module:
+    "A bitsandbytes `Linear4bit` (`bits=4`, nf4/fp4, packed into `quant_storage`) or `Linear8bitLt` (`bits=8`) copy of `lin`, quantized on its device."
     import bitsandbytes as bnb
     dev, W = lin.weight.device, lin.weight.detach().float().cpu()
     if bits == 4:
         q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None, compute_dtype=torch.float32,
-                              quant_type=quant_type, compress_statistics=double_quant)
-        q.weight = bnb.nn.Params4bit(W, requires_grad=False, quant_type=quant_type, compress_statistics=double_quant)
+                              quant_type=quant_type, compress_statistics=double_quant, quant_storage=quant_storage)
+        q.weight = bnb.nn.Params4bit(W, requires_grad=False, quant_type=quant_type, compress_statistics=double_quant,
+                                     quant_storage=quant_storage)
     elif bits == 8:
         q = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=lin.bias is not None, has_fp16_weights=False)
         q.weight = bnb.nn.Int8Params(W, requires_grad=False, has_fp16_weights=False)

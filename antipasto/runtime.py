@@ -552,8 +552,9 @@ def _recomputable(e: _Named, a: Variant) -> tuple[list[str], bool]:
 
 # %% ../nbs/03_runtime.ipynb #14a94d5d
 def _dtype_str(layer: nn.Module) -> str:
-    "A layer's stored weight dtype as a file records it ('float32', 'bfloat16'; 'uint8' for a 4-bit layer)."
-    return str(layer.weight.dtype).removeprefix('torch.')
+    "A layer's base precision as a file records it: its weight's dtype ('float32', 'bfloat16'), or 'bnb4' / 'bnb8' (whatever dtype packs the codes)."
+    k = layer_kind(layer)
+    return k if k.startswith('bnb') else str(layer.weight.dtype).removeprefix('torch.')
 
 # %% ../nbs/03_runtime.ipynb #27a6cc1e
 def _index_dtype(a: Variant) -> torch.dtype:
