@@ -200,12 +200,16 @@ def _check_name(name) -> str:
 
 # %% ../nbs/03_runtime.ipynb #3f714834
 def _resolve(m, layers, where) -> dict:
-    "Target layers named in a file: looked up by name (no pattern from the file runs against the model)."
-    from antipasto.targets import is_linear_like
+    "Target layers named in a file: looked up by name (no pattern from the file runs against the model); a peft tuner layer is looked through to its `base_layer`, whichever side of the save peft was on."
+    from antipasto.targets import is_linear_like, wraps_base
+    def get(name):
+        try: return m.get_submodule(name)
+        except AttributeError: return None
     out = {}
     for n in layers:
-        try: l = m.get_submodule(n)
-        except AttributeError: l = None
+        l = get(n)
+        if l is None and n.endswith('.base_layer'): l = get(n.removesuffix('.base_layer'))   # saved under peft, loaded without
+        if l is not None and wraps_base(l): l = l.base_layer                                   # saved without peft, loaded under
         if l is None or not is_linear_like(l):
             raise AdapterFileError(f"{where}: layer {n!r} named in the file is not a linear-like layer of this model; load the "
                                    "file into the base architecture it was saved from")
@@ -342,7 +346,9 @@ def _remove(m, st, sel) -> None:
     if removed: _hooks_changed(m)
     if st.named:
         _set_ddp_ignore(m, st); return
-    for p, flag in st.requires_grad: p.requires_grad_(flag)
+    known = {id(p) for p, _ in st.requires_grad}
+    if all(id(p) in known for p in m.parameters()):   # else a library that added parameters since (peft) owns the flags now
+        for p, flag in st.requires_grad: p.requires_grad_(flag)
     release_layouts(m, st.layouts)
     _remove_hook(m, _wrap_checkpointing, pre=True)
     for x in st.ckpt_layers:

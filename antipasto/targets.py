@@ -10,7 +10,7 @@ from .core import AdapterConfig, ROLES
 from .layers import is_linear_like, dims
 
 # %% auto #0
-__all__ = ['WRITER_NAMES', 'READER_NAMES', 'hidden_size_of', 'layer_index', 'role_of', 'find_targets']
+__all__ = ['WRITER_NAMES', 'READER_NAMES', 'hidden_size_of', 'layer_index', 'role_of', 'wraps_base', 'candidates', 'find_targets']
 
 # %% ../nbs/01_targets.ipynb #d32e0f85
 def hidden_size_of(model: nn.Module) -> int | None:
@@ -45,29 +45,47 @@ def role_of(name: str, layer: nn.Module, hidden: int | None) -> str | None:
     if re.search(READER_NAMES, name): return 'reader'
     return None
 
+# %% ../nbs/01_targets.ipynb #58043c39
+def wraps_base(m) -> bool:
+    "Whether `m` is a peft tuner layer (LoRA's `Linear`, ...) around the model's own layer, its `base_layer`."
+    return type(m).__module__.startswith('peft') and isinstance(getattr(m, 'base_layer', None), nn.Module)
+
+def candidates(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
+    "Every linear-like layer by module name, with the name its patterns, block and role are read from: a peft tuner layer is looked through, so its `base_layer` carries the adapter and answers to the wrapped layer's name (peft's own `lora_A`, `lora_B` are never candidates)."
+    mods = dict(model.named_modules())
+    tuners = [n + '.' for n, m in mods.items() if n and wraps_base(m)]
+    out = {}
+    for n, m in mods.items():
+        if not n or not is_linear_like(m) or wraps_base(m): continue
+        t = next((t for t in tuners if n.startswith(t)), None)
+        if t is not None and n != t + 'base_layer': continue   # inside a tuner: peft's own tensors
+        out[n] = (t[:-1] if t is not None else n, m)
+    return out
+
 # %% ../nbs/01_targets.ipynb #c9bf330d
 def find_targets(model: nn.Module, cfg: AdapterConfig) -> dict[str, nn.Module]:
     "The linear-like modules of `model` that `cfg` selects, by name; raises if none or if a selection is ambiguous."
-    linears = {n: m for n, m in model.named_modules() if n and is_linear_like(m)}
+    linears = candidates(model)
     hidden = hidden_size_of(model) if cfg.target_roles else None
     if cfg.target_roles and hidden is None:
         raise ValueError("target_roles needs the model width; the model has no config.hidden_size and no input "
                          "embeddings. Select layers with target_names instead")
     if cfg.layers is not None:
-        have = sorted({i for n in linears if (i := layer_index(n)) is not None})
+        have = sorted({i for k, _ in linears.values() if (i := layer_index(k)) is not None})
         missing = sorted(set(cfg.layers) - set(have))
         if missing: raise ValueError(f"layers={cfg.layers}: block(s) {missing} not in the model (it has {have})")
     out = {}
-    for n, m in linears.items():
-        if cfg.target_names and not any(re.search(p, n) for p in cfg.target_names): continue
-        if any(re.search(p, n) for p in cfg.exclude_names): continue
-        if cfg.layers is not None and layer_index(n) not in cfg.layers: continue
+    for n, (k, m) in linears.items():
+        hit = lambda pats: any(re.search(p, k) or re.search(p, n) for p in pats)   # the wrapped name, or the module's own
+        if cfg.target_names and not hit(cfg.target_names): continue
+        if hit(cfg.exclude_names): continue
+        if cfg.layers is not None and layer_index(k) not in cfg.layers: continue
         if cfg.target_roles:
-            if layer_index(n) is None: continue  # a pooler or head outside the blocks has no role
-            role = role_of(n, m, hidden)
+            if layer_index(k) is None: continue  # a pooler or head outside the blocks has no role
+            role = role_of(k, m, hidden)
             if role is None:
                 i, o = dims(m)
-                raise ValueError(f"cannot infer the role of {n!r} ({i}->{o}, d_model={hidden}): "
+                raise ValueError(f"cannot infer the role of {k!r} ({i}->{o}, d_model={hidden}): "
                                  "select it with target_names (and target_roles=()) or exclude it with exclude_names")
             if role not in cfg.target_roles: continue
         out[n] = m
