@@ -15,6 +15,7 @@ from .targets import find_targets, layer_index
 from .calibration import calibration_pass
 from .cost import variant_names, is_family
 from .train import fit, trainable, provenance, run_id, csv_list, default_targets, run_config, has_rank
+from .train import positive_int, positive_float, int_list, writable_dir
 from .train import world, init_distributed  # re-exported for tests/test_ddp.py until it imports antipasto.train
 
 # %% auto #0
@@ -413,18 +414,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--teachers', help=f"comma-separated teachers (default: all of {','.join(TEACHERS)})")
     p.add_argument('--objectives', default=','.join(DEFAULT_OBJECTIVES), help="where students are trained and scored: "
                    "layer (outputs of the edited projections), block (the last edited block's output); default layer")
-    p.add_argument('--steps', type=int, default=150, help="training steps per run (default 150)")
+    p.add_argument('--steps', type=positive_int, default=150, help="training steps per run (default 150)")
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default='results', help="output folder (default results)")
-    p.add_argument('--layers', default=','.join(map(str, BLOCKS)), help="edited MiniLM blocks, consecutive (default 1,2)")
-    p.add_argument('--r', type=int, default=BENCH_R, help=f"rank of LoRA-likes (default {BENCH_R})")
-    p.add_argument('--family-r', type=int, default=BENCH_FAMILY_R, help=f"rank of the family (default {BENCH_FAMILY_R})")
-    p.add_argument('--lr', type=float, help="one learning rate for every variant (default: per variant, see BENCH_LR)")
-    p.add_argument('--sentences', type=int, default=320, help="corpus size (default 320)")
-    p.add_argument('--heldout', type=int, default=64, help="held-out sentences (default 64)")
+    p.add_argument('--out', type=writable_dir, default='results', help="output folder (default results)")
+    p.add_argument('--layers', type=int_list, default=','.join(map(str, BLOCKS)), help="edited MiniLM blocks, consecutive (default 1,2)")
+    p.add_argument('--r', type=positive_int, default=BENCH_R, help=f"rank of LoRA-likes (default {BENCH_R})")
+    p.add_argument('--family-r', type=positive_int, default=BENCH_FAMILY_R, help=f"rank of the family (default {BENCH_FAMILY_R})")
+    p.add_argument('--lr', type=positive_float, help="one learning rate for every variant (default: per variant, see BENCH_LR)")
+    p.add_argument('--sentences', type=positive_int, default=320, help="corpus size (default 320)")
+    p.add_argument('--heldout', type=positive_int, default=64, help="held-out sentences (default 64)")
     p.add_argument('--calib', choices=['yes', 'no'], default='yes', help="no: variants whose calibration is optional "
                    "(the family's data-driven selection) attach without data, on the plain top-r basis (default yes)")
-    p.add_argument('--threads', type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument('--threads', type=positive_int, help="torch CPU threads (default: torch's)")
     return p.parse_args(argv)
 
 def main(argv=None) -> int:
@@ -432,9 +433,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
-    layers = tuple(int(x) for x in csv_list(a.layers))
+    layers = tuple(a.layers)
     if list(layers) != list(range(layers[0], layers[0] + len(layers))):
-        print(f"--layers {a.layers}: give consecutive blocks (the compare point is the last one's output)", file=sys.stderr)
+        print(f"--layers {','.join(map(str, layers))}: give consecutive blocks (the compare point is the last one's output)", file=sys.stderr)
         return 2
     rid, prov = run_id('recovery', a.seed), provenance()
     log = lambda s: print(s, file=sys.stderr, flush=True)

@@ -7,11 +7,21 @@ from __future__ import annotations
 import importlib, sys
 
 # %% auto #0
-__all__ = ['COMMANDS', 'command', 'main']
+__all__ = ['COMMANDS', 'SUMMARY', 'usage', 'command', 'main']
 
 # %% ../nbs/49_cli.ipynb #7630f4cc
 COMMANDS = {'recovery': ('antipasto.bench', 'main'), 'gsm8k': ('antipasto.gsm8k', 'gsm8k_main'),
             'probe': ('antipasto.probe', 'probe_main'), 'steer': ('antipasto.steer_bench', 'main')}
+SUMMARY = {'recovery': "recovery benchmark: every variant trained to reproduce a known edit of MiniLM (the default)",
+           'steer': "steering benchmark on MiniLM: adapters and steering vectors on held-out sentences",
+           'probe': "attach one variant to a local model and check it",
+           'gsm8k': "train one variant on MetaMathQA and score GSM8K accuracy"}
+
+def usage() -> str:
+    "What `antipasto-bench --help` prints: the sub-commands, one line each."
+    lines = ["usage: antipasto-bench [SUB] [ARGS]", "", "sub-commands (each answers SUB --help with its own options):"]
+    return '\n'.join(lines + [f"  {k:<9} {v}" for k, v in SUMMARY.items()] +
+                     ["", "With no sub-command (or arguments that start with an option) it runs recovery."])
 
 # %% ../nbs/49_cli.ipynb #c23e63ae
 def command(argv: list[str]) -> tuple[str, list[str]]:
@@ -26,7 +36,9 @@ def command(argv: list[str]) -> tuple[str, list[str]]:
 # %% ../nbs/49_cli.ipynb #e583523d
 def main(argv: list[str] | None = None) -> int:
     "Console entry point `antipasto-bench [SUB] ARGS`: run the sub-command, return its exit status (2: no such sub-command)."
-    try: name, rest = command(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (['-h'], ['--help']): print(usage()); return 0
+    try: name, rest = command(argv)
     except ValueError as e:
         print(f"antipasto-bench: {e}", file=sys.stderr); return 2
     module, fn = COMMANDS[name]

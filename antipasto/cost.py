@@ -17,7 +17,7 @@ from .layers import hold_layouts
 from .architectures import quantize_blocks, QUANTS
 from .targets import find_targets
 from .testing import model_out, dispatched_ops
-from .train import run_config, has_rank, csv_list
+from .train import run_config, has_rank, csv_list, writable_file, device_arg
 
 # %% auto #0
 __all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'LLAMA3_8B', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'NOCALIB', 'M_MMAP_THRESHOLD',
@@ -516,8 +516,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--quant', choices=sorted(QUANTS), help="replace the blocks' linear layers by bitsandbytes 4-bit (nf4, fp4) or "
                    "8-bit (int8) ones before measuring (attach_peak_MiB: the dense copies the decomposition needs)")
     p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'], help="base model dtype")
-    p.add_argument('--device', help="cpu or cuda (default: cuda when available)")
-    p.add_argument('--out', default='results/cost.tsv', help="TSV output path (default results/cost.tsv)")
+    p.add_argument('--device', type=device_arg, help="cpu or cuda (default: cuda when available)")
+    p.add_argument('--out', type=writable_file, default='results/cost.tsv', help="TSV output path (default results/cost.tsv)")
     p.add_argument('--references', type=csv_list, default=['base', 'peft_lora'], help=f"reference rows, of {list(REFERENCES)} "
                    "(default base,peft_lora; peft_pissa* rows time the attach only)")
     p.add_argument('--no-calib', type=csv_list, default=[], help="variants to measure a second time without calibration data")
@@ -535,6 +535,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         if v is not None and v < 1: p.error(f"--{k.replace('_', '-')} must be >= 1, got {v}")
     if a.decode_tokens < 0: p.error(f"--decode-tokens must be >= 0, got {a.decode_tokens}")
     if a.seq < 2: p.error("--seq must be >= 2 (the loss predicts the next token)")
+    import antipasto  # registers every variant, so the names below can be checked before any model is built
+    try: names = variant_names(a.variants)
+    except ValueError as e: p.error(str(e))
+    bad = [n for n in a.references if n not in REFERENCES]
+    if bad: p.error(f"--references: unknown {bad}; choose from {list(REFERENCES)}")
+    bad = [n for n in a.no_calib if n not in names]
+    if bad: p.error(f"--no-calib: {bad} are not among the measured variants {names}")
+    if a.model and a.model not in PRESETS:
+        from transformers import AutoConfig
+        try: AutoConfig.from_pretrained(a.model, local_files_only=True)
+        except (OSError, ValueError): p.error(f"--model: no model config found offline at {a.model!r}; pass a local folder "
+                                              "written by save_pretrained, or a hub name already in the local cache")
     return a
 
 # %% ../nbs/40_cost.ipynb #484a9d99

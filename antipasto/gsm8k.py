@@ -13,6 +13,7 @@ from .runtime import attach, save
 from .targets import find_targets
 from .cost import is_family
 from .train import fit, init_distributed, finish_distributed, world, trainable, provenance, default_targets, csv_list, run_config
+from .train import positive_int, positive_float, nonneg_float, int_list, writable_dir
 
 # %% auto #0
 __all__ = ['NUMBER', 'MARKER', 'TRAIN_FIELDS', 'TEST_FIELDS', 'PROMPT', 'ANSWER_IS', 'DEFAULT_MODEL', 'GSM8K_R', 'GSM8K_FAMILY_R',
@@ -267,30 +268,32 @@ def parse_gsm8k_args(argv=None) -> argparse.Namespace:
     p.add_argument('--model', default=DEFAULT_MODEL, help=f"hub name or local folder (default {DEFAULT_MODEL})")
     p.add_argument('--train-file', help="MetaMathQA-schema JSON lines (query, response); default: the hub dataset")
     p.add_argument('--test-file', help="GSM8K-schema JSON lines (question, answer); default: the hub test split")
-    p.add_argument('--steps', type=int, default=5000)
-    p.add_argument('--batch-size', type=int, default=4, help="per process (default 4)")
-    p.add_argument('--lr', type=float, help="default: 1e-4; delora 1e-3; ia3, ia3_ff, family 5e-3")
-    p.add_argument('--r', type=int, default=GSM8K_R, help=f"rank of LoRA-likes (default {GSM8K_R})")
-    p.add_argument('--family-r', type=int, default=GSM8K_FAMILY_R, help=f"rank of the family (default {GSM8K_FAMILY_R})")
+    p.add_argument('--steps', type=positive_int, default=5000)
+    p.add_argument('--batch-size', type=positive_int, default=4, help="per process (default 4)")
+    p.add_argument('--lr', type=positive_float, help="default: 1e-4; delora 1e-3; ia3, ia3_ff, family 5e-3")
+    p.add_argument('--r', type=positive_int, default=GSM8K_R, help=f"rank of LoRA-likes (default {GSM8K_R})")
+    p.add_argument('--family-r', type=positive_int, default=GSM8K_FAMILY_R, help=f"rank of the family (default {GSM8K_FAMILY_R})")
     p.add_argument('--targets', help="comma-separated target-name regexes (default: the variant's own)")
-    p.add_argument('--layers', type=lambda s: [int(x) for x in s.split(',')], help="block indices (default: all)")
+    p.add_argument('--layers', type=int_list, help="block indices (default: all)")
     p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE', help="any other config field, e.g. lora_rank=4")
     p.add_argument('--warmup-ratio', type=float, default=0.03)
-    p.add_argument('--clip', type=float, default=1.0, help="gradient-norm clip (0: none)")
-    p.add_argument('--max-len', type=int, default=512, help="longer training examples are dropped (counted); a longer test prompt is an error")
-    p.add_argument('--max-new-tokens', type=int, default=256)
-    p.add_argument('--eval-batch-size', type=int, default=16)
-    p.add_argument('--n-train', type=int, help="use only the first N training records")
-    p.add_argument('--n-test', type=int, help="score only the first N test problems")
-    p.add_argument('--calib-batches', type=int, default=8, help="batches of training data for variants that calibrate")
+    p.add_argument('--clip', type=nonneg_float, default=1.0, help="gradient-norm clip (0: none)")
+    p.add_argument('--max-len', type=positive_int, default=512, help="longer training examples are dropped (counted); a longer test prompt is an error")
+    p.add_argument('--max-new-tokens', type=positive_int, default=256)
+    p.add_argument('--eval-batch-size', type=positive_int, default=16)
+    p.add_argument('--n-train', type=positive_int, help="use only the first N training records")
+    p.add_argument('--n-test', type=positive_int, help="score only the first N test problems")
+    p.add_argument('--calib-batches', type=positive_int, default=8, help="batches of training data for variants that calibrate")
     p.add_argument('--dtype', choices=['float32', 'bfloat16'], help="default: bfloat16 on CUDA, float32 on CPU")
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default='results', help="output folder (default results)")
+    p.add_argument('--out', type=writable_dir, default='results', help="output folder (default results)")
     p.add_argument('--save-adapter', action='store_true', help="also write the trained adapter (<run_id>.safetensors)")
     p.add_argument('--no-progress', action='store_true', help="no progress bars")
     a = p.parse_args(argv)
     bad = [f for f in a.set if '=' not in f]
     if bad: p.error(f"--set takes FIELD=VALUE, got {bad}")
+    if not 0 <= a.warmup_ratio < 1 or round(a.warmup_ratio * a.steps) >= a.steps:
+        p.error(f"--warmup-ratio must be in [0, 1) and leave a step after the warm-up, got {a.warmup_ratio} of {a.steps} steps")
     return a
 
 # %% ../nbs/43_gsm8k.ipynb #3341b4af

@@ -14,6 +14,7 @@ from .runtime import attach, detach, save, load, adapters
 from .targets import find_targets
 from .testing import model_out, snapshot, assert_unchanged, SENTENCES
 from .cost import load_pretrained, random_batch, task_loss, vocab_size
+from .train import positive_int, positive_float, device_arg
 
 # %% auto #0
 __all__ = ['ulp', 'reload_tol', 'ProbeRun', 'start_probe', 'check_targets', 'check_trainable_only', 'check_grads', 'check_train',
@@ -227,17 +228,17 @@ def parse_probe_args(argv=None) -> argparse.Namespace:
                                 "model and check it: exact targets, adapter-only grads, perturbation, save/load, detach.")
     p.add_argument('--model', required=True, help="local model folder (save_pretrained output) or a cached hub name")
     p.add_argument('--variant', default='lora', help="registered variant name (default lora)")
-    p.add_argument('--r', type=int, help="rank (default: the variant's)")
+    p.add_argument('--r', type=positive_int, help="rank (default: the variant's)")
     p.add_argument('--targets', help="comma-separated target-name regexes (default: the variant's)")
     p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE', help="any other config field (repeatable)")
     p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'], help="base model dtype")
     p.add_argument('--tokenizer', help="tokenizer folder (default: --model; without one, random token ids are used)")
-    p.add_argument('--max-length', type=int, default=32)
+    p.add_argument('--max-length', type=positive_int, default=32)
     p.add_argument('--calibrate', choices=['auto', 'yes', 'no'], default='auto',
                    help="pass calibration data (auto: when the variant takes it)")
-    p.add_argument('--steps', type=int, default=2, help="Adam steps before the perturbation and reload checks")
-    p.add_argument('--lr', type=float, default=1e-3)
-    p.add_argument('--device', help="cpu or cuda (default: cuda when available)")
+    p.add_argument('--steps', type=positive_int, default=2, help="Adam steps before the perturbation and reload checks")
+    p.add_argument('--lr', type=positive_float, default=1e-3)
+    p.add_argument('--device', type=device_arg, help="cpu or cuda (default: cuda when available)")
     p.add_argument('--json', action='store_true', help="print the findings as JSON instead of text")
     return p.parse_args(argv)
 

@@ -11,6 +11,7 @@ from .core import config_for
 from .runtime import attach, detach, steer, adapters
 from .steering import builtin_pairs, train_steering, SteeringVector, embed, ByteTokenizer
 from .bench import provenance, run_id, write_tsv
+from .train import positive_int, nonneg_int, float_list, writable_dir, csv_list
 
 # %% auto #0
 __all__ = ['HELD_OUT', 'PROBE_POS', 'PROBE_NEG', 'QUERIES', 'TARGETS', 'BLOCKS', 'COEFFS', 'METHODS', 'DEFAULT_METHODS',
@@ -221,26 +222,28 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 "sentences written differently, along a probe fitted on separately written labelled sentences.")
     p.add_argument('--methods', default=','.join(DEFAULT_METHODS),
                    help=f"comma-separated, of {','.join(METHODS)} (default {','.join(DEFAULT_METHODS)})")
-    p.add_argument('--steps', type=int, default=60, help="training steps per adapter (default 60)")
-    p.add_argument('--pairs', type=int, default=96, help="training pairs (default 96)")
-    p.add_argument('--batch-size', type=int, default=8, help="pairs per step (default 8)")
-    p.add_argument('--coeffs', default=','.join(map(str, COEFFS)), help="coefficients to evaluate (must include -1, 0, 1)")
+    p.add_argument('--steps', type=positive_int, default=60, help="training steps per adapter (default 60)")
+    p.add_argument('--pairs', type=positive_int, default=96, help="training pairs (default 96)")
+    p.add_argument('--batch-size', type=positive_int, default=8, help="pairs per step (default 8)")
+    p.add_argument('--coeffs', type=float_list, default=','.join(map(str, COEFFS)), help="coefficients to evaluate (must include -1, 0, 1)")
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default=os.path.join('results', 'steer'), help="output folder (default results/steer)")
-    p.add_argument('--mechanics-steps', type=int, default=10, help="steps of the tiny causal LM mechanics run (0: skip)")
-    p.add_argument('--threads', type=int, default=1, help="torch CPU threads (default 1: MiniLM on a few short sentences gains "
+    p.add_argument('--out', type=writable_dir, default=os.path.join('results', 'steer'), help="output folder (default results/steer)")
+    p.add_argument('--mechanics-steps', type=nonneg_int, default=10, help="steps of the tiny causal LM mechanics run (0: skip)")
+    p.add_argument('--threads', type=positive_int, default=1, help="torch CPU threads (default 1: MiniLM on a few short sentences gains "
                    "little from a second thread, and on a busy machine extra threads made the run several times slower)")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    bad = [m for m in csv_list(a.methods) if m not in METHODS]
+    if bad: p.error(f"--methods: unknown {bad}; choose from {list(METHODS)}")
+    if not {-1.0, 0.0, 1.0} <= set(a.coeffs): p.error(f"--coeffs must include -1, 0 and 1, got {a.coeffs}")
+    n = len(builtin_pairs('sentiment'))
+    if a.pairs > n: p.error(f"--pairs must be at most {n} (the built-in sentiment pairs), got {a.pairs}")
+    return a
 
 # %% ../nbs/44_steer_bench.ipynb #e60ccf67
 def main(argv=None) -> int:
     "`antipasto-bench steer`: the table, the dose-response figure and the TSV; returns the exit status."
-    args = parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(',') if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad: print(f"unknown method(s) {bad}; choose from {list(METHODS)}", file=sys.stderr); return 2
-    coeffs = sorted({float(c) for c in args.coeffs.split(',')})
-    if not {-1.0, 0.0, 1.0} <= set(coeffs): print("--coeffs must include -1, 0 and 1", file=sys.stderr); return 2
+    args = parse_args(argv)   # refuses bad arguments (exit status 2) before any model is loaded
+    methods, coeffs = csv_list(args.methods), sorted(set(args.coeffs))
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try: return _run(args, methods, coeffs)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/38_train.ipynb #6065fb5c
 from __future__ import annotations
-import datetime, math, os, subprocess, time
+import argparse, contextlib, datetime, io, math, os, subprocess, time
 from dataclasses import fields
 import torch
 from torch import nn
@@ -14,7 +14,9 @@ from .layers import dims
 
 # %% auto #0
 __all__ = ['cosine_lr', 'world', 'init_distributed', 'finish_distributed', 'shard', 'trainable', 'fit', 'has_rank',
-           'default_targets', 'run_config', 'provenance', 'run_id', 'csv_list']
+           'default_targets', 'run_config', 'provenance', 'run_id', 'csv_list', 'positive_int', 'nonneg_int',
+           'positive_float', 'nonneg_float', 'int_list', 'float_list', 'writable_dir', 'writable_file', 'device_arg',
+           'refusal']
 
 # %% ../nbs/38_train.ipynb #242f8c51
 def cosine_lr(step: int, total: int, warmup: int = 0) -> float:
@@ -161,3 +163,79 @@ def run_id(kind: str, seed: int) -> str:
 def csv_list(s: str | None) -> list[str] | None:
     "A comma-separated command-line value as a list of stripped, non-empty items (None stays None)."
     return None if s is None else [x.strip() for x in s.split(',') if x.strip()]
+
+# %% ../nbs/38_train.ipynb #92a3a5e4
+def _checked(s: str, conv, ok, what: str):
+    "`conv(s)` when it converts and `ok` holds for the result, else argparse's error: the value must be `what`."
+    try: v = conv(s)
+    except ValueError: v = None
+    if v is None or not ok(v): raise argparse.ArgumentTypeError(f"must be {what}, got {s!r}")
+    return v
+
+def positive_int(s: str) -> int:
+    "argparse `type=`: an integer >= 1 (a count of steps, pairs, threads or examples; a rank)."
+    return _checked(s, int, lambda v: v >= 1, 'an integer >= 1')
+
+def nonneg_int(s: str) -> int:
+    "argparse `type=`: an integer >= 0 (for counts where 0 means 'skip')."
+    return _checked(s, int, lambda v: v >= 0, 'an integer >= 0')
+
+def positive_float(s: str) -> float:
+    "argparse `type=`: a finite number > 0 (a learning rate)."
+    return _checked(s, float, lambda v: 0 < v < math.inf, 'a number > 0')
+
+def nonneg_float(s: str) -> float:
+    "argparse `type=`: a finite number >= 0."
+    return _checked(s, float, lambda v: 0 <= v < math.inf, 'a number >= 0')
+
+def int_list(s: str) -> list[int]:
+    "argparse `type=`: comma-separated integers >= 0 (block indices), at least one."
+    return _checked(s, lambda s: [int(x) for x in csv_list(s)], lambda v: v and min(v) >= 0, 'comma-separated integers >= 0')
+
+def float_list(s: str) -> list[float]:
+    "argparse `type=`: comma-separated finite numbers (coefficients), at least one."
+    return _checked(s, lambda s: [float(x) for x in csv_list(s)], lambda v: v and all(map(math.isfinite, v)),
+                    'comma-separated numbers')
+
+# %% ../nbs/38_train.ipynb #4631cc62
+def _blocked(folder: str) -> str | None:
+    "Why `folder` can be neither used nor created (a file on its path, no write permission), else None."
+    p = os.path.abspath(folder)
+    while not os.path.exists(p) and os.path.dirname(p) != p: p = os.path.dirname(p)
+    if not os.path.isdir(p): return f"{p} is a file, not a folder"
+    if not os.access(p, os.W_OK | os.X_OK): return f"{p} is not writable"
+    return None
+
+def writable_dir(s: str) -> str:
+    "argparse `type=`: an output folder that exists or can be created."
+    why = _blocked(s)
+    if why: raise argparse.ArgumentTypeError(f"cannot write into {s!r}: {why}")
+    return s
+
+def writable_file(s: str) -> str:
+    "argparse `type=`: an output file path: not a folder, in a folder that exists or can be created."
+    if os.path.isdir(s): raise argparse.ArgumentTypeError(f"{s!r} is a folder; give a file path")
+    why = _blocked(os.path.dirname(os.path.abspath(s)))
+    if why: raise argparse.ArgumentTypeError(f"cannot write {s!r}: {why}")
+    return s
+
+# %% ../nbs/38_train.ipynb #1b6ece7b
+def device_arg(s: str) -> str:
+    "argparse `type=`: a torch device this machine has (`cuda` refused without CUDA)."
+    try: d = torch.device(s)
+    except RuntimeError: raise argparse.ArgumentTypeError(f"{s!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if d.type == 'cuda' and not torch.cuda.is_available(): raise argparse.ArgumentTypeError(f"{s!r}: CUDA is not available here")
+    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{s!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return s
+
+# %% ../nbs/38_train.ipynb #ef51b7de
+def refusal(parse, argv: list[str]) -> str:
+    "The error line `parse(argv)` writes when its parser refuses `argv`; fails unless it exits with status 2 (for tests)."
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try: parse(argv)
+        except SystemExit as e:
+            if e.code != 2: raise AssertionError(f"{argv}: exit status {e.code}, not 2") from None
+            return err.getvalue().strip().splitlines()[-1]
+    raise AssertionError(f"{argv} was accepted")
