@@ -14,8 +14,8 @@ from .targets import layer_index
 # %% auto #0
 __all__ = ['CONCEPTS', 'FLIP', 'DEFAULTS', 'expand_pair', 'contrastive_pairs', 'builtin_pairs', 'blocks', 'encode', 'pool', 'run',
            'embed', 'ByteTokenizer', 'loss_subspace', 'antiparallel_loss', 'monotonic_loss', 'tv_coherence',
-           'drift_coherence', 'sequence_logp', 'can_flip', 'flip_sign', 'default_layer', 'steering_step', 'pair_shift',
-           'train_steering', 'SteeringVector']
+           'drift_coherence', 'sequence_logp', 'can_flip', 'flip_sign', 'default_layer', 'model_kind', 'steering_step',
+           'pair_shift', 'preference', 'train_steering', 'SteeringVector']
 
 # %% ../nbs/26_steering.ipynb #bdb45611
 _SLOT = re.compile(r'\{([^{}|]*)\|([^{}|]*)\}')
@@ -38,12 +38,16 @@ def contrastive_pairs(templates, word_pairs=None, suffixes=None, n: int | None =
         if '{}' in t:
             if not word_pairs: raise ValueError(f"template {t!r} has a '{{}}' slot but no word_pairs were given")
             if t.count('{}') != 1: raise ValueError(f"template {t!r} has {t.count('{}')} '{{}}' slots; use exactly one")
-            out += [(t.replace('{}', a), t.replace('{}', b)) for a, b in word_pairs]
+            tp, tn = expand_pair(t) if _SLOT.search(t) else (t, t)   # a `{a|b}` slot beside the `{}` one is expanded too
+            out += [(tp.replace('{}', a), tn.replace('{}', b)) for a, b in word_pairs]
         else: out.append(expand_pair(t))
+    same = [p for p, q in out if p == q]
+    if same: raise ValueError(f"the templates make the same text on both sides ({same[0]!r}); each word pair must differ")
     if suffixes: out = [(p + ' ' + s, q + ' ' + s) for (p, q), s in itertools.product(out, suffixes)]
     out = list(dict.fromkeys(out))
     random.Random(seed).shuffle(out)
     if n is not None:
+        if not (isinstance(n, int) and n >= 1): raise ValueError(f"n={n!r} must be a positive int (or None for all pairs)")
         if n > len(out): raise ValueError(f"n={n} but the templates make only {len(out)} distinct pairs; "
                                           "add templates, word pairs or suffixes")
         out = out[:n]
@@ -75,11 +79,35 @@ def builtin_pairs(concept: str = 'honesty', n: int | None = None, seed: int = 0)
     return contrastive_pairs(**CONCEPTS[concept], n=n, seed=seed)
 
 # %% ../nbs/26_steering.ipynb #4e107403
+def _text_depth(model) -> int | None:
+    "num_hidden_layers of the model's text config (a VLM's language model), when the config says."
+    cfg = getattr(model, 'config', None)
+    try: cfg = cfg.get_text_config() if hasattr(cfg, 'get_text_config') else cfg
+    except Exception: pass
+    n = getattr(cfg, 'num_hidden_layers', None)
+    return n if isinstance(n, int) and n > 0 else None
+
+def _text_root(model) -> nn.Module:
+    "The text stack the model names itself (`get_decoder()`: a causal LM's or VLM's language model, an encoder's base), else the model."
+    get = getattr(model, 'get_decoder', None)
+    try: d = get() if callable(get) else None
+    except Exception: d = None
+    return d if isinstance(d, nn.Module) else model
+
 def blocks(model: nn.Module) -> nn.ModuleList:
-    "The model's transformer blocks: its longest `nn.ModuleList`."
-    best = max((m for m in model.modules() if isinstance(m, nn.ModuleList)), key=len, default=None)
-    if best is None or len(best) == 0: raise ValueError(f"{type(model).__name__} has no nn.ModuleList of blocks")
-    return best
+    "The model's stack of text blocks: the longest `nn.ModuleList` in its text model, of the text config's depth when it has one."
+    named = lambda root: [(n, m) for n, m in root.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    cands = named(_text_root(model)) or named(model)
+    if not cands: raise ValueError(f"{type(model).__name__} has no nn.ModuleList of blocks")
+    depth = _text_depth(model)
+    if depth is not None and any(len(m) == depth for _, m in cands): cands = [(n, m) for n, m in cands if len(m) == depth]
+    top = max(len(m) for _, m in cands)
+    best = [(n, m) for n, m in cands if len(m) == top]
+    if len({id(m) for _, m in best}) > 1:
+        raise ValueError(f"{type(model).__name__}: cannot tell which stack holds the text blocks, {[n for n, _ in best]} are all "
+                         f"{top} long; steering needs one unambiguous stack (a model with get_decoder() naming its language model, "
+                         "or a text config whose num_hidden_layers matches one of them)")
+    return best[0][1]
 
 # %% ../nbs/26_steering.ipynb #68d4e2af
 def encode(tokenizer, texts, max_length: int = 64, device=None) -> dict:
@@ -217,6 +245,17 @@ def _check_pairs(pairs) -> list:
         if p[0] == p[1]: raise ValueError(f"pairs[{i}] has the same text twice ({p[0]!r}); the two sides must differ")
     return pairs
 
+# %% ../nbs/26_steering.ipynb #9581df08
+def _check_tokens(tokenizer, pairs, max_length: int) -> None:
+    "Refuse pairs whose two sides encode to the same ids once truncated to `max_length` tokens."
+    ids = lambda t: list(tokenizer(t, truncation=True, max_length=max_length)['input_ids'])
+    same = [i for i, (p, q) in enumerate(pairs) if ids(p) == ids(q)]
+    if same:
+        more = f" (and {len(same) - 1} more: pairs{same[1:6]}{'...' if len(same) > 6 else ''})" if len(same) > 1 else ''
+        raise ValueError(f"pairs[{same[0]}]{more} encode to the same tokens once truncated to max_length={max_length}: its two "
+                         "texts differ only past that length (or only in what the tokenizer drops), so it would train nothing "
+                         "and dilute the other pairs; raise max_length or shorten the shared prefix")
+
 # %% ../nbs/26_steering.ipynb #21ea6c92
 def default_layer(model: nn.Module, name: str | None = None) -> int:
     "The deepest block that carries an attached adapter (so every adapter sits upstream of the loss)."
@@ -225,7 +264,29 @@ def default_layer(model: nn.Module, name: str | None = None) -> int:
     return max(idx) if idx else len(blocks(model)) - 1
 
 # %% ../nbs/26_steering.ipynb #9e4d3723
-def _is_causal(out) -> bool: return getattr(out, 'logits', None) is not None and out.logits.ndim == 3
+def model_kind(model: nn.Module, out=None) -> str:
+    "'causal' for a next-token model (causal-LM class, decoder config, or a generating model), else 'encoder'; an encoder-decoder is refused."
+    cfg, cls = getattr(model, 'config', None), type(model).__name__
+    if cfg is None:  # not a transformers model: judge by an output, 3-D logits read as next-token logits
+        return 'causal' if getattr(out, 'logits', None) is not None and out.logits.ndim == 3 else 'encoder'
+    if getattr(cfg, 'is_encoder_decoder', False):
+        raise ValueError(f"{cls} is an encoder-decoder model; the steering objective runs one stack on the pair texts "
+                         "(a causal LM or an encoder): steer its encoder or its decoder as a model of its own")
+    if cls.endswith('ForMaskedLM'): return 'encoder'
+    if getattr(cfg, 'is_decoder', False) or cls.endswith(('ForCausalLM', 'LMHeadModel')): return 'causal'
+    try: from transformers import GenerationMixin
+    except ImportError: return 'encoder'
+    return 'causal' if isinstance(model, GenerationMixin) else 'encoder'
+
+def _last_hidden(out) -> torch.Tensor:
+    "The encoder's output states: `last_hidden_state`, else the last of `hidden_states` (a masked LM's output has only those)."
+    h = getattr(out, 'last_hidden_state', None)
+    if h is None:
+        hs = getattr(out, 'hidden_states', None)
+        h = hs[-1] if hs else None
+    if h is None: raise ValueError(f"the model's output ({type(out).__name__}) has neither last_hidden_state nor hidden_states; "
+                                   "the encoder objective needs its output states")
+    return h
 
 # %% ../nbs/26_steering.ipynb #2bcf871e
 def _separations(model, batch, layer, n):
@@ -235,10 +296,15 @@ def _separations(model, batch, layer, n):
     return z[:n] - z[n:], out
 
 def steering_step(model: nn.Module, batch: dict, n: int, layer: int, Q: torch.Tensor, ref: torch.Tensor, margin: float,
-                  threshold: float, orient: str = 'fixed', w_mono: float = 1.0, w_coh: float = 100.0, name=None) -> dict:
+                  threshold: float, orient: str = 'fixed', w_mono: float = 1.0, w_coh: float = 100.0, name=None,
+                  kind: str | None = None) -> dict:
     "The loss and its terms on one batch of `n` pairs (positives, then negatives): the base pass without gradient, +1 and -1 with."
+    hf = getattr(model, 'config', None) is not None
+    kind = kind or (model_kind(model) if hf else None)
+    if hf and kind == 'encoder': batch = {**batch, 'output_hidden_states': True}  # a masked LM's output states
     with torch.no_grad(), _steer(model, 0.0, name): d0, out0 = _separations(model, batch, layer, n)
-    causal, mask, rn = _is_causal(out0), batch['attention_mask'], ref.norm().clamp_min(1e-12)
+    kind = kind or model_kind(model, out0)
+    causal, mask, rn = kind == 'causal', batch['attention_mask'], ref.norm().clamp_min(1e-12)
     if causal: lp0 = sequence_logp(out0.logits, batch['input_ids'], mask)
     shift, pref, coh = {}, {}, {}
     for c in (1.0, -1.0):
@@ -250,7 +316,7 @@ def steering_step(model: nn.Module, batch: dict, n: int, layer: int, Q: torch.Te
             coh[c] = tv_coherence(out.logits, out0.logits, mask, threshold)
         else:
             pref[c] = shift[c] @ ref / rn ** 2
-            coh[c] = drift_coherence(out.last_hidden_state, out0.last_hidden_state, mask, threshold)
+            coh[c] = drift_coherence(_last_hidden(out), _last_hidden(out0), mask, threshold)
     lap = antiparallel_loss(shift[1.0], shift[-1.0], ref)
     mono = monotonic_loss(pref[1.0], pref[-1.0], margin, orient)
     cohs = coh[1.0] + coh[-1.0]
@@ -268,6 +334,25 @@ def pair_shift(model: nn.Module, tokenizer, pairs, layer: int, Q: torch.Tensor, 
     with _steer(model, coeff, name): d = sep()
     return ((d - d0).to(Q.dtype) @ Q @ ref) / ref.norm() ** 2
 
+# %% ../nbs/26_steering.ipynb #9b3a2c51
+@torch.no_grad()
+def preference(model: nn.Module, tokenizer, pairs, layer: int, Q: torch.Tensor, ref: torch.Tensor, coeff: float,
+               kind: str | None = None, name: str | None = None, max_length: int = 64, batch_size: int = 16) -> torch.Tensor:
+    "Per pair, the preference change p_i(coeff) the monotonicity hinge reads: log-prob preference (causal LM) or `pair_shift` (encoder)."
+    dev = next(model.parameters()).device
+    if kind is None:
+        with _steer(model, 0.0, name): kind = model_kind(model, model(**encode(tokenizer, [pairs[0][0]], max_length, dev)))
+    if kind != 'causal': return pair_shift(model, tokenizer, pairs, layer, Q, ref, coeff, name, max_length)
+    out = []
+    for i in range(0, len(pairs), batch_size):
+        ch = pairs[i:i + batch_size]
+        b = encode(tokenizer, [p for p, _ in ch] + [q for _, q in ch], max_length, dev)
+        def pref(c):
+            with _steer(model, c, name): lp = sequence_logp(model(**b).logits, b['input_ids'], b['attention_mask'])
+            return lp[:len(ch)] - lp[len(ch):]
+        out.append(pref(coeff) - pref(0.0))
+    return torch.cat(out)
+
 # %% ../nbs/26_steering.ipynb #a067daeb
 def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None, steps: int = 60, lr: float = 1e-2,
                    batch_size: int = 8, k: int = 8, margin: float | None = None, threshold: float | None = None,
@@ -277,6 +362,9 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     "Train the attached steerable adapter self-supervised on (positive, negative) text pairs with the anti-parallel objective; returns the loss per step."
     pairs = _check_pairs(pairs)
     adp = _adapters(model, name)
+    merged = sorted(n for n, a in adp.items() if getattr(a, 'merged', False))
+    if merged: raise ValueError(f"the adapter is merged into the base weights ({len(merged)} layers, e.g. {merged[0]!r}): training "
+                                "needs it live; call ap.unmerge(model) first (and ap.merge again after training)")
     try:
         with _steer(model, 0.0, name): pass
     except (ValueError, TypeError) as e:
@@ -293,13 +381,15 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
         raise ValueError(f"orient={orient!r}; use 'free' (either way round, flipped at the end) or 'fixed' (+1 must raise)")
     if orient == 'free' and not flippable:
         raise ValueError(f"orient='free' needs variants whose sign can be flipped at the end ({sorted(FLIP)}); use orient='fixed'")
-    for nm, v in (('steps', steps), ('batch_size', batch_size), ('k', k)):
+    for nm, v in (('steps', steps), ('batch_size', batch_size), ('k', k), ('max_length', max_length)):
         if not (isinstance(v, int) and v >= 1): raise ValueError(f"{nm}={v!r} must be a positive int")
+    model_kind(model)  # refuses an encoder-decoder
+    _check_tokens(tokenizer, pairs, max_length)
     dev = params[0].device
     pos, neg = [p for p, _ in pairs], [q for _, q in pairs]
     with _steer(model, 0.0, name):  # the frozen loss subspace, from the base model's own pair separations
         diffs = embed(model, tokenizer, pos, layer, max_length=max_length) - embed(model, tokenizer, neg, layer, max_length=max_length)
-        with torch.no_grad(): kind = 'causal' if _is_causal(model(**encode(tokenizer, pos[:1], max_length, dev))) else 'encoder'
+        with torch.no_grad(): kind = model_kind(model, model(**encode(tokenizer, pos[:1], max_length, dev)))
     Q, ref = loss_subspace(diffs, k)
     margin = DEFAULTS[kind]['margin'] if margin is None else margin
     threshold = DEFAULTS[kind]['threshold'] if threshold is None else threshold
@@ -309,12 +399,16 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, desc='steer', dynamic_ncols=True)
+    ours = {id(p) for p in params}   # only these get gradients: other trainable tensors (other named adapters) are frozen meanwhile
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in ours]
+    grads0 = [(p, p.grad) for p in params]
     try:
+        for p in others: p.requires_grad_(False)
         for step in range(steps):
             if len(order) < B: order += torch.randperm(len(pairs), generator=g).tolist()
             idx, order = order[:B], order[B:]
             batch = encode(tokenizer, [pos[i] for i in idx] + [neg[i] for i in idx], max_length, dev)
-            terms = steering_step(model, batch, B, layer, Q, ref, margin, threshold, orient, w_mono, w_coh, name)
+            terms = steering_step(model, batch, B, layer, Q, ref, margin, threshold, orient, w_mono, w_coh, name, kind)
             opt.zero_grad(set_to_none=True)
             terms['loss'].backward()
             if clip: torch.nn.utils.clip_grad_norm_(params, clip)
@@ -322,16 +416,19 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
             hist.append(terms['loss'].item())
             if record is not None: record.append({k_: float(v.detach()) for k_, v in terms.items()})
             if bar is not None: bar.update(1); bar.set_postfix(loss=f'{hist[-1]:.3g}', refresh=False)
+        if orient == 'free':  # make +1 the side that raises the positive texts: the hinge's own choice, on all pairs
+            up, down = (preference(model, tokenizer, pairs, layer, Q, ref, c, kind, name, max_length) for c in (1.0, -1.0))
+            if monotonic_loss(-up, -down, margin) < monotonic_loss(up, down, margin): flip_sign(model, name)
     finally:
         if bar is not None: bar.close()
-    if orient == 'free':  # make +1 the side that raises the positive texts, as the paper does
-        up, down = (pair_shift(model, tokenizer, pairs, layer, Q, ref, c, name, max_length).mean() for c in (1.0, -1.0))
-        if up < down: flip_sign(model, name)
+        for p in others: p.requires_grad_(True)
+        for p, g0 in grads0: p.grad = g0   # every .grad as it was before the call
     return hist
 
 # %% ../nbs/26_steering.ipynb #2c5c50ee
 def _pair_diffs(model, tokenizer, pairs, layer, max_length):
     pairs = _check_pairs(pairs)
+    _check_tokens(tokenizer, pairs, max_length)
     n = len(blocks(model))
     if not (isinstance(layer, int) and 0 <= layer < n): raise ValueError(f"layer={layer!r} must be a block index in [0, {n - 1}]")
     return (embed(model, tokenizer, [p for p, _ in pairs], layer, max_length=max_length)
