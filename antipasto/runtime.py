@@ -12,7 +12,7 @@ from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 from .core import AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, STEERING
-from .targets import find_targets
+from .targets import find_targets, wraps_base
 from .calibration import calibration_batches
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts
 
@@ -201,7 +201,7 @@ def _check_name(name) -> str:
 # %% ../nbs/03_runtime.ipynb #3f714834
 def _resolve(m, layers, where) -> dict:
     "Target layers named in a file: looked up by name (no pattern from the file runs against the model); a peft tuner layer is looked through to its `base_layer`, whichever side of the save peft was on."
-    from antipasto.targets import is_linear_like, wraps_base
+    from antipasto.targets import is_linear_like
     def get(name):
         try: return m.get_submodule(name)
         except AttributeError: return None
@@ -346,8 +346,7 @@ def _remove(m, st, sel) -> None:
     if removed: _hooks_changed(m)
     if st.named:
         _set_ddp_ignore(m, st); return
-    known = {id(p) for p, _ in st.requires_grad}
-    if all(id(p) in known for p in m.parameters()):   # else a library that added parameters since (peft) owns the flags now
+    if not any(wraps_base(x) for x in m.modules()):   # else peft, which wrapped layers since, owns the flags now
         for p, flag in st.requires_grad: p.requires_grad_(flag)
     release_layouts(m, st.layouts)
     _remove_hook(m, _wrap_checkpointing, pre=True)
