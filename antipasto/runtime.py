@@ -230,11 +230,17 @@ def _prepare(model, cfg, name: str, layers=None, where=None) -> tuple[nn.Module,
     cfg.__post_init__()        # and it is validated again (fields may have been edited since construction)
     vcls = variant_cls(cfg)
     if torch.is_inference_mode_enabled():
-        raise RuntimeError("attach inside torch.inference_mode() would create adapter tensors that can never train; "
-                           "attach outside the inference_mode block")
+        what = 'load' if where is not None else 'attach'
+        raise RuntimeError(f"{what} inside torch.inference_mode() would create adapter tensors that can never train; "
+                           f"{what} outside the inference_mode block")
     check_layouts(m)   # a 4-bit layer rewritten for CPU inference has lost its weight and passes no gradient
     targets = find_targets(m, cfg) if layers is None else _resolve(m, layers, where)
     for n, l in targets.items():
+        if l.weight.is_meta:   # accelerate offloaded it (device_map 'disk', or 'cpu' beside a GPU), or it was never loaded
+            raise ValueError(f"layer {n!r} has its weight on the meta device (offloaded by accelerate's device_map, or not "
+                             "loaded): an adapter would be built on meta and read no weight, and its output would be garbage. "
+                             "Load the model with every target layer in memory (a device_map with no 'disk' entry for them, "
+                             "or no offloading), or exclude those layers (layers=, exclude_names=)")
         try: vcls.check(cfg, n, l)
         except ValueError as e:
             if where is None: raise
@@ -448,11 +454,18 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     sel = _select(st, name)
     todo = [k for k in sel if not any(a.merged for a in st.named[k].adapters.values())]
     if not todo: raise RuntimeError(f"adapters {sel} are already merged; ap.unmerge(model) first")
+    owners = {}   # storage -> every parameter name that holds it: tied weights share one
+    for pn, p in m.named_parameters(remove_duplicate=False): owners.setdefault(p.untyped_storage().data_ptr(), []).append(pn)
     for k in todo:
         for n, l in st.named[k].layers.items():
             if layer_kind(l) not in ('linear', 'conv1d') or not l.weight.is_floating_point():
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: it is a {type(l).__name__} with a {l.weight.dtype} "
                                  "weight; merging needs a dense weight (keep the live adapter on a quantized base)")
+            tied = [pn for pn in owners.get(l.weight.untyped_storage().data_ptr(), []) if pn != f'{n}.weight']
+            if tied:
+                raise ValueError(f"cannot merge adapter {k!r} into {n!r}: its weight is shared with {tied[:2]} (tied weights, "
+                                 "such as an output layer tied to the input embeddings), so writing W + dW would change that "
+                                 "too; keep the adapter live on this layer, or untie the weights before attaching")
     _check_partial_merge(st, todo)
     ctx = steer(m, coeff if isinstance(coeff, dict) else {k: coeff for k in todo}) if coeff is not None else _nullctx()
     layers = {n: l for k in todo for n, l in st.named[k].layers.items()}
