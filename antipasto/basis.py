@@ -264,6 +264,10 @@ class FamilyConfig(SteerableConfig):
         if self.basis not in BASES:
             raise ValueError(f"basis={self.basis!r}; use 'svd' (the weight's top-r singular vectors) or 'corda' "
                              "(CorDA's covariance-oriented split, needs calibration data)")
+        if self.dtype == 'float16':   # the core multiplies S_i, its gain and x . v_i: past 65504 that is inf, then NaN
+            raise ValueError("dtype='float16': the family's core multiplies a singular value, its gain and a coordinate "
+                             "x . v_i, which on a real model's weights and activations overflows float16's range (65504) "
+                             "into inf and NaN; use dtype='bfloat16' (the same bytes, float32's range) or 'float32' (the default)")
         check_pool(self); check_cov_fields(self)
 
 # %% ../nbs/20_basis.ipynb #6c907064
