@@ -44,6 +44,7 @@ class _State:
     requires_grad: list = field(default_factory=list)   # (parameter, flag before the first attach)
     ckpt_layers: list = field(default_factory=list)      # modules that may run transformers' gradient checkpointing
     ddp_ignore: object = None                            # the model's own _ddp_params_and_buffers_to_ignore, if any
+    peft_before: bool = False                            # peft had wrapped layers before the first attach
     merged: dict = field(default_factory=dict)           # layer name -> (layer, weight before merge)
     layouts: dict = field(default_factory=dict)          # bitsandbytes' CPU-rewrite flags held off while attached
 
@@ -200,21 +201,39 @@ def _check_name(name) -> str:
 
 # %% ../nbs/03_runtime.ipynb #3f714834
 def _resolve(m, layers, where) -> dict:
-    "Target layers named in a file: looked up by name (no pattern from the file runs against the model); a peft tuner layer is looked through to its `base_layer`, whichever side of the save peft was on."
+    "Target layers named in a file: looked up by name (no pattern from the file runs against the model)."
     from antipasto.targets import is_linear_like
-    def get(name):
-        try: return m.get_submodule(name)
-        except AttributeError: return None
     out = {}
     for n in layers:
-        l = get(n)
-        if l is None and n.endswith('.base_layer'): l = get(n.removesuffix('.base_layer'))   # saved under peft, loaded without
-        if l is not None and wraps_base(l): l = l.base_layer                                   # saved without peft, loaded under
-        if l is None or not is_linear_like(l):
+        try: l = m.get_submodule(n)
+        except AttributeError: l = None
+        if l is None or not is_linear_like(l) or wraps_base(l):
             raise AdapterFileError(f"{where}: layer {n!r} named in the file is not a linear-like layer of this model; load the "
                                    "file into the base architecture it was saved from")
         out[n] = l
     return out
+
+# %% ../nbs/03_runtime.ipynb #6564dbe0
+def _across_peft(m, layers) -> dict:
+    "File layer name -> this model's module name: the same, or across a peft wrapper (a tuner's `base_layer`, or the layer a `base_layer` stood in)."
+    mods = dict(m.named_modules())
+    out = {}
+    for n in layers:
+        bare = n.removesuffix('.base_layer')
+        if n in mods: out[n] = n + '.base_layer' if wraps_base(mods[n]) else n   # saved without peft, loaded under it
+        elif n != bare and bare in mods: out[n] = bare                               # saved under peft, loaded without
+        else: out[n] = n                                                             # _resolve refuses it by the file's name
+    return out
+
+def _renamed(e: dict, ts: dict, names: dict) -> tuple[dict, dict]:
+    "The entry and tensors of one adapter with its layers under this model's names (`names`: from `_across_peft`)."
+    pre = e['name'] + '/'
+    def key(k):
+        if not k.startswith(pre): return k
+        layer, _, t = k[len(pre):].rpartition('.')
+        return f"{pre}{names.get(layer, layer)}.{t}"
+    fps = None if e['fingerprints'] is None else {names.get(n, n): v for n, v in e['fingerprints'].items()}
+    return {**e, 'fingerprints': fps}, {key(k): v for k, v in ts.items()}
 
 # %% ../nbs/03_runtime.ipynb #b8206f9f
 def _prepare(model, cfg, name: str, layers=None, where=None) -> tuple[nn.Module, type, AdapterConfig, dict, dict]:
@@ -283,9 +302,9 @@ def _remove_hook(layer, fn, pre: bool) -> bool:
     return bool(keys)
 
 # %% ../nbs/03_runtime.ipynb #6e6a3944
-def _hooks_changed(m: nn.Module) -> None:
-    "Drop compiled graphs after a hook came or went on `m`, if any part of it was compiled: `torch.compile` does not guard on hook dictionaries, so a graph compiled before would silently run without the new hook (or with the old one)."
-    if any(x.__dict__.get('_is_torch_compile') or x.__dict__.get('_compiled_call_impl') is not None for x in m.modules()):
+def _hooks_changed(model: nn.Module) -> None:
+    "Drop compiled graphs after a hook came or went, if `model` (as the caller passed it: wrappers included) or any part of it was compiled: `torch.compile` does not guard on hook dictionaries, so a graph compiled before would silently run without the new hook (or with the old one). The reset is process-wide: every compiled model recompiles on its next call."
+    if any(x.__dict__.get('_is_torch_compile') or x.__dict__.get('_compiled_call_impl') is not None for x in model.modules()):
         torch.compiler.reset()
 
 # %% ../nbs/03_runtime.ipynb #d64f871f
@@ -297,14 +316,15 @@ def _set_ddp_ignore(m, st) -> None:
     if frozen or keep: m._ddp_params_and_buffers_to_ignore = keep + frozen
 
 # %% ../nbs/03_runtime.ipynb #b8f391a7
-def _install(m, cfg, targets, adp, name, calibrated: bool = False) -> None:
-    "Put built adapters on the model: containers, hooks, grad flags. Rolled back if anything fails."
+def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Module | None = None) -> None:
+    "Put built adapters on the model: containers, hooks, grad flags (`outer`: the model as the caller passed it). Rolled back if anything fails."
     st = m.__dict__.get(STATE)
     first = st is None
     if first:
         st = _State(requires_grad=[(p, p.requires_grad) for p in m.parameters()],
                     ckpt_layers=[x for x in m.modules() if hasattr(x, 'gradient_checkpointing')],
-                    ddp_ignore=m.__dict__.get('_ddp_params_and_buffers_to_ignore'))
+                    ddp_ignore=m.__dict__.get('_ddp_params_and_buffers_to_ignore'),
+                    peft_before=any(wraps_base(x) for x in m.modules()))
     try:
         if first:
             m.__dict__[STATE] = st
@@ -323,20 +343,20 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False) -> None:
                 added = True
             for p in adp[n].parameters(): p.requires_grad_(True)
         _set_ddp_ignore(m, st)
-        if added: _hooks_changed(m)
+        if added: _hooks_changed(m if outer is None else outer)   # not `or`: a wrapper's truth is its len()
     except BaseException:
-        _remove(m, st, [name]); raise
+        _remove(m, st, [name], outer); raise
 
 # %% ../nbs/03_runtime.ipynb #68a33340
 def attach(model: nn.Module, cfg: AdapterConfig, calibration_data=None, name: str = DEFAULT) -> dict[str, Variant]:
     "Freeze `model` and add the adapters `cfg` describes under `name`; returns them by layer name."
     m, vcls, cfg, targets, adp = _prepare(model, cfg, name)
     _init(m, vcls, cfg, targets, adp, calibration_data)
-    _install(m, cfg, targets, adp, name, calibrated=calibration_data is not None)
+    _install(m, cfg, targets, adp, name, calibrated=calibration_data is not None, outer=model)
     return adp
 
 # %% ../nbs/03_runtime.ipynb #fe2d1b51
-def _remove(m, st, sel) -> None:
+def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
     "Take the named adapters off through the recorded layer objects; the last one out restores the whole model."
     removed = False
     for k in sel:
@@ -349,10 +369,10 @@ def _remove(m, st, sel) -> None:
             if not any(a.forward_input is None for a in left): removed |= _remove_hook(l, _post_hook, pre=False)
             if not any(a.forward_input is not None for a in left): removed |= _remove_hook(l, _pre_hook, pre=True)
             if c is not None and not left: del l._modules[ADAPTER]
-    if removed: _hooks_changed(m)
+    if removed: _hooks_changed(m if outer is None else outer)
     if st.named:
         _set_ddp_ignore(m, st); return
-    if not any(wraps_base(x) for x in m.modules()):   # else peft, which wrapped layers since, owns the flags now
+    if st.peft_before or not any(wraps_base(x) for x in m.modules()):   # else peft, which wrapped layers since, owns them
         for p, flag in st.requires_grad: p.requires_grad_(flag)
     release_layouts(m, st.layouts)
     _remove_hook(m, _wrap_checkpointing, pre=True)
@@ -383,7 +403,7 @@ def detach(model: nn.Module, name: str | None = None) -> None:
                                f"{keep} too (its merge cannot be taken apart); nothing was detached. Call "
                                "ap.unmerge(model) first, then detach, then merge what stays")
         unmerge(m)   # every merged adapter is going: the base weights come back bitwise
-    _remove(m, st, sel)
+    _remove(m, st, sel, model)
 
 # %% ../nbs/03_runtime.ipynb #096f3b0d
 @contextmanager
@@ -454,15 +474,15 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     sel = _select(st, name)
     todo = [k for k in sel if not any(a.merged for a in st.named[k].adapters.values())]
     if not todo: raise RuntimeError(f"adapters {sel} are already merged; ap.unmerge(model) first")
-    owners = {}   # storage -> every parameter name that holds it: tied weights share one
-    for pn, p in m.named_parameters(remove_duplicate=False): owners.setdefault(p.untyped_storage().data_ptr(), []).append(pn)
+    params = list(m.named_parameters(remove_duplicate=False))   # a tied weight is one Parameter under two names
     for k in todo:
         for n, l in st.named[k].layers.items():
             if layer_kind(l) not in ('linear', 'conv1d') or not l.weight.is_floating_point():
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: it is a {type(l).__name__} with a {l.weight.dtype} "
                                  "weight; merging needs a dense weight (keep the live adapter on a quantized base)")
-            tied = [pn for pn in owners.get(l.weight.untyped_storage().data_ptr(), []) if pn != f'{n}.weight']
-            if tied:
+            names_ = [pn for pn, p in params if p is l.weight]
+            tied = [pn for pn in names_ if pn != f'{n}.weight']
+            if len(names_) > 1:
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: its weight is shared with {tied[:2]} (tied weights, "
                                  "such as an output layer tied to the input embeddings), so writing W + dW would change that "
                                  "too; keep the adapter live on this layer, or untie the weights before attaching")
@@ -600,14 +620,13 @@ def _save(model, path, name=None, basis: bool = False, write: bool = True, meta:
     tensors, entries = {}, []
     for k in _select(st, name):
         e = st.named[k]
-        fps = {n: fingerprint(_base_weight(st, n, l)) for n, l in e.layers.items()}
+        fps = {n: {**fingerprint(_base_weight(st, n, l)), 'dtype': _dtype_str(l)} for n, l in e.layers.items()}
         recomputed, picked = ([], False) if basis else _recomputable(e, next(iter(e.adapters.values())))
         for key, a, kind, b, v in _file_keys(k, e.adapters, recomputed, picked):
             tensors[key] = (a.selected.to('cpu', _index_dtype(a)).contiguous().clone() if kind == 'selected' else
                             sketch(b, v) if kind == 'sketch' else _full(v).detach().to('cpu').contiguous().clone())
         entries.append({'name': k, 'config': e.cfg.to_dict(), 'layers': list(e.layers), 'fingerprints': fps,
-                        'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked,
-                        'base_dtype': _dtype_str(next(iter(e.layers.values())))})
+                        'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked})
     if not write: return
     path = str(path)
     tmp = f'{path}.tmp{os.getpid()}'
@@ -658,6 +677,7 @@ def _entries(path, meta: dict) -> list[dict]:
         if fps is not None and not (isinstance(fps, dict) and all(
                 isinstance(v, dict) and isinstance(v.get('norm'), (int, float)) and isinstance(v.get('sketch'), list)
                 and len(v['sketch']) == 8 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v['sketch'])
+                and (v.get('dtype') is None or (isinstance(v['dtype'], str) and re.fullmatch(r'[a-z0-9_]{1,32}', v['dtype'])))
                 for v in fps.values())):
             raise _bad(path, f"fingerprints of {name!r} are malformed")
         if fmt == FORMAT and fps is None: raise _bad(path, f"fingerprints of {name!r} are missing (ap.save always writes them)")
@@ -667,11 +687,8 @@ def _entries(path, meta: dict) -> list[dict]:
             raise _bad(path, f"'recomputed' / 'calibrated' / 'selected' of {name!r} are malformed")
         if sel and variant_cls(cfg).select is Variant.select:
             raise _bad(path, f"adapter {name!r} is {cfg.variant}, which does not pick directions, but the file says 'selected'")
-        bd = e.get('base_dtype')
-        if bd is not None and not (isinstance(bd, str) and re.fullmatch(r'[a-z0-9_]{1,32}', bd)):
-            raise _bad(path, f"base_dtype of {name!r} is malformed")
         out.append({'name': name, 'cfg': cfg, 'layers': layers, 'fingerprints': fps, 'recomputed': rec, 'calibrated': cal,
-                    'selected': sel, 'base_dtype': bd})
+                    'selected': sel})
     if len({e['name'] for e in out}) != len(out): raise _bad(path, "two adapters share a name")
     return out
 
@@ -742,21 +759,20 @@ def _check_selection(path, name, targets, adp, ts) -> None:
             raise _bad(path, f"the selected directions of adapter {name!r} at layer {n!r} must be distinct indices below {k}")
 
 # %% ../nbs/03_runtime.ipynb #cf9c2143
-def _check_base(path, e: dict, targets: dict, weight) -> None:
-    "Refuse a file whose fingerprints do not match this model's base weights (`weight(name, layer)`: the dense base weight)."
+def _check_base(path, e: dict, targets: dict, weight, move: str = "pass check_base=False if you mean to move it to another base") -> None:
+    "Refuse a file whose fingerprints do not match this model's base weights (`weight(name, layer)`: the dense base weight; `move`: how the caller's user moves a file to another base)."
     for n, l in targets.items():
         fp = e['fingerprints'].get(n)
         why = None if fp is None else _fingerprint_mismatch(fp, fingerprint(weight(n, l)))
         if fp is None or why:
             fix = ("a compact file rebuilds its basis from the base it loads into, so it cannot move to another one: save it "
-                   "with ap.save(..., basis=True) on its own base to move it" if e['recomputed'] else
-                   "pass check_base=False if you mean to move it to another base")
+                   "with ap.save(..., basis=True) on its own base to move it" if e['recomputed'] else move)
             raise AdapterFileError(f"{path}: adapter {e['name']!r} was saved on a different base at layer {n!r} "
                                    f"({why or 'no fingerprint'}); load it into the model it was trained on, or {fix}")
 
 # %% ../nbs/03_runtime.ipynb #fdb9b404
 @torch.no_grad()
-def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False, base_dtype: str | None = None) -> None:
+def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False, fps: dict | None = None) -> None:
     "Rebuild the bases the file left out from the base weights (and the directions it picked), align each direction's sign to the file's, and verify."
     if selected: _check_selection(path, name, targets, adp, ts)
     with attach_scope():
@@ -774,7 +790,7 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
         for b, w in want.items():
             err = (sketch(b, getattr(a, b)) - w).abs().max().item()
             if err > 1e-3 * w.square().mean().sqrt().item() + 1e-12:
-                now = _dtype_str(targets[n])
+                now, base_dtype = _dtype_str(targets[n]), ((fps or {}).get(n) or {}).get('dtype')
                 why = (f"the file was saved on a {base_dtype} base and this one is {now}: a compact file rebuilds its basis from "
                        "the weight, and rounding the weight moves its singular directions. Load it into the "
                        f"{base_dtype} base and cast after (model.to(...) keeps the adapter's dtype), or save it with "
@@ -795,18 +811,20 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
     built = []
     for e in entries:
         layers = e['layers'] if e['layers'] is not None else _layers_from_keys(e, ts)
+        names = _across_peft(m, layers)
+        if any(k != v for k, v in names.items()): (e, ts), layers = _renamed(e, ts, names), [names[n] for n in layers]
         m_, vcls, cfg, targets, adp = _prepare(m, e['cfg'], e['name'], layers=layers, where=str(path))
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'], copy_in=False)
         if check_base and e['fingerprints'] is not None: _check_base(str(path), e, targets, lambda n, l: dense_weight(l))
-        if e['recomputed']: _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'], e['base_dtype'])
+        if e['recomputed']: _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'], e['fingerprints'])
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'])
         built.append((cfg, targets, adp, e['name'], e['calibrated']))
     done = []
     try:
-        for cfg, targets, adp, k, cal in built: _install(m, cfg, targets, adp, k, calibrated=cal); done.append(k)
+        for cfg, targets, adp, k, cal in built: _install(m, cfg, targets, adp, k, calibrated=cal, outer=model); done.append(k)
     except BaseException:
         st = m.__dict__.get(STATE)
-        if st is not None and done: _remove(m, st, done)
+        if st is not None and done: _remove(m, st, done, model)
         raise
     return adapters(m, built[0][3]) if len(built) == 1 else adapters(m, [b[3] for b in built])
 
@@ -826,7 +844,9 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
         if any(a.merged for a in st.named[k].adapters.values()):
             raise RuntimeError(f"adapter {k!r} is merged into the weights, which would keep its old tensors; "
                                "ap.unmerge(model) first, then restore")
-        if e['fingerprints'] is not None: _check_base(str(path), e, st.named[k].layers, lambda n, l: _base_weight(st, n, l))
+        if e['fingerprints'] is not None:
+            _check_base(str(path), e, st.named[k].layers, lambda n, l: _base_weight(st, n, l),
+                        "restore into the model it was trained on (ap.load(..., check_base=False) moves it to another base)")
     for e in sel:
         a = st.named[e['name']]
         _fill(str(path), e['name'], a.adapters, ts, e['recomputed'], e['selected'], copy_in=False)
@@ -859,10 +879,10 @@ def _restore_checkpoint(model, ckpt: str, want: list | None, what: str) -> None:
     if want is not None:
         try:
             with safe_open(path, 'pt') as f: got = (f.metadata() or {}).get(TOKEN_KEY)
-        except Exception: got = None
+        except Exception as e: raise _bad(path, e) from None
         if got not in want:
-            raise RuntimeError(f"{what}: {path} is not the adapter of the checkpoint the Trainer loaded (the tokens in the "
-                               f"two differ: another run wrote this folder). {where}")
+            raise AdapterFileError(f"{what}: {path} is not the adapter of the checkpoint the Trainer loaded (the tokens in "
+                                   f"the two differ: another run wrote this folder). {where}")
     restore(model, path)
 
 def _adapter_checkpoints() -> type:

@@ -73,9 +73,9 @@ def worker(mode: str, out_dir: str) -> None:
             from transformers import TrainingArguments
             from transformers.trainer_callback import TrainerState
             state = TrainerState(); state.global_step, state.is_world_process_zero = 3, rank == 0
-            os.makedirs(os.path.join(out_dir, 'cb', 'checkpoint-3'), exist_ok=True)
-            ap.AdapterCheckpoints().on_save(TrainingArguments(os.path.join(out_dir, 'cb'), use_cpu=True, report_to=[]),
-                                            state, None, model=wrapped)
+            cb = os.path.join(out_dir, f'cb{rank}')   # a folder per rank, to see which ranks write
+            os.makedirs(os.path.join(cb, 'checkpoint-3'), exist_ok=True)
+            ap.AdapterCheckpoints().on_save(TrainingArguments(cb, use_cpu=True, report_to=[]), state, None, model=wrapped)
         if mode == 'ddp':
             fresh = tiny_lm()
             ap.load(fresh, path)
@@ -114,8 +114,9 @@ def test_fsdp2_steer_train_save(tmp_path):
     assert res[0]['sha'] == res[1]['sha']   # every rank gathers and writes the same adapter file
     # AdapterCheckpoints gathers on every rank (the gather is collective: saving on rank 0 alone hung) and writes on rank 0
     from safetensors.torch import load_file
-    saved, cb = load_file(tmp_path / 'fsdp_rank0.safetensors'), load_file(tmp_path / 'cb' / 'checkpoint-3' / 'antipasto_adapter.safetensors')
+    saved, cb = load_file(tmp_path / 'fsdp_rank0.safetensors'), load_file(tmp_path / 'cb0' / 'checkpoint-3' / 'antipasto_adapter.safetensors')
     assert saved.keys() == cb.keys() and all(torch.equal(saved[k], cb[k]) for k in saved)
+    assert not (tmp_path / 'cb1' / 'checkpoint-3' / 'antipasto_adapter.safetensors').exists()   # rank 1 gathered, wrote nothing
 
 
 if __name__ == '__main__':
