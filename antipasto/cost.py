@@ -17,7 +17,7 @@ from .layers import hold_layouts
 from .architectures import quantize_blocks, QUANTS
 from .targets import find_targets
 from .testing import model_out, dispatched_ops
-from .train import run_config, has_rank, csv_list, writable_file, device_arg
+from .train import run_config, has_rank, csv_list, writable_file, device_arg, positive_int, nonneg_int
 
 # %% auto #0
 __all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'LLAMA3_8B', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'NOCALIB', 'M_MMAP_THRESHOLD',
@@ -499,19 +499,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 "and one target set: parameters, buffers, attach/forward/backward time, peak memory, MACs.")
     p.add_argument('--model', help="local Hugging Face model folder (or a cached hub name), or 'llama8b-shaped' (random "
                    "weights, Llama-3-8B layer shapes: see PRESETS); default: a random-weight Qwen3-0.6B-shaped model, no download")
-    p.add_argument('--layers', type=int, help="blocks to build (default 2); with --model, keep only the first N blocks")
-    p.add_argument('--vocab', type=int, default=DEFAULT_VOCAB, help=f"vocabulary of the built model (default "
+    p.add_argument('--layers', type=positive_int, help="blocks to build (default 2); with --model, keep only the first N blocks")
+    p.add_argument('--vocab', type=positive_int, default=DEFAULT_VOCAB, help=f"vocabulary of the built model (default "
                    f"{DEFAULT_VOCAB}; Qwen3-0.6B has {QWEN3_06B['vocab_size']})")
-    p.add_argument('--r', type=int, default=32, help="rank of LoRA-like baselines and of the peft LoRA row (default 32)")
-    p.add_argument('--family-r', type=int, default=256, help="rank of the AntiPaSTO family (default 256)")
+    p.add_argument('--r', type=positive_int, default=32, help="rank of LoRA-like baselines and of the peft LoRA row (default 32)")
+    p.add_argument('--family-r', type=positive_int, default=256, help="rank of the AntiPaSTO family (default 256)")
     p.add_argument('--variants', type=csv_list, help="comma-separated variant names (default: every registered variant)")
     p.add_argument('--targets', type=csv_list, default=list(TARGETS), help="comma-separated target-name regexes (default: q/v)")
-    p.add_argument('--batch', type=int, default=2)
-    p.add_argument('--seq', type=int, default=128)
-    p.add_argument('--repeats', type=int, default=5, help="timed runs per row; the median is reported (default 5)")
-    p.add_argument('--warmup', type=int, default=2, help="untimed runs before the timed ones (default 2)")
-    p.add_argument('--threads', type=int, help="torch CPU threads (default: torch's choice); 1 is steadier on a busy machine")
-    p.add_argument('--calib-batches', type=int, default=4, help="random-token calibration batches of batch x seq for "
+    p.add_argument('--batch', type=positive_int, default=2)
+    p.add_argument('--seq', type=positive_int, default=128)
+    p.add_argument('--repeats', type=positive_int, default=5, help="timed runs per row; the median is reported (default 5)")
+    p.add_argument('--warmup', type=nonneg_int, default=2, help="untimed runs before the timed ones (default 2)")
+    p.add_argument('--threads', type=positive_int, help="torch CPU threads (default: torch's choice); 1 is steadier on a busy machine")
+    p.add_argument('--calib-batches', type=nonneg_int, default=4, help="random-token calibration batches of batch x seq for "
                    "variants that take calibration data (default 4)")
     p.add_argument('--quant', choices=sorted(QUANTS), help="replace the blocks' linear layers by bitsandbytes 4-bit (nf4, fp4) or "
                    "8-bit (int8) ones before measuring (attach_peak_MiB: the dense copies the decomposition needs)")
@@ -521,19 +521,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--references', type=csv_list, default=['base', 'peft_lora'], help=f"reference rows, of {list(REFERENCES)} "
                    "(default base,peft_lora; peft_pissa* rows time the attach only)")
     p.add_argument('--no-calib', type=csv_list, default=[], help="variants to measure a second time without calibration data")
-    p.add_argument('--attach-repeats', type=int, default=3, help="attaches per row, each on a fresh copy of the base; the median "
+    p.add_argument('--attach-repeats', type=positive_int, default=3, help="attaches per row, each on a fresh copy of the base; the median "
                    "is reported (default 3)")
-    p.add_argument('--decode-tokens', type=int, default=16, help="new tokens of the batch-1 greedy decode timing (0: skip it)")
-    p.add_argument('--decode-repeats', type=int, default=15, help="paired decode runs per row; the median ratio is reported (default "
+    p.add_argument('--decode-tokens', type=nonneg_int, default=16, help="new tokens of the batch-1 greedy decode timing (0: skip it)")
+    p.add_argument('--decode-repeats', type=positive_int, default=15, help="paired decode runs per row; the median ratio is reported (default "
                    "15: a decode ratio moves by more than 10%% between runs of 5 on a shared 2-core machine)")
     p.add_argument('--strict', action='store_true', help="exit with status 1 when any row could not be measured")
     pre = p.parse_known_args(argv)[0]
     if pre.model in PRESETS: p.set_defaults(**PRESETS[pre.model])
     a = p.parse_args(argv)
-    for k in ('layers', 'vocab', 'r', 'family_r', 'batch', 'seq', 'repeats', 'decode_repeats', 'attach_repeats', 'threads'):
-        v = getattr(a, k)
-        if v is not None and v < 1: p.error(f"--{k.replace('_', '-')} must be >= 1, got {v}")
-    if a.decode_tokens < 0: p.error(f"--decode-tokens must be >= 0, got {a.decode_tokens}")
     if a.seq < 2: p.error("--seq must be >= 2 (the loss predicts the next token)")
     import antipasto  # registers every variant, so the names below can be checked before any model is built
     try: names = variant_names(a.variants)

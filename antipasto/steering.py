@@ -8,7 +8,7 @@ import contextlib, itertools, random, re
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .runtime import adapters, steer
+from .runtime import adapters, steer, unwrap
 from .targets import layer_index
 
 # %% auto #0
@@ -265,18 +265,25 @@ def default_layer(model: nn.Module, name: str | None = None) -> int:
 
 # %% ../nbs/26_steering.ipynb #9e4d3723
 def model_kind(model: nn.Module, out=None) -> str:
-    "'causal' for a next-token model (causal-LM class, decoder config, or a generating model), else 'encoder'; an encoder-decoder is refused."
-    cfg, cls = getattr(model, 'config', None), type(model).__name__
-    if cfg is None:  # not a transformers model: judge by an output, 3-D logits read as next-token logits
-        return 'causal' if getattr(out, 'logits', None) is not None and out.logits.ndim == 3 else 'encoder'
+    "'causal' for a next-token model (causal-LM class, decoder config, or a generating model), else 'encoder'; an encoder-decoder is refused. Wrappers (torch.compile, DDP, peft) are looked through."
+    inner = unwrap(model)
+    cfg, cls = getattr(inner, 'config', None), type(inner).__name__
+    by_output = lambda: 'causal' if getattr(out, 'logits', None) is not None and out.logits.ndim == 3 else 'encoder'
+    if cfg is None: return by_output()   # not a transformers model: 3-D logits read as next-token logits
     if getattr(cfg, 'is_encoder_decoder', False):
         raise ValueError(f"{cls} is an encoder-decoder model; the steering objective runs one stack on the pair texts "
                          "(a causal LM or an encoder): steer its encoder or its decoder as a model of its own")
     if cls.endswith('ForMaskedLM'): return 'encoder'
     if getattr(cfg, 'is_decoder', False) or cls.endswith(('ForCausalLM', 'LMHeadModel')): return 'causal'
     try: from transformers import GenerationMixin
-    except ImportError: return 'encoder'
-    return 'causal' if isinstance(model, GenerationMixin) else 'encoder'
+    except ImportError: return by_output()
+    return 'causal' if isinstance(inner, GenerationMixin) else by_output()
+
+@torch.no_grad()
+def _kind(model: nn.Module, tokenizer, text: str, max_length: int, name=None) -> str:
+    "`model_kind`, with the output of one forward on `text` at coefficient 0 for a model whose class and config do not say."
+    with _steer(model, 0.0, name):
+        return model_kind(model, model(**encode(tokenizer, [text], max_length, next(model.parameters()).device)))
 
 def _last_hidden(out) -> torch.Tensor:
     "The encoder's output states: `last_hidden_state`, else the last of `hidden_states` (a masked LM's output has only those)."
@@ -340,8 +347,7 @@ def preference(model: nn.Module, tokenizer, pairs, layer: int, Q: torch.Tensor, 
                kind: str | None = None, name: str | None = None, max_length: int = 64, batch_size: int = 16) -> torch.Tensor:
     "Per pair, the preference change p_i(coeff) the monotonicity hinge reads: log-prob preference (causal LM) or `pair_shift` (encoder)."
     dev = next(model.parameters()).device
-    if kind is None:
-        with _steer(model, 0.0, name): kind = model_kind(model, model(**encode(tokenizer, [pairs[0][0]], max_length, dev)))
+    if kind is None: kind = _kind(model, tokenizer, pairs[0][0], max_length, name)
     if kind != 'causal': return pair_shift(model, tokenizer, pairs, layer, Q, ref, coeff, name, max_length)
     out = []
     for i in range(0, len(pairs), batch_size):
@@ -389,7 +395,7 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     pos, neg = [p for p, _ in pairs], [q for _, q in pairs]
     with _steer(model, 0.0, name):  # the frozen loss subspace, from the base model's own pair separations
         diffs = embed(model, tokenizer, pos, layer, max_length=max_length) - embed(model, tokenizer, neg, layer, max_length=max_length)
-        with torch.no_grad(): kind = model_kind(model, model(**encode(tokenizer, pos[:1], max_length, dev)))
+    kind = _kind(model, tokenizer, pos[0], max_length, name)
     Q, ref = loss_subspace(diffs, k)
     margin = DEFAULTS[kind]['margin'] if margin is None else margin
     threshold = DEFAULTS[kind]['threshold'] if threshold is None else threshold

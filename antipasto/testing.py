@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_testing.ipynb #6ecd68ec
 from __future__ import annotations
-import os, tempfile
+import contextlib, io, os, tempfile
 from dataclasses import dataclass
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ __all__ = ['SENTENCES', 'TEST_MODELS', 'CHECK_KW', 'CHECK_DEFAULTS', 'tiny_lm', 
            'minilm_batch', 'model_out', 'enable_checkpointing', 'dispatched_ops', 'snapshot', 'assert_unchanged',
            'check_kw', 'VariantRun', 'start_check', 'check_identity', 'check_training', 'check_steering',
            'check_detach_reload', 'check_variant', 'perturb_trainables', 'dense_errors', 'check_dense_reference',
-           'check_all', 'show_rows']
+           'check_all', 'show_rows', 'refusal']
 
 # %% ../nbs/04_testing.ipynb #091851ae
 def tiny_lm(seed: int = 0, dtype=torch.float32, **overrides) -> nn.Module:
@@ -373,3 +373,14 @@ def check_all(name: str, delta_fn=None, models=('tiny', 'minilm'), base_dtypes=(
 def show_rows(rows: list[dict]) -> None:
     "Print check results compactly, one line per run."
     for r in rows: print('  '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in r.items()))
+
+# %% ../nbs/04_testing.ipynb #ed3a18e6
+def refusal(parse, argv: list[str]) -> str:
+    "The error line `parse(argv)` writes when its parser refuses `argv`; fails unless it exits with status 2 (for tests)."
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try: parse(argv)
+        except SystemExit as e:
+            if e.code != 2: raise AssertionError(f"{argv}: exit status {e.code}, not 2") from None
+            return err.getvalue().strip().splitlines()[-1]
+    raise AssertionError(f"{argv} was accepted")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/38_train.ipynb #6065fb5c
 from __future__ import annotations
-import argparse, contextlib, datetime, io, math, os, subprocess, time
+import argparse, datetime, math, os, subprocess, time
 from dataclasses import fields
 import torch
 from torch import nn
@@ -15,8 +15,7 @@ from .layers import dims
 # %% auto #0
 __all__ = ['cosine_lr', 'world', 'init_distributed', 'finish_distributed', 'shard', 'trainable', 'fit', 'has_rank',
            'default_targets', 'run_config', 'provenance', 'run_id', 'csv_list', 'positive_int', 'nonneg_int',
-           'positive_float', 'nonneg_float', 'int_list', 'float_list', 'writable_dir', 'writable_file', 'device_arg',
-           'refusal']
+           'positive_float', 'nonneg_float', 'int_list', 'float_list', 'writable_dir', 'writable_file', 'device_arg']
 
 # %% ../nbs/38_train.ipynb #242f8c51
 def cosine_lr(step: int, total: int, warmup: int = 0) -> float:
@@ -228,14 +227,3 @@ def device_arg(s: str) -> str:
     if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
         raise argparse.ArgumentTypeError(f"{s!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return s
-
-# %% ../nbs/38_train.ipynb #ef51b7de
-def refusal(parse, argv: list[str]) -> str:
-    "The error line `parse(argv)` writes when its parser refuses `argv`; fails unless it exits with status 2 (for tests)."
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try: parse(argv)
-        except SystemExit as e:
-            if e.code != 2: raise AssertionError(f"{argv}: exit status {e.code}, not 2") from None
-            return err.getvalue().strip().splitlines()[-1]
-    raise AssertionError(f"{argv} was accepted")

@@ -93,8 +93,7 @@ if __name__ == '__main__':
     finally:  # after a failure: a rank left with a live process group can abort at exit ("terminate called without an active exception")
         import torch.distributed as dist
         if dist.is_initialized(): dist.destroy_process_group()
-    # Done, and the results are on disk: leave without the interpreter's teardown. There, after a clean barrier and
-    # destroy_process_group, a rank still aborted once in a loaded CI run with "terminate called without an active
-    # exception" (a C++ thread destroyed unjoined, the gloo teardown race of pytorch/pytorch#190489); 9 runs here, 5 of
-    # them beside three CPU-bound processes, did not reproduce it. A failure above still exits non-zero.
+    # Done, and the results are on disk: leave without the interpreter's teardown, where, even after a clean barrier and
+    # destroy_process_group, a rank can abort with "terminate called without an active exception" (a C++ thread
+    # destroyed unjoined: the gloo teardown race of pytorch/pytorch#190489). A failure above still exits non-zero.
     sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
