@@ -32,6 +32,15 @@ ARCHS = {
                                                          num_heads=4, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)),
     'bert': ('BertConfig', 'BertModel', dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                              num_attention_heads=4, max_position_embeddings=64)),
+    'neox': ('GPTNeoXConfig', 'GPTNeoXForCausalLM', dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                         num_attention_heads=4, max_position_embeddings=64, bos_token_id=1,
+                                                         eos_token_id=2, pad_token_id=0)),
+    'falcon': ('FalconConfig', 'FalconForCausalLM', dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                         bos_token_id=1, eos_token_id=2, pad_token_id=0)),
+    'bloom': ('BloomConfig', 'BloomForCausalLM', dict(vocab_size=128, hidden_size=64, n_layer=2, n_head=4, bos_token_id=1,
+                                                      eos_token_id=2, pad_token_id=0)),
+    'distilbert': ('DistilBertConfig', 'DistilBertModel', dict(vocab_size=128, dim=64, hidden_dim=128, n_layers=2, n_heads=4,
+                                                               max_position_embeddings=64, pad_token_id=0)),
 }
 QUANTS = {'nf4': (4, 'nf4'), 'fp4': (4, 'fp4'), 'int8': (8, None)}
 
