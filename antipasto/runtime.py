@@ -620,6 +620,12 @@ def _save(model, path, name=None, basis: bool = False, write: bool = True, meta:
     tensors, entries = {}, []
     for k in _select(st, name):
         e = st.named[k]
+        lost = [n for n, a in e.adapters.items() if any(t.is_meta for t in a.state_dict().values())]
+        if lost:   # accelerate's dispatch_model / cpu_offload after the attach moved them, without their values
+            raise RuntimeError(f"adapter {k!r} has tensors on the meta device at {lost[:2]}: their values are gone (accelerate's "
+                               "dispatch_model or cpu_offload after the attach offloads them, and the adapter is not in the "
+                               "state dict it offloads from). Nothing was written; attach after dispatching, with the target "
+                               "layers kept in memory")
         fps = {n: {**fingerprint(_base_weight(st, n, l)), 'dtype': _dtype_str(l)} for n, l in e.layers.items()}
         recomputed, picked = ([], False) if basis else _recomputable(e, next(iter(e.adapters.values())))
         for key, a, kind, b, v in _file_keys(k, e.adapters, recomputed, picked):
