@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_runtime.ipynb #b47931c3
 from __future__ import annotations
-import contextvars, copy, json, math, numbers, os, re, uuid
+import contextvars, copy, json, math, numbers, os, re, uuid, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -17,10 +17,10 @@ from .calibration import calibration_batches
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts
 
 # %% auto #0
-__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR', 'ROWS', 'COLS', 'SIGN_PAIRS',
-           'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint', 'attach',
-           'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers', 'fingerprint', 'sketch', 'save',
-           'AdapterFileError', 'read_config', 'load', 'restore', 'AdapterCheckpoints']
+__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR', 'ROWS', 'COLS',
+           'SIGN_PAIRS', 'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint',
+           'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers', 'fingerprint', 'sketch',
+           'save', 'AdapterFileError', 'read_config', 'load', 'restore', 'AdapterCheckpoints']
 
 # %% ../nbs/03_runtime.ipynb #a0db59f2
 ADAPTER = 'ap_adapter'   # the ModuleDict {adapter name: Variant} added to each target layer
@@ -74,8 +74,12 @@ def _state(model, required: bool = True) -> _State | None:
 
 # %% ../nbs/03_runtime.ipynb #11acd8f2
 def _select(st: _State, name) -> list[str]:
+    "The adapter names `name` selects: None for all, one name, or a non-empty list or tuple of names."
     if name is None: return list(st.named)
-    names = [name] if isinstance(name, str) else list(name)
+    names = [name] if isinstance(name, str) else list(name) if isinstance(name, (list, tuple)) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"name={name!r}: pass an adapter name (a str), a list of names, or None for all; attached: {list(st.named)}")
+    if not names: raise ValueError(f"name={name!r} selects no adapter; pass None for all of them ({list(st.named)})")
     bad = [n for n in names if n not in st.named]
     if bad: raise KeyError(f"no adapter named {bad[0]!r} on this model; attached: {list(st.named)}")
     return names
@@ -165,13 +169,45 @@ def checkpoint(function, *args, use_reentrant: bool = False, **kwargs):
     return _SteerCheckpoint(ckpt)(function, *args, use_reentrant=use_reentrant, **kwargs)
 
 # %% ../nbs/03_runtime.ipynb #93d05e70
-def _wrap_checkpointing(model, args, kwargs):
-    "Root pre-hook: wrap any checkpoint function transformers installed (it can be enabled after attach)."
-    st = model.__dict__.get(STATE)
-    if st is None: return None
+def _wrap_checkpointing(st: _State) -> None:
+    "Wrap any checkpoint function transformers installed (it can be enabled after attach)."
     for m in st.ckpt_layers:
         f = m.__dict__.get('_gradient_checkpointing_func')
         if f is not None and not isinstance(f, _SteerCheckpoint): m._gradient_checkpointing_func = _SteerCheckpoint(f)
+
+# %% ../nbs/03_runtime.ipynb #07ce5bc4
+CACHE_TAG = '_antipasto_steering'   # on a KV cache object: the coefficients its keys and values were computed at
+
+def _steering_now(st: _State) -> tuple:
+    "Per adapter name, the coefficient a forward would run it at now and whether it is merged (read without marking it steered)."
+    out = []
+    for k, e in st.named.items():
+        a = next(iter(e.adapters.values()))
+        c = next((t[id(a)] for _, t in reversed(STEERING.get()) if id(a) in t), a.__dict__.get('_coeff', 1.0))
+        out.append((k, c, a.merged))
+    return tuple(out)
+
+def _check_cache(st: _State, kwargs: dict) -> None:
+    "Tag a fresh KV cache with the steering it is filled at; warn when a forward continues it at another one."
+    cache = kwargs.get('cache')   # transformers >= 5.2x names it `cache`, before that `past_key_values`
+    if cache is None: cache = kwargs.get('past_key_values')
+    if cache is None or not hasattr(cache, 'get_seq_length') or not hasattr(cache, '__dict__'): return   # a legacy tuple cache cannot carry a tag
+    now, tag = _steering_now(st), cache.__dict__.get(CACHE_TAG)
+    if tag is not None and tag != now and cache.get_seq_length() > 0:
+        was = {k: c for k, c, _ in tag}; to = {k: c for k, c, _ in now}
+        warnings.warn(f"this forward continues a KV cache whose keys and values were computed with adapter coefficients {was}, "
+                      f"and runs at {to} (merged or attached adapters may differ too): the cached positions keep the old "
+                      "steering. Rebuild the cache under the new coefficient, unless you prefill at one coefficient on purpose",
+                      stacklevel=2)
+    cache.__dict__[CACHE_TAG] = now
+
+# %% ../nbs/03_runtime.ipynb #d9d97013
+def _root_hook(model, args, kwargs):
+    "Root pre-hook: checkpoint functions see the forward's steering, and KV caches remember theirs."
+    st = model.__dict__.get(STATE)
+    if st is None: return None
+    _wrap_checkpointing(st)
+    _check_cache(st, kwargs)
     return None
 
 # %% ../nbs/03_runtime.ipynb #8c13d4f8
@@ -236,8 +272,8 @@ def _renamed(e: dict, ts: dict, names: dict) -> tuple[dict, dict]:
     return {**e, 'fingerprints': fps}, {key(k): v for k, v in ts.items()}
 
 # %% ../nbs/03_runtime.ipynb #b8206f9f
-def _prepare(model, cfg, name: str, layers=None, where=None) -> tuple[nn.Module, type, AdapterConfig, dict, dict]:
-    "Validate a named attach and build its adapters (not yet initialised) off the model; nothing on `model` changes."
+def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tuple[nn.Module, type, AdapterConfig, dict, dict]:
+    "Validate a named attach and build its adapters (not yet initialised) off the model; nothing on `model` changes (`pending`: (name, variant class, targets) of adapters a `load` built before this one, not yet on the model)."
     m, name = unwrap(model), _check_name(name)
     st = m.__dict__.get(STATE)
     if st is not None and name in st.named:
@@ -264,12 +300,15 @@ def _prepare(model, cfg, name: str, layers=None, where=None) -> tuple[nn.Module,
         except ValueError as e:
             if where is None: raise
             raise AdapterFileError(f"{where}: adapter {name!r} does not fit this model: {e}") from None
-        for other, a in (l._modules.get(ADAPTER) or {}).items():
-            if vcls.forward_input is not None or a.forward_input is not None:
-                raise ValueError(f"adapters {name!r} ({vcls.name}) and {other!r} ({a.name}) both target {n!r}, and "
-                                 f"{(vcls.name if vcls.forward_input is not None else a.name)} rewrites the layer's input, "
-                                 "so they cannot compose there: put them on different layers (target_names / layers) or "
-                                 "detach one")
+        others = [(o, type(a)) for o, a in (l._modules.get(ADAPTER) or {}).items()]
+        others += [(o, ocls) for o, ocls, ot in pending if any(x is l for x in ot.values())]
+        for other, ocls in others:
+            if vcls.forward_input is not None or ocls.forward_input is not None:
+                msg = (f"adapters {name!r} ({vcls.name}) and {other!r} ({ocls.name}) both target {n!r}, and "
+                       f"{(vcls.name if vcls.forward_input is not None else ocls.name)} rewrites the layer's input, "
+                       "so they cannot compose there: put them on different layers (target_names / layers) or detach one")
+                if where is None: raise ValueError(msg)
+                raise AdapterFileError(f"{where}: {msg}")
     adp = {n: vcls(cfg, *dims(l), device=l.weight.device) for n, l in targets.items()}
     return m, vcls, cfg, targets, adp
 
@@ -329,7 +368,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
         if first:
             m.__dict__[STATE] = st
             for p in m.parameters(): p.requires_grad_(False)
-            m.register_forward_pre_hook(_wrap_checkpointing, with_kwargs=True)
+            m.register_forward_pre_hook(_root_hook, with_kwargs=True)
             st.layouts = hold_layouts(m)   # no bitsandbytes CPU rewrite while attached (see antipasto.layers)
         st.named[name] = _Named(cfg, dict(targets), dict(adp), calibrated)
         added = first
@@ -375,7 +414,7 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
     if st.peft_before or not any(wraps_base(x) for x in m.modules()):   # else peft, which wrapped layers since, owns them
         for p, flag in st.requires_grad: p.requires_grad_(flag)
     release_layouts(m, st.layouts)
-    _remove_hook(m, _wrap_checkpointing, pre=True)
+    _remove_hook(m, _root_hook, pre=True)
     for x in st.ckpt_layers:
         f = x.__dict__.get('_gradient_checkpointing_func')
         if isinstance(f, _SteerCheckpoint): x._gradient_checkpointing_func = f.fn
@@ -411,11 +450,18 @@ def steer(model: nn.Module, coeff):
     "Run forwards inside the block with coefficient `coeff` (a number for every adapter, or {name: number})."
     st = _state(model)
     if isinstance(coeff, dict):
-        for k in coeff: _select(st, k)
+        for k in coeff:
+            if not isinstance(k, str): raise TypeError(f"coeff={coeff!r}: a dict of coefficients is keyed by adapter name (a str), got {k!r}")
+            _select(st, k)
         table = {k: check_coeff(v, f'coeff[{k!r}]') for k, v in coeff.items()}
     else:
         c = check_coeff(coeff)
         table = {k: c for k in st.named}
+    merged = [k for k in table if any(a.merged for a in st.named[k].adapters.values())]
+    if merged:   # the hooks skip a merged adapter: its change is in the weights at the merge's coefficient
+        raise RuntimeError(f"adapters {merged} are merged into the weights, where a coefficient no longer reaches them (the "
+                           "merged forward stays at the merge's coefficient); ap.unmerge(model) first, or steer only the "
+                           "live adapters with a {name: coeff} dict")
     ids = {id(a): c for k, c in table.items() for a in st.named[k].adapters.values()}
     entry = (object(), ids)
     STEERING.set(STEERING.get() + (entry,))
@@ -654,6 +700,12 @@ def _bad(path, why) -> AdapterFileError:
 # %% ../nbs/03_runtime.ipynb #9121b166
 _LAYER_OK = re.compile(r'[A-Za-z0-9_.\-]{1,512}')
 
+def _finite(x) -> bool:
+    "A JSON number that is a finite float: not a bool, not NaN or Infinity, not an int past float's range."
+    if isinstance(x, bool) or not isinstance(x, (int, float)): return False
+    try: return math.isfinite(x)
+    except OverflowError: return False
+
 def _entries(path, meta: dict) -> list[dict]:
     "The file's adapters as validated dicts: name, config (an AdapterConfig), layers (names), fingerprints."
     if sum(len(k) + len(v) for k, v in meta.items()) > MAX_META_CHARS: raise _bad(path, 'metadata too large')
@@ -678,11 +730,11 @@ def _entries(path, meta: dict) -> list[dict]:
         try: cfg = AdapterConfig.from_dict(c)
         except Exception as err: raise _bad(path, f"config of {name!r}: {err}") from None
         layers, fps = e.get('layers'), e.get('fingerprints')
-        if layers is not None and not (isinstance(layers, list) and all(isinstance(l, str) and _LAYER_OK.fullmatch(l) for l in layers)):
-            raise _bad(path, f"layers of {name!r} must be a list of module names")
+        if layers is not None and not (isinstance(layers, list) and layers and all(isinstance(l, str) and _LAYER_OK.fullmatch(l) for l in layers)):
+            raise _bad(path, f"layers of {name!r} must be a non-empty list of module names")
         if fps is not None and not (isinstance(fps, dict) and all(
-                isinstance(v, dict) and isinstance(v.get('norm'), (int, float)) and isinstance(v.get('sketch'), list)
-                and len(v['sketch']) == 8 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v['sketch'])
+                isinstance(v, dict) and _finite(v.get('norm')) and v['norm'] >= 0 and isinstance(v.get('sketch'), list)
+                and len(v['sketch']) == 8 and all(_finite(x) for x in v['sketch'])
                 and (v.get('dtype') is None or (isinstance(v['dtype'], str) and re.fullmatch(r'[a-z0-9_]{1,32}', v['dtype'])))
                 for v in fps.values())):
             raise _bad(path, f"fingerprints of {name!r} are malformed")
@@ -721,6 +773,8 @@ def _read(path, tensors: bool = True):
     except AdapterFileError: raise
     except Exception as e: raise _bad(path, e) from None
     if ts is not None and meta.get('format') == 'antipasto/1': ts = {f'{DEFAULT}/{k}': v for k, v in ts.items()}
+    stray = [k for k in (ts or {}) if k.split('/', 1)[0] not in {e['name'] for e in entries}]
+    if stray: raise _bad(path, f"tensors {stray[:4]} belong to no adapter the file lists")
     return entries, ts
 
 # %% ../nbs/03_runtime.ipynb #d1d0af8f
@@ -738,6 +792,11 @@ def _expected(name, adp: dict, recomputed, selected: bool = False) -> dict:
 # %% ../nbs/03_runtime.ipynb #08585e37
 def _fill(path, name, adp: dict, ts: dict, recomputed=(), selected: bool = False, copy_in: bool = True) -> None:
     "Check every expected tensor (present, no extras, dtype, shape, finite), then copy them into the built adapters."
+    a0 = next(iter(adp.values()))
+    rebuilt = [b for b, _ in a0.named_buffers() if b in ROWS + COLS + ('S',)]
+    if recomputed and sorted(recomputed) != sorted(rebuilt):
+        raise _bad(path, f"adapter {name!r} lists {list(recomputed)} as rebuilt from the base weight; a compact "
+                         f"{a0.name} file rebuilds exactly {rebuilt}")
     expected = _expected(name, adp, recomputed, selected)
     have = {k for k in ts if k.startswith(name + '/')}
     missing, extra = sorted(set(expected) - have), sorted(have - set(expected))
@@ -819,7 +878,9 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
         layers = e['layers'] if e['layers'] is not None else _layers_from_keys(e, ts)
         names = _across_peft(m, layers)
         if any(k != v for k, v in names.items()): (e, ts), layers = _renamed(e, ts, names), [names[n] for n in layers]
-        m_, vcls, cfg, targets, adp = _prepare(m, e['cfg'], e['name'], layers=layers, where=str(path))
+        if not layers: raise _bad(path, f"adapter {e['name']!r} has no layers")
+        m_, vcls, cfg, targets, adp = _prepare(m, e['cfg'], e['name'], layers=layers, where=str(path),
+                                               pending=[(b[3], variant_cls(b[0]), b[1]) for b in built])
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'], copy_in=False)
         if check_base and e['fingerprints'] is not None: _check_base(str(path), e, targets, lambda n, l: dense_weight(l))
         if e['recomputed']: _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'], e['fingerprints'])
@@ -847,6 +908,10 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
         if k not in st.named: raise AdapterFileError(f"{path}: adapter {k!r} is not attached to this model ({list(st.named)})")
         if e['cfg'].to_dict() != st.named[k].cfg.to_dict():
             raise AdapterFileError(f"{path}: adapter {k!r} was saved with another config than the attached one")
+        if e['layers'] is not None and set(e['layers']) != set(st.named[k].layers):
+            odd = sorted(set(e['layers']) ^ set(st.named[k].layers))
+            raise AdapterFileError(f"{path}: adapter {k!r} was saved on other layers than the attached one (they differ at "
+                                   f"{odd[:4]}); restore into the model it was saved from")
         if any(a.merged for a in st.named[k].adapters.values()):
             raise RuntimeError(f"adapter {k!r} is merged into the weights, which would keep its old tensors; "
                                "ap.unmerge(model) first, then restore")
@@ -868,11 +933,18 @@ ADAPTER_FILE = 'antipasto_adapter.safetensors'
 TOKEN_KEY = 'trainer_checkpoint'   # file metadata: the token the checkpoint's trainer_state.json records for its adapter
 _all_ = ['AdapterCheckpoints']
 
-def _tokens(saved) -> list | None:
-    "The adapter tokens a checkpoint's trainer state records (None: it was written without them, so there is nothing to check)."
-    e = saved.get('AdapterCheckpoints') if isinstance(saved, dict) else None
-    toks = [x.get('attributes', {}).get('token') for x in (e if isinstance(e, list) else [e]) if isinstance(x, dict)]
-    return [t for t in toks if isinstance(t, str) and t] or None
+def _tokens(saved, where: str) -> list | None:
+    "The adapter tokens a checkpoint's trainer state (`stateful_callbacks`, read from `where`) records; None: written without the callback, nothing to check."
+    if saved is None: return None
+    e = saved.get('AdapterCheckpoints') if isinstance(saved, dict) else ()
+    if e is None: return None
+    recs = e if isinstance(e, list) else [e]
+    toks = [x.get('attributes', {}).get('token') if isinstance(x, dict) and isinstance(x.get('attributes', {}), dict) else ()
+            for x in recs]
+    if not toks or not all(isinstance(t, str) for t in toks):
+        raise AdapterFileError(f"{where}: the AdapterCheckpoints record in its 'stateful_callbacks' is malformed, so the "
+                               "adapter file cannot be checked against it; was trainer_state.json edited or truncated?")
+    return [t for t in toks if t] or None
 
 def _restore_checkpoint(model, ckpt: str, want: list | None, what: str) -> None:
     "Restore the adapter file of checkpoint folder `ckpt`, refusing one whose token the loaded trainer state does not name."
@@ -912,16 +984,20 @@ def _adapter_checkpoints() -> type:
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if state.global_step == 0: return
-            _restore_checkpoint(model, os.path.join(args.output_dir, f'{PREFIX_CHECKPOINT_DIR}-{state.global_step}'),
-                                _tokens(state.stateful_callbacks), f"resuming at step {state.global_step}")
+            ckpt = os.path.join(args.output_dir, f'{PREFIX_CHECKPOINT_DIR}-{state.global_step}')
+            _restore_checkpoint(model, ckpt, _tokens(state.stateful_callbacks, "the trainer state the Trainer resumed from"),
+                                f"resuming at step {state.global_step}")
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             best = state.best_model_checkpoint
             if not (args.load_best_model_at_end and best): return   # the Trainer has just loaded the best checkpoint's base
+            where = os.path.join(best, 'trainer_state.json')
             try:
-                with open(os.path.join(best, 'trainer_state.json')) as f: saved = json.load(f).get('stateful_callbacks')
-            except (OSError, ValueError): saved = None
-            _restore_checkpoint(model, best, _tokens(saved), "load_best_model_at_end")
+                with open(where) as f: saved = json.load(f)
+            except FileNotFoundError: saved = {}   # no trainer state at all: nothing records a token
+            except (OSError, ValueError) as e: raise AdapterFileError(f"{where} cannot be read ({e}), so the best checkpoint's adapter cannot be checked against it") from None
+            if not isinstance(saved, dict): raise AdapterFileError(f"{where} is not a JSON object; was it edited or truncated?")
+            _restore_checkpoint(model, best, _tokens(saved.get('stateful_callbacks'), where), "load_best_model_at_end")
     AdapterCheckpoints.__module__, AdapterCheckpoints.__qualname__ = __name__, 'AdapterCheckpoints'   # pickles by name
     return AdapterCheckpoints
 
