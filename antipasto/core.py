@@ -250,6 +250,12 @@ def current_coeff(adapter) -> float:
         if c is not None:
             adapter.__dict__['_was_steered'] = True
             return c
+    if adapter.__dict__.get('_is_replica') and adapter.__dict__.get('_was_steered'):
+        # nn.DataParallel's per-GPU copy: a new object (no table names it) run in a new thread (an empty context)
+        raise RuntimeError("a steered antipasto adapter is running in a copy nn.DataParallel made for another GPU, which "
+                           "ap.steer cannot reach (the coefficient belongs to the forward's thread and adapter object), so "
+                           "this forward would silently run at the adapter's own coefficient. Use DistributedDataParallel "
+                           "under torchrun (the Trainer does when launched with torchrun), or one GPU")
     return adapter.__dict__.get('_coeff', 1.0)
 
 # %% ../nbs/00_core.ipynb #b3f48847
@@ -339,8 +345,9 @@ class Variant(nn.Module):
     def _apply(self, fn, recurse=True):
         # model.to(dtype) / .half() move an attached adapter to the new device but keep its own dtype
         def keep_dtype(t):
-            dev = fn(torch.empty(0, dtype=t.dtype, device=t.device)).device
-            return t if t.device == dev else t.to(dev)
+            probe = fn(torch.empty(0, dtype=t.dtype, device=t.device))
+            if probe.dtype == t.dtype: return fn(t)   # a move, share_memory_(), to_empty: applied as asked
+            return t if t.device == probe.device else t.to(probe.device)
         return super()._apply(keep_dtype, recurse)
 
     @classmethod

@@ -463,6 +463,8 @@ def steer(model: nn.Module, coeff):
                            "merged forward stays at the merge's coefficient); ap.unmerge(model) first, or steer only the "
                            "live adapters with a {name: coeff} dict")
     ids = {id(a): c for k, c in table.items() for a in st.named[k].adapters.values()}
+    for k in table:   # marked now, so copies made inside the block (nn.DataParallel's replicas) know they were steered
+        for a in st.named[k].adapters.values(): a.__dict__['_was_steered'] = True
     entry = (object(), ids)
     STEERING.set(STEERING.get() + (entry,))
     try: yield model
