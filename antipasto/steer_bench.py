@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from .core import config_for
 from .runtime import attach, detach, steer, adapters
-from .steering import builtin_pairs, train_steering, SteeringVector, embed, ByteTokenizer
+from .steering import builtin_pairs, train_steering, SteeringVector, embed, ByteTokenizer, preference
 from .bench import provenance, run_id, write_tsv
 from .train import positive_int, nonneg_int, float_list, writable_dir, csv_list
 
@@ -120,6 +120,7 @@ def measures(base: dict, cur: dict, w: torch.Tensor, gap: float) -> dict:
 def prepare(method: str, model, tokenizer, pairs, steps: int, batch_size: int, seed: int, layer: int = BLOCKS[-1]):
     "Attach and train (adapters) or fit (vectors) `method`; returns (dial: coefficient -> context manager, info)."
     spec = dict(METHODS[method])
+    torch.manual_seed(seed)   # before the attach: random inits depend on the seed alone, not on the methods that ran before
     t0 = time.perf_counter()
     if 'vector' in spec:
         vec = getattr(SteeringVector, spec['vector'])(model, tokenizer, pairs, layer)
@@ -128,7 +129,6 @@ def prepare(method: str, model, tokenizer, pairs, steps: int, batch_size: int, s
     variant, lr = spec.pop('variant'), spec.pop('lr')
     attach(model, config_for(variant, target_names=(TARGETS,), layers=BLOCKS, **spec))
     try:
-        torch.manual_seed(seed)
         hist = train_steering(model, tokenizer, pairs, layer=layer, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                               progress=False)
     except BaseException:
@@ -157,15 +157,19 @@ def summarize(curve: dict) -> dict:
 
 # %% ../nbs/44_steer_bench.ipynb #eca7c226
 def mechanics(steps: int = 10, seed: int = 0) -> dict:
-    "The generative terms on the tiny random causal LM: loss and terms at the first and last step."
+    "The generative terms on the tiny random causal LM: the terms at the first and last step, and the trained adapter's preference at +1 and -1."
     from antipasto.testing import tiny_lm
     from antipasto.variants.antipasto import AntiPaSTOConfig
-    lm, rec = tiny_lm(seed=seed), []
+    lm, rec, tok = tiny_lm(seed=seed), [], ByteTokenizer()
+    pairs = builtin_pairs('honesty', n=16, seed=seed)
     attach(lm, AntiPaSTOConfig(r=16, target_names=(r'(q_proj|v_proj|o_proj|down_proj)$',)))
-    train_steering(lm, ByteTokenizer(), builtin_pairs('honesty', n=16, seed=seed), steps=steps, lr=5e-2, batch_size=4,
-                   seed=seed, progress=False, record=rec)
-    detach(lm)
-    return {'first': rec[0], 'last': rec[-1]}
+    try:
+        train_steering(lm, tok, pairs, steps=steps, lr=5e-2, batch_size=4, seed=seed, progress=False, record=rec)
+        # measured on the adapter train_steering returned: the last record is taken before the last optimiser step and
+        # before the final sign flip; layer, Q and ref are read only by an encoder's preference
+        pref = {c: preference(lm, tok, pairs, None, None, None, c, 'causal').mean().item() for c in (1.0, -1.0)}
+    finally: detach(lm)
+    return {'first': rec[0], 'last': rec[-1], 'pref_pos': pref[1.0], 'pref_neg': pref[-1.0]}
 
 # %% ../nbs/44_steer_bench.ipynb #dfad6a62
 TSV_COLUMNS = ('run_id', 'method', 'coeff', 'sep', 'shift', 'drift', 'rank_rho', 'top1', 'params', 'train_s', 'lr', 'steps',
@@ -264,7 +268,7 @@ def _run(args, methods, coeffs) -> int:
     curves, summary, info, rows = {}, {}, {}, []
     for m in methods:
         try: dial, inf = prepare(m, model, tok, pairs, args.steps, args.batch_size, args.seed)
-        except ValueError as e:  # e.g. LoRA before the runtime can dial non-family variants
+        except ValueError as e:  # a method this model or runtime cannot attach or train: reported, the others still run
             print(f"{m}: not run: {e}"); summary[m], info[m] = {'error': str(e).split(';')[0]}, {}
             rows.append({'run_id': rid, 'method': m, 'error': str(e), **prov}); continue
         try:
@@ -285,8 +289,8 @@ def _run(args, methods, coeffs) -> int:
     if args.mechanics_steps:
         mech = mechanics(args.mechanics_steps, args.seed)
         f, l = mech['first'], mech['last']
-        print(f"tiny causal LM mechanics: loss {f['loss']:.3f} -> {l['loss']:.3f}, TV coherence {l['coherence']:.2e}, "
-              f"log-prob preference +1 {l['pref_pos']:+.4f} / -1 {l['pref_neg']:+.4f}")
+        print(f"tiny causal LM mechanics: loss {f['loss']:.3f} -> {l['loss']:.3f}, coherence penalty {l['coherence']:.2e}, "
+              f"log-prob preference of the trained adapter +1 {mech['pref_pos']:+.4f} / -1 {mech['pref_neg']:+.4f}")
         rows.append({'run_id': rid, 'method': 'tiny_lm_mechanics', 'loss_first': f['loss'], 'loss_last': l['loss'],
                      'steps': args.mechanics_steps, 'seed': args.seed, **prov})
     table = markdown_table(summary, info)

@@ -8,6 +8,7 @@ import contextlib, itertools, random, re
 import torch
 import torch.nn.functional as F
 from torch import nn
+from .core import check_coeff
 from .runtime import adapters, steer, unwrap
 from .targets import layer_index
 
@@ -359,6 +360,22 @@ def preference(model: nn.Module, tokenizer, pairs, layer: int, Q: torch.Tensor, 
         out.append(pref(coeff) - pref(0.0))
     return torch.cat(out)
 
+# %% ../nbs/26_steering.ipynb #dd6aa927
+def _pair_batches(n: int, size: int, g: torch.Generator):
+    "Endless batches of `size` distinct pair indices in [0, n) (size <= n), from seeded permutations, every pair equally often."
+    order = []
+    while True:
+        if len(order) < size:
+            # top the leftover up from a fresh permutation, without the pairs it holds (no pair twice in a batch); those
+            # stay in their place further on, so the permutation is still used whole and no pair runs ahead of another
+            fresh = torch.randperm(n, generator=g).tolist()
+            held = set(order)
+            head = [i for i in fresh if i not in held][:size - len(order)]
+            taken = set(head)
+            order += head + [i for i in fresh if i not in taken]
+        yield order[:size]
+        order = order[size:]
+
 # %% ../nbs/26_steering.ipynb #a067daeb
 def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None, steps: int = 60, lr: float = 1e-2,
                    batch_size: int = 8, k: int = 8, margin: float | None = None, threshold: float | None = None,
@@ -400,7 +417,8 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     margin = DEFAULTS[kind]['margin'] if margin is None else margin
     threshold = DEFAULTS[kind]['threshold'] if threshold is None else threshold
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    g, order, hist, B = torch.Generator().manual_seed(seed), [], [], min(batch_size, len(pairs))
+    hist, B = [], min(batch_size, len(pairs))
+    batches = _pair_batches(len(pairs), B, torch.Generator().manual_seed(seed))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -411,8 +429,7 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     try:
         for p in others: p.requires_grad_(False)
         for step in range(steps):
-            if len(order) < B: order += torch.randperm(len(pairs), generator=g).tolist()
-            idx, order = order[:B], order[B:]
+            idx = next(batches)
             batch = encode(tokenizer, [pos[i] for i in idx] + [neg[i] for i in idx], max_length, dev)
             terms = steering_step(model, batch, B, layer, Q, ref, margin, threshold, orient, w_mono, w_coh, name, kind)
             opt.zero_grad(set_to_none=True)
@@ -461,9 +478,9 @@ class SteeringVector:
     @contextlib.contextmanager
     def steer(self, model: nn.Module, coeff: float):
         "Context manager: run `model` with `coeff * vector` added after block `layer`; the hook is removed on exit."
+        c = check_coeff(coeff)   # what ap.steer refuses (NaN, inf, a bool, |c| > COEFF_MAX), with the same message
         n = len(blocks(model))
         if not 0 <= self.layer < n: raise ValueError(f"this vector is for block {self.layer}, the model has blocks 0..{n - 1}")
-        c = float(coeff)
         def hook(m, args, out):
             h = _first(out)
             h = h + (c * self.vector).to(h)
