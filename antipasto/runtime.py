@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.weight_norm import WeightNorm
 from safetensors import safe_open
 from safetensors.torch import save_file
 from .core import AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, STEERING
@@ -18,9 +20,9 @@ from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layou
 
 # %% auto #0
 __all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR', 'ROWS', 'COLS',
-           'SIGN_PAIRS', 'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint',
-           'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers', 'fingerprint', 'sketch',
-           'save', 'AdapterFileError', 'read_config', 'load', 'restore', 'AdapterCheckpoints']
+           'SIGN_PAIRS', 'SIGN_SURE', 'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config',
+           'checkpoint', 'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers',
+           'fingerprint', 'sketch', 'save', 'AdapterFileError', 'read_config', 'load', 'restore', 'AdapterCheckpoints']
 
 # %% ../nbs/03_runtime.ipynb #a0db59f2
 ADAPTER = 'ap_adapter'   # the ModuleDict {adapter name: Variant} added to each target layer
@@ -482,6 +484,9 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
     layer = st.named[ads[0][0]].layers[layer_name]
     d_in, d_out = dims(layer)
     W = layer.weight
+    # the probe goes in as the layer's input: in its compute dtype for a quantized layer (its weight's int8 / uint8 codes
+    # would truncate the change to 0)
+    xdt = W.dtype if layer_kind(layer) in ('linear', 'conv1d') else (getattr(layer, 'compute_dtype', None) or torch.float32)
     def change(x):
         y = layer.forward(x)   # .forward: the base layer, no hooks
         out = 0.
@@ -491,10 +496,10 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
             else: y_new = _run(a, layer, x, y, c)
             out = out + (y_new.float() - y.float())
         return out
-    db = change(torch.zeros(1, d_in, dtype=W.dtype, device=W.device))[0]   # an output gate also scales the bias
+    db = change(torch.zeros(1, d_in, dtype=xdt, device=W.device))[0]   # an output gate also scales the bias
     dW = torch.zeros(d_out, d_in, dtype=torch.float32, device=W.device)
     for i in range(0, d_in, chunk):
-        dW[:, i:i + chunk] = (change(torch.eye(d_in, dtype=W.dtype, device=W.device)[i:i + chunk]) - db).T
+        dW[:, i:i + chunk] = (change(torch.eye(d_in, dtype=xdt, device=W.device)[i:i + chunk]) - db).T
     return dW, db
 
 # %% ../nbs/03_runtime.ipynb #5af8f169
@@ -528,6 +533,10 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
             if layer_kind(l) not in ('linear', 'conv1d') or not l.weight.is_floating_point():
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: it is a {type(l).__name__} with a {l.weight.dtype} "
                                  "weight; merging needs a dense weight (keep the live adapter on a quantized base)")
+            if parametrize.is_parametrized(l, 'weight') or any(isinstance(h, WeightNorm) for h in l._forward_pre_hooks.values()):
+                raise ValueError(f"cannot merge adapter {k!r} into {n!r}: its weight is computed from other tensors on every "
+                                 "access (a parametrization such as weight_norm or spectral_norm), so a write to it goes "
+                                 "nowhere; keep the adapter live on this layer, or remove the parametrization before attaching")
             names_ = [pn for pn, p in params if p is l.weight]
             tied = [pn for pn in names_ if pn != f'{n}.weight']
             if len(names_) > 1:
@@ -619,6 +628,7 @@ def _fingerprint_mismatch(fp: dict, now: dict) -> str | None:
 # %% ../nbs/03_runtime.ipynb #11eaf853
 ROWS, COLS = ('Vh', 'A0', 'P'), ('U', 'B0')   # a direction's sign is shared by row i of Vh/A0/P and column i of U/B0
 SIGN_PAIRS = (('Vh', 'U'), ('A0', 'B0'), ('P', 'U'))
+SIGN_SURE = 1e-3   # a saved sketch under this fraction of the sketches' rms does not decide its direction's sign
 
 # %% ../nbs/03_runtime.ipynb #66c2db4b
 def _z(n: int) -> torch.Tensor:
@@ -848,14 +858,18 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
             else: adp[n].reset(l)
     for n, a in adp.items():
         want = {b: ts[f'{name}/{n}.{b}#sketch'] for b in recomputed if b in ROWS}
+        # a sketch near 0 cannot tell a direction's sign (rounding on another machine flips it): that direction keeps the
+        # canonical sign the decomposition gives, which the saved one had too
+        sure = {b: w.abs() > SIGN_SURE * w.square().mean().sqrt() for b, w in want.items()}
         for row, col in SIGN_PAIRS:
             if row in want and col in recomputed:
-                flip = torch.sign(sketch(row, getattr(a, row))) != torch.sign(want[row])
+                flip = (torch.sign(sketch(row, getattr(a, row))) != torch.sign(want[row])) & sure[row]
                 if flip.any():
                     getattr(a, row)[flip.to(a.S.device if hasattr(a, 'S') else 'cpu')] *= -1
                     getattr(a, col)[:, flip.to(getattr(a, col).device)] *= -1
         for b, w in want.items():
-            err = (sketch(b, getattr(a, b)) - w).abs().max().item()
+            s = sketch(b, getattr(a, b))
+            err = torch.where(sure[b], s - w, s.abs() - w.abs()).abs().max().item()
             if err > 1e-3 * w.square().mean().sqrt().item() + 1e-12:
                 now, base_dtype = _dtype_str(targets[n]), ((fps or {}).get(n) or {}).get('dtype')
                 why = (f"the file was saved on a {base_dtype} base and this one is {now}: a compact file rebuilds its basis from "
