@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_runtime.ipynb #b47931c3
 from __future__ import annotations
-import contextvars, copy, json, math, numbers, os, re, uuid, warnings
+import contextvars, copy, json, math, numbers, os, re, tempfile, uuid, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -19,10 +19,11 @@ from .calibration import calibration_batches
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts
 
 # %% auto #0
-__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR', 'ROWS', 'COLS',
-           'SIGN_PAIRS', 'SIGN_SURE', 'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config',
-           'checkpoint', 'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers',
-           'fingerprint', 'sketch', 'save', 'AdapterFileError', 'read_config', 'load', 'restore', 'AdapterCheckpoints']
+__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'WATCH', 'FIRED', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR',
+           'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters',
+           'adapter_config', 'checkpoint', 'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge',
+           'merged_layers', 'fingerprint', 'sketch', 'save', 'AdapterFileError', 'read_config', 'load', 'restore',
+           'AdapterState', 'AdapterCheckpoints']
 
 # %% ../nbs/03_runtime.ipynb #a0db59f2
 ADAPTER = 'ap_adapter'   # the ModuleDict {adapter name: Variant} added to each target layer
@@ -212,6 +213,62 @@ def _root_hook(model, args, kwargs):
     _check_cache(st, kwargs)
     return None
 
+# %% ../nbs/03_runtime.ipynb #dd2e98f3
+WATCH, FIRED = '_antipasto_watch', '_antipasto_fired'   # on a parent: {attribute: full name} of targets it must call; on a target: called?
+
+def _fired(layer, args):
+    "Pre-hook on a watched target: it was called."
+    if not torch.compiler.is_compiling(): layer.__dict__[FIRED] = True
+
+def _watch_pre(parent, args):
+    "Pre-hook on a watched target's parent: none of its watched targets has been called yet in this forward."
+    if torch.compiler.is_compiling(): return
+    for c in parent.__dict__.get(WATCH, {}): parent._modules[c].__dict__[FIRED] = False
+
+def _stop_watching(parent, attrs) -> None:
+    "Take the watch off targets `attrs` of `parent`, and off `parent` once it watches none."
+    w = parent.__dict__.get(WATCH, {})
+    for c in list(attrs):
+        child = parent._modules.get(c)
+        if child is not None: _remove_hook(child, _fired, pre=True); child.__dict__.pop(FIRED, None)
+        w.pop(c, None)
+    if not w:
+        parent.__dict__.pop(WATCH, None)
+        _remove_hook(parent, _watch_pre, pre=True); _remove_hook(parent, _watch_post, pre=False)
+
+def _watch_post(parent, args, out):
+    "Post-hook on a watched target's parent: a target it ran without calling would leave its adapter silently idle."
+    if torch.compiler.is_compiling(): return None
+    w = parent.__dict__.get(WATCH, {})
+    missed = [w[c] for c in w if parent._modules[c].__dict__.get(FIRED) is False]
+    if missed:
+        raise RuntimeError(f"the antipasto adapters on {missed} did not run: their parent {type(parent).__name__} ran its "
+                           "forward without calling them (it reads their weight directly: nn.MultiheadAttention's functional "
+                           "path, a fused kernel, a sliced tensor-parallel path), so an adapter there changes nothing, and a "
+                           "merge would change what the live adapter does not. ap.detach the model and attach again with "
+                           f"those layers excluded (exclude_names=)")
+    _stop_watching(parent, list(w))
+    return None
+
+def _watch(m, targets: dict) -> None:
+    "Until its parent's first forward, check that each target layer is called, by its parent's hooks and its own."
+    for n, l in targets.items():
+        pn, _, attr = n.rpartition('.')
+        parent = m.get_submodule(pn)
+        if parent._modules.get(attr) is not l: continue   # not reachable by its name (a peft rename): nothing to check
+        if WATCH not in parent.__dict__:
+            parent.__dict__[WATCH] = {}
+            parent.register_forward_pre_hook(_watch_pre); parent.register_forward_hook(_watch_post)
+        if attr not in parent.__dict__[WATCH]: l.register_forward_pre_hook(_fired)
+        parent.__dict__[WATCH][attr] = n
+
+def _unwatch(m, layers) -> None:
+    "Stop watching `layers` (being detached)."
+    ids = {id(l) for l in layers}
+    for p in list(m.modules()):
+        w = p.__dict__.get(WATCH)
+        if w: _stop_watching(p, [c for c in w if id(p._modules.get(c)) in ids])
+
 # %% ../nbs/03_runtime.ipynb #8c13d4f8
 def _drop_adapter_keys(module, state_dict, prefix, local_metadata):
     "State-dict hook on the adapter container: checkpoints of the model hold the clean base (ap.save holds the adapter)."
@@ -383,6 +440,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
                 else: l.register_forward_hook(_post_hook, with_kwargs=True)
                 added = True
             for p in adp[n].parameters(): p.requires_grad_(True)
+        _watch(m, targets)
         _set_ddp_ignore(m, st)
         if added: _hooks_changed(m if outer is None else outer)   # not `or`: a wrapper's truth is its len()
     except BaseException:
@@ -409,7 +467,7 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
             left = list(c.values()) if c is not None else []
             if not any(a.forward_input is None for a in left): removed |= _remove_hook(l, _post_hook, pre=False)
             if not any(a.forward_input is not None for a in left): removed |= _remove_hook(l, _pre_hook, pre=True)
-            if c is not None and not left: del l._modules[ADAPTER]
+            if c is not None and not left: del l._modules[ADAPTER]; _unwatch(m, [l])
     if removed: _hooks_changed(m if outer is None else outer)
     if st.named:
         _set_ddp_ignore(m, st); return
@@ -1022,3 +1080,25 @@ def __getattr__(name: str):
         globals()[name] = cls = _adapter_checkpoints()
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+# %% ../nbs/03_runtime.ipynb #ac5e1a7f
+class AdapterState:
+    "The attached adapters as an object accelerate checkpoints: `accelerator.register_for_checkpointing(ap.AdapterState(model))`."
+    KEY = 'antipasto_adapter'
+    def __init__(self, model: nn.Module): self.model = model
+
+    def state_dict(self) -> dict:
+        with tempfile.TemporaryDirectory() as tmp:
+            p = os.path.join(tmp, ADAPTER_FILE)
+            _save(self.model, p)
+            with open(p, 'rb') as f: return {self.KEY: f.read()}
+
+    def load_state_dict(self, state: dict) -> None:
+        blob = state.get(self.KEY) if isinstance(state, dict) else None
+        if not isinstance(blob, bytes):
+            raise AdapterFileError(f"AdapterState.load_state_dict: the checkpoint holds no antipasto adapter under {self.KEY!r}; "
+                                   "was it saved with ap.AdapterState registered?")
+        with tempfile.TemporaryDirectory() as tmp:
+            p = os.path.join(tmp, ADAPTER_FILE)
+            with open(p, 'wb') as f: f.write(blob)
+            restore(self.model, p)
