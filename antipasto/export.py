@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_export.ipynb #2c9ee00f
 from __future__ import annotations
-import json, math, os, re, tempfile
+import copy, json, math, os, re, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -13,7 +13,7 @@ from torch import nn
 from safetensors.torch import save_file
 from contextlib import nullcontext
 from .core import real_number, dense_weight
-from .runtime import adapters, names, steer, unwrap, merged_layers
+from .runtime import steer, unwrap, merged_layers, _state, _select
 from .basis import SVDVariant
 from .variants.hra import householder_wy
 from .variants.delora import delora_scale
@@ -30,23 +30,41 @@ class PeftPart:
     rank: int = 0
     options: dict = field(default_factory=dict)  # config fields this layer needs (group_size, feedforward, ...)
 
+# %% ../nbs/07_export.ipynb #443655b1
+def _core64(a):
+    "A float64 CPU copy of family adapter `a` at its current coefficient, to read its core without `a`'s dtype rounding."
+    b = copy.deepcopy(a)
+    for mod in b.modules():
+        for store in (mod._parameters, mod._buffers):
+            for k, t in store.items():
+                if t is not None and t.is_floating_point():
+                    t64 = t.detach().to('cpu', torch.float64)
+                    store[k] = nn.Parameter(t64, requires_grad=False) if isinstance(t, nn.Parameter) else t64
+    b.coeff = a.coeff
+    return b
+
 # %% ../nbs/07_export.ipynb #f8a94621
 def family_factors(a) -> tuple[torch.Tensor, torch.Tensor]:
-    "LoRA factors `(A, B)` with `B @ A = U M C` for a family adapter at its current coefficient (float64; `C` the coordinate map)."
+    "LoRA factors `(A, B)` with `B @ A = U M C` for a family adapter at its current coefficient (float64, on the CPU; `C` the coordinate map)."
     r, dt, dev = a.S.shape[0], a.S.dtype, a.S.device
     with torch.no_grad():
-        Mt = a.core_delta(torch.eye(r, dtype=dt, device=dev)).double()          # row j: core_delta(e_j) = (M e_j)^T
-        if not torch.isfinite(Mt).all():
+        b = _core64(a)
+        Mt = b.core_delta(torch.eye(r, dtype=torch.float64))                  # row j: core_delta(e_j) = (M e_j)^T
+        live = a.core_delta(torch.eye(r, dtype=dt, device=dev))   # the adapter's own forward must not overflow either
+        if not (torch.isfinite(live).all() and torch.isfinite(Mt).all()):
             raise ValueError(f"{a.name}: the core change is not finite at coeff={a.coeff} (it overflows {dt}); export at a "
                              "smaller coefficient")
-        p = torch.randn(4, r, generator=torch.Generator().manual_seed(0)).to(dt).to(dev)
-        lin = (a.core_delta(p).double() - p.double() @ Mt).abs().max() / Mt.abs().max().clamp_min(1e-30)
-        if not lin <= (1e-2 if dt in (torch.bfloat16, torch.float16) else 1e-4):   # `not <=`: a nan deviation fails too
-            raise ValueError(f"{a.name}: core_delta is not linear in the coordinates (relative deviation {lin:.2g}), so "
-                             "its change is not a fixed low-rank matrix and has no exact LoRA form")
+        p = torch.randn(4, r, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        K = max(Mt.abs().max().item(), b.S.abs().max().item())
+        dev_ = ((b.core_delta(p) - p @ Mt).abs().amax(1) / p.abs().sum(1)).max().item()   # per unit |p|_1
+        bound = (4 * r + 6) * torch.finfo(torch.float64).eps * K                           # a linear core's rounding
+        if not dev_ <= bound:   # `not <=`: a nan deviation fails too
+            raise ValueError(f"{a.name}: core_delta is not linear in the coordinates (deviation {dev_:.2g} where float64 "
+                             f"rounding allows {bound:.2g}), so its change is not a fixed low-rank matrix and has no exact "
+                             "LoRA form")
         C = torch.cat([a.coords(torch.eye(a.d_in, dtype=dt, device=dev)[i:i + 1024]).double()  # (r, d_in): Vh or CorDA's P,
-                       for i in range(0, a.d_in, 1024)]).T                                  # read in slices of 1024 inputs
-        return C, a.U.double() @ Mt.T
+                       for i in range(0, a.d_in, 1024)]).T.cpu()                           # read in slices of 1024 inputs
+        return C, b.U @ Mt.T
 
 # %% ../nbs/07_export.ipynb #7c786641
 def _lora(A, B) -> PeftPart:
@@ -139,12 +157,14 @@ def _peft_config(parts: dict, base_name):
 
 # %% ../nbs/07_export.ipynb #8eaaf853
 def _pick(model, name):
-    "The adapters to export by layer name, and the layers (one adapter name only)."
-    if name is None and len(names(model)) > 1:
-        raise ValueError(f"export_peft: several adapters are attached ({names(model)}); pass name=... to export one of them")
-    ad = adapters(model, name)
-    if not ad: raise ValueError("export_peft: no adapter layers to export")
-    return ad
+    "The one adapter to export: its name, and its adapters and layers (the objects recorded at attach) by layer name."
+    st = _state(model)
+    sel = _select(st, name)
+    if len(sel) > 1: raise ValueError(f"export_peft: several adapters are {'attached' if name is None else 'selected'} "
+                                      f"({sel}); pass name=... to export one of them")
+    if not sel or not st.named[sel[0]].adapters: raise ValueError("export_peft: no adapter layers to export")
+    e = st.named[sel[0]]
+    return sel[0], dict(e.adapters), dict(e.layers)
 
 # %% ../nbs/07_export.ipynb #5ed2b195
 def write_peft(parts: dict, path, base_name: str | None = None) -> dict:
@@ -176,21 +196,22 @@ def export_peft(model: nn.Module, path, coeff: float | None = None, name: str | 
         raise ValueError(f"export_peft: path={str(path)!r} is a file; peft adapters are folders (adapter_config.json + "
                          "adapter_model.safetensors): pass a folder path")
     if not isinstance(path, (str, os.PathLike)): raise TypeError(f"export_peft: path={path!r} must be a folder path")
-    ad = _pick(model, name)
+    k, ad, layers = _pick(model, name)
     # its own merge; or another's under it, for a form read off the weight (DoRA's norm, HRA's W U): the runtime
     # already refuses to leave such an adapter live beside a merge, and this keeps the export from trusting that alone
     merged = [n for n, a in ad.items() if a.merged or (n in merged_layers(model) and not a.delta_from_input)]
     if merged: raise ValueError(f"export_peft: an adapter is merged into the base at {merged[:2]}; ap.unmerge(model) first, "
                                 "so the export is the adapter's change, read off the base weights")
-    base = unwrap(model)  # layer names are relative to the model inside DDP / FSDP / torch.compile / peft wrappers
-    layers = {n: base.get_submodule(n) for n in ad}
+    # `layers` are the modules the adapters hook, recorded at attach: a peft wrapper added since now holds the same name
     odd = [f"{n} ({type(l).__name__})" for n, l in layers.items() if not isinstance(l, nn.Linear)]
     if odd: raise ValueError(f"export_peft: this export writes peft adapters for nn.Linear targets (bitsandbytes' too), not "
                              f"{odd[:2]}; exclude those layers from the adapter or keep it in antipasto")
-    family = [isinstance(a, SVDVariant) for a in ad.values()]
-    if any(family):
-        with (steer(model, c if name is None else {name: c}) if c is not None else nullcontext()):
-            parts = {n: peft_part(a, layers[n], a.coeff) for n, a in ad.items()}
+    # peft's names are the plain base's: a layer attached under peft's wrapper is that wrapper's `base_layer`
+    pn = {n: n.removesuffix('.base_layer') for n in ad}
+    if any(isinstance(a, SVDVariant) for a in ad.values()):
+        with (steer(model, {k: c}) if c is not None else nullcontext()):
+            parts = {pn[n]: peft_part(a, layers[n], a.coeff) for n, a in ad.items()}
     else:
-        parts = {n: peft_part(a, layers[n], c if c is not None else _current(a)) for n, a in ad.items()}
+        parts = {pn[n]: peft_part(a, layers[n], c if c is not None else _current(a)) for n, a in ad.items()}
+    base = unwrap(model)  # the model inside DDP / FSDP / torch.compile / peft wrappers, for its name
     return write_peft(parts, path, getattr(getattr(base, 'config', None), 'name_or_path', None) or None)
