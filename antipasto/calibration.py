@@ -68,6 +68,12 @@ def _to(v, device):
     "`v` on `device` if it is a tensor, else `v` unchanged."
     return v.to(device) if isinstance(v, torch.Tensor) else v
 
+# %% ../nbs/02_calibration.ipynb #33a9594f
+def _summary(args: tuple, kwargs: dict) -> str:
+    "What a batch holds, for an error note: each argument's dtype and shape if a tensor, else its type."
+    what = lambda v: f"{str(v.dtype).removeprefix('torch.')} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+    return ', '.join([f'arg {j}: {what(v)}' for j, v in enumerate(args)] + [f'{k}: {what(v)}' for k, v in kwargs.items()])
+
 # %% ../nbs/02_calibration.ipynb #9cc07815
 def real_tokens(x: torch.Tensor, mask: torch.Tensor | None, name: str = '') -> torch.Tensor:
     "The rows of `x` (..., d) at real-token positions of `mask` (batch, seq), flattened to (n, d)."
@@ -125,7 +131,13 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
             for i, batch in enumerate(data):
                 state['i'] = i
                 args, kwargs, state['kwargs'], state['mask'] = _split_batch(batch, i, model)
-                model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
+                try: model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
+                except Exception as e:
+                    if f'calibration_data batch {i}' not in str(e):   # our own checks name the batch already
+                        e.add_note(f"antipasto: raised while running calibration_data batch {i} through the model "
+                                   f"({_summary(args, kwargs)}). If the batch is at fault: token ids must be an integer "
+                                   f"tensor of shape (batch, seq), below the model's vocabulary size; {BATCH_HELP}")
+                    raise
     finally:
         for h in handles: h.remove()
         streams.remove()

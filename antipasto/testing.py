@@ -10,13 +10,14 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from .runtime import WATCH, FIRED, _fired, _watch_pre, _watch_post
 
 # %% auto #0
 __all__ = ['SENTENCES', 'TEST_MODELS', 'CHECK_KW', 'CHECK_DEFAULTS', 'tiny_lm', 'tiny_batch', 'minilm_path', 'minilm',
            'minilm_batch', 'model_out', 'enable_checkpointing', 'dispatched_ops', 'snapshot', 'assert_unchanged',
            'check_kw', 'VariantRun', 'start_check', 'check_identity', 'check_training', 'check_steering',
            'check_detach_reload', 'check_variant', 'perturb_trainables', 'dense_errors', 'check_dense_reference',
-           'check_all', 'show_rows', 'refusal']
+           'check_float64', 'check_all', 'show_rows', 'refusal']
 
 # %% ../nbs/04_testing.ipynb #091851ae
 def tiny_lm(seed: int = 0, dtype=torch.float32, **overrides) -> nn.Module:
@@ -117,17 +118,19 @@ def dispatched_ops(fn, *args, **kwargs) -> list[str]:
     return log.ops
 
 # %% ../nbs/04_testing.ipynb #60742cdd
+_TRANSIENT = (_fired, _watch_pre, _watch_post)   # the runtime's first-forward watch: any forward takes it off
+
 def _hooks(m):
-    "How many hooks module `m` holds, of every kind."
-    return sum(len(getattr(m, a)) for a in ('_forward_hooks', '_forward_pre_hooks', '_backward_hooks',
-                                              '_forward_hooks_with_kwargs', '_forward_pre_hooks_with_kwargs'))
+    "How many hooks module `m` holds, of every kind (the runtime's transient first-forward watch not counted)."
+    return sum(1 for a in ('_forward_hooks', '_forward_pre_hooks', '_backward_hooks', '_forward_hooks_with_kwargs',
+                           '_forward_pre_hooks_with_kwargs') for h in getattr(m, a).values() if h not in _TRANSIENT)
 
 def snapshot(model: nn.Module) -> dict:
     "Everything `assert_unchanged` compares, copied."
     return {'sd': {k: v.detach().clone() for k, v in model.state_dict().items()},
             'grad': {n: p.requires_grad for n, p in model.named_parameters()},
             'hooks': {n: _hooks(m) for n, m in model.named_modules()},
-            'attrs': {n: sorted(m.__dict__) + sorted(m._modules) for n, m in model.named_modules()},
+            'attrs': {n: sorted(k for k in m.__dict__ if k not in (WATCH, FIRED)) + sorted(m._modules) for n, m in model.named_modules()},
             'training': model.training}
 
 # %% ../nbs/04_testing.ipynb #b57187b8
@@ -356,6 +359,31 @@ def dense_errors(name: str, delta_fn, model: str = 'minilm', coeffs=(1.0, -1.0, 
 def check_dense_reference(name: str, delta_fn, model: str = 'minilm', **kw) -> float:
     "`dense_errors` on test model `model`: the worst relative error of the adapter's part."
     return dense_errors(name, delta_fn, model, **kw)['adapter']
+
+# %% ../nbs/04_testing.ipynb #ea359073
+def check_float64(name: str, reference, coeffs=(1.0,), d_in: int = 12, d_out: int = 10, init=None, **overrides) -> float:
+    "A float64 `name` adapter on one float64 layer matches `reference(a, W, b, x, c)` to 1e-12 relative at each coefficient and passes gradcheck; the worst error."
+    from antipasto.core import config_for
+    from antipasto.runtime import attach, adapters, steer
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Linear(d_in, d_out, dtype=torch.float64))   # one small layer keeps gradcheck cheap
+    attach(lin, config_for(name, dtype='float64', target_names=(r'^0$',), **overrides))
+    a, W, b = adapters(lin)['0'], lin[0].weight.detach(), lin[0].bias.detach()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in a.parameters(): p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+        if init is not None: init(a, g)   # a variant whose trainables need a range (kept away from a clamp's kinks)
+    x = torch.randn(5, d_in, generator=g, dtype=torch.float64)
+    worst = 0.
+    for c in coeffs:
+        with steer(lin, c), torch.no_grad(): y, ref = lin(x), reference(a, W, b, x, c)
+        err = ((y - ref).abs().max() / ref.abs().max()).item()
+        if not err <= 1e-12: raise AssertionError(f"{name}: float64 output at coeff {c} is off its reference by {err:.1e} relative (> 1e-12)")
+        worst = max(worst, err)
+    names = [n for n, p in lin.named_parameters() if p.requires_grad]
+    call = lambda *ps: torch.func.functional_call(lin, dict(zip(names, ps)), (x,))
+    torch.autograd.gradcheck(call, [lin.get_parameter(n).detach().clone().requires_grad_() for n in names])
+    return worst
 
 # %% ../nbs/04_testing.ipynb #05a8e126
 def check_all(name: str, delta_fn=None, models=('tiny', 'minilm'), base_dtypes=(torch.float32, torch.bfloat16),

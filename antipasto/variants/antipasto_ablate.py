@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
-from ..core import ParamSpec, register, check_number
+from ..core import ParamSpec, register, check_number, check_int
 from ..basis import FamilyConfig, SVDVariant
 
 # %% auto #0
@@ -27,9 +27,9 @@ def constant(value: float):
 
 # %% ../../nbs/23_ablate.ipynb #43f04a4d
 def orthonormal(c: torch.Tensor) -> torch.Tensor:
-    "Orthonormal columns spanning `c` (r, k): normalise for k = 1, else the Q of a reduced QR (in float32, cast back)."
+    "Orthonormal columns spanning `c` (r, k): normalise for k = 1, else the Q of a reduced QR (in float32 or wider, cast back)."
     if c.shape[1] == 1: return F.normalize(c, dim=0)
-    return torch.linalg.qr(c.float()).Q.to(c.dtype)
+    return torch.linalg.qr(c.to(torch.promote_types(c.dtype, torch.float32))).Q.to(c.dtype)
 
 # %% ../../nbs/23_ablate.ipynb #9f00960c
 @dataclass
@@ -40,8 +40,7 @@ class AntiPaSTOAblateConfig(FamilyConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
-            raise ValueError(f"k={self.k!r} must be a positive int (the number of ablated directions)")
+        check_int(self, 'k', fix='k is the number of ablated directions, default 1')
         if self.k > self.r:
             raise ValueError(f"k={self.k} exceeds r={self.r}: at most r orthonormal directions fit in the r-dim "
                              "basis; lower k or raise r")

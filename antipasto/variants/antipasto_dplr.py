@@ -4,10 +4,11 @@
 
 # %% ../../nbs/25_dplr.ipynb #98ab54d7
 from __future__ import annotations
+import numbers
 from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
-from ..core import ParamSpec, register
+from ..core import ParamSpec, register, check_int
 from .antipasto import AntiPaSTO, AntiPaSTOConfig
 
 # %% auto #0
@@ -21,12 +22,10 @@ class AntiPaSTODPLRConfig(AntiPaSTOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        k = self.lora_rank
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            raise ValueError(f"lora_rank={k!r} must be a positive int")
-        if k == 0:
+        if isinstance(self.lora_rank, numbers.Integral) and not isinstance(self.lora_rank, bool) and self.lora_rank == 0:
             raise ValueError("lora_rank=0 leaves only the diagonal gain, which is the 'antipasto' variant: use "
                              "AntiPaSTOConfig (or config_for('antipasto', ...)) instead of antipasto_dplr")
+        k = check_int(self, 'lora_rank')
         if k > self.r:
             raise ValueError(f"lora_rank={k} exceeds r={self.r}: B A is an r x r matrix, so its rank is at most r; "
                              "lower lora_rank or raise r")

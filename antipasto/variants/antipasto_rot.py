@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 import torch
-from ..core import ParamSpec, register, check_number
+from ..core import ParamSpec, register, check_number, check_int
 from ..basis import FamilyConfig, SVDVariant
 
 # %% auto #0
@@ -36,8 +36,8 @@ def soft_clamp(t: torch.Tensor, max_angle: float) -> torch.Tensor:
 
 # %% ../../nbs/22_rot.ipynb #fd4ceabf
 def block_rotations(t: torch.Tensor, bs: int, coeff: float, max_angle: float) -> torch.Tensor:
-    "Block rotations (nb, bs, bs) from params `t`, steered by `coeff`, in float32 (the solve has no bfloat16 kernel)."
-    return cayley(skew(soft_clamp(coeff * t.float(), max_angle), bs))
+    "Block rotations (nb, bs, bs) from params `t`, steered by `coeff`, in float32 or wider (the solve has no bfloat16 kernel)."
+    return cayley(skew(soft_clamp(coeff * t.to(torch.promote_types(t.dtype, torch.float32)), max_angle), bs))
 
 # %% ../../nbs/22_rot.ipynb #3247510d
 def apply_blocks(R: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -73,8 +73,7 @@ class AntiPaSTORotConfig(FamilyConfig):
         super().__post_init__()
         if self.rotate_basis not in ROTATE:
             raise ValueError(f"rotate_basis={self.rotate_basis!r}; use one of {ROTATE}")
-        if not isinstance(self.block_size, int) or isinstance(self.block_size, bool) or self.block_size < 2:
-            raise ValueError(f"block_size={self.block_size!r} must be an int >= 2 (a rotation needs a plane)")
+        check_int(self, 'block_size', lo=2, fix='a rotation needs a plane')
         check_number(self, 'max_rotation_angle', 0, math.pi, lo_open=True, hi_open=True, fix='radians in (0, pi), default 0.5')
         check_blocks(self)
 

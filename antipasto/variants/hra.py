@@ -15,9 +15,10 @@ __all__ = ['householder_wy', 'householder_product', 'paired_kaiming', 'HRAConfig
 
 # %% ../../nbs/35_hra.ipynb #c51a58b3
 def householder_wy(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    "Unit columns `Uh` of `U` and upper-triangular `T` (float32) with `H_0 H_1 ... H_{r-1} = I - Uh T Uh^T`."
-    Uh = U.float() / U.float().norm(dim=0)
-    eye = torch.eye(U.shape[1], device=U.device)
+    "Unit columns `Uh` of `U` and upper-triangular `T` (float32 or wider) with `H_0 H_1 ... H_{r-1} = I - Uh T Uh^T`."
+    Uh = U.to(torch.promote_types(U.dtype, torch.float32))  # bfloat16 has no triangular solve; float64 stays float64
+    Uh = Uh / Uh.norm(dim=0)
+    eye = torch.eye(U.shape[1], dtype=Uh.dtype, device=U.device)
     T = torch.linalg.solve_triangular(torch.triu(Uh.T @ Uh, 1) + 0.5 * eye, eye, upper=True)
     return Uh, T
 

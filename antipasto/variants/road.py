@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 import torch
-from ..core import AdapterConfig, ParamSpec, Variant, register, dims
+from ..core import AdapterConfig, ParamSpec, Variant, register, dims, check_int
 from .ia3 import check_unused
 
 # %% auto #0
@@ -48,9 +48,9 @@ class RoadConfig(AdapterConfig):
         check_unused(self, ('r', 'alpha'), "RoAD learns per-channel angles and scales and has no rank or scale")
         if self.road_variant not in ROAD_VARIANTS:
             raise ValueError(f"RoadConfig: road_variant={self.road_variant!r}; use one of {ROAD_VARIANTS}")
-        gs = self.group_size
-        if not isinstance(gs, int) or isinstance(gs, bool) or gs <= 0 or gs % 2:
-            raise ValueError(f"RoadConfig: group_size={gs!r} must be a positive even int (channels are paired within a group)")
+        gs = check_int(self, 'group_size', fix='use a positive even int (channels are paired within a group)')
+        if gs % 2:
+            raise ValueError(f"RoadConfig: group_size={gs} must be a positive even int (channels are paired within a group)")
 
 # %% ../../nbs/36_road.ipynb #a4abef62
 @register
