@@ -131,7 +131,7 @@ class AdapterConfig:
     alpha: float = 16.0
     dtype: str = 'float32'
     target_roles: tuple = ()
-    target_names: tuple = (r'(^|\.)q_proj$', r'(^|\.)v_proj$', r'\.query$', r'\.value$', r'\.c_attn$', r'(^|\.)qkv_proj$', r'Attention\.[qv]$',
+    target_names: tuple = (r'(^|\.)q_proj$', r'(^|\.)v_proj$', r'\.query$', r'(^|\.)(self|\w*att\w*)\.value$', r'\.c_attn$', r'(^|\.)qkv_proj$', r'Attention\.[qv]$',
                            r'(^|\.)query_key_value$', r'(^|\.)[qv]_lin$')
     exclude_names: tuple = (r'lm_head', r'embed')
     layers: tuple | None = None

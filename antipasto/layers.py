@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['layer_kind', 'is_linear_like', 'dims', 'cpu_packed', 'dense_weight', 'weight_matrix', 'quantize_linear',
-           'check_layouts', 'hold_layouts', 'release_layouts', 'layouts_held']
+__all__ = ['layer_kind', 'is_linear_like', 'dims', 'cpu_packed', 'dense_weight', 'weight_matrix', 'check_forward',
+           'quantize_linear', 'check_layouts', 'hold_layouts', 'release_layouts', 'layouts_held']
 
 # %% ../nbs/05_layers.ipynb #c8d882e8
 def _bnb_kind(layer) -> str | None:
@@ -42,10 +42,12 @@ def layer_kind(layer: nn.Module) -> str:
     if _is_conv1d(layer): return 'conv1d'
     t = f"{type(layer).__module__}.{type(layer).__name__}"
     if isinstance(layer, nn.Linear):
-        if layer.weight.is_floating_point(): return 'linear'
-        raise TypeError(f"{t} is an nn.Linear with a {layer.weight.dtype} weight that antipasto cannot dequantize "
-                        "(it knows bitsandbytes' Linear4bit and Linear8bitLt); exclude this layer with exclude_names, "
-                        "use a variant that does not read the weight (lora, ia3, hra), or load the model unquantized")
+        w = layer.weight
+        if w.is_floating_point() and w.element_size() > 1: return 'linear'   # a 1-byte float is float8 codes: scales kept apart
+        raise TypeError(f"{t} is an nn.Linear with a {w.dtype} weight that antipasto cannot dequantize "
+                        "(it holds quantized codes whose scales the layer keeps apart; antipasto knows bitsandbytes' Linear4bit "
+                        "and Linear8bitLt); exclude this layer with exclude_names, use a variant that does not read the "
+                        "weight (lora, ia3, hra), or load the model unquantized")
     raise TypeError(f"{t} is not a layer kind antipasto can read a weight from (nn.Linear, transformers' Conv1D, "
                     "bitsandbytes' Linear4bit / Linear8bitLt); exclude it with exclude_names or select other layers "
                     "with target_names")
@@ -101,6 +103,46 @@ def weight_matrix(layer: nn.Module) -> torch.Tensor:
     if kind == 'conv1d': return layer.weight.T
     if not _quantized(layer, kind): return layer.weight
     return dense_weight(layer)
+
+# %% ../nbs/05_layers.ipynb #ec0ef62d
+def _known_forward(layer: nn.Module) -> bool:
+    "Whether `layer`'s class runs `nn.Linear`'s or transformers' `Conv1D`'s own forward (either is `x W^T + b`)."
+    f = type(layer).forward
+    return f is nn.Linear.forward or any(c.__name__ == 'Conv1D' and c.__module__.startswith('transformers')
+                                         and c.__dict__.get('forward') is f for c in type(layer).__mro__)
+
+# %% ../nbs/05_layers.ipynb #48ed64ba
+def check_forward(name: str, layer: nn.Module) -> None:
+    "Raise, naming the layer, if the forward of a linear-like `layer` whose class overrides it is not `x W^T + b` with `W = dense_weight(layer)`."
+    if type(layer) is nn.Linear or _known_forward(layer): return
+    try: kind = layer_kind(layer)
+    except TypeError: return                      # an unknown kind: nothing to compare with (weight readers refuse it)
+    if kind not in ('linear', 'conv1d') or layer.weight.is_meta: return   # bitsandbytes: a forward may repack its layout
+    w, (d_in, d_out) = layer.weight, dims(layer)
+    x = torch.randn(2, d_in, generator=torch.Generator().manual_seed(0)).to(device=w.device, dtype=w.dtype)
+    modes = [(m, m.training) for m in layer.modules()]
+    try:
+        layer.eval()                              # no router jitter or dropout in the probe
+        with torch.no_grad(): y = type(layer).forward(layer, x)   # the class's own: no hooks, no wrapper set on the instance
+    except Exception as e: y = e
+    finally:
+        for m, t in modes: m.training = t
+    W, b = dense_weight(layer), getattr(layer, 'bias', None)
+    if isinstance(y, Exception): why = f"raises {type(y).__name__}: {y}"
+    elif not isinstance(y, torch.Tensor): why = f"returns a {type(y).__name__}, not a tensor"
+    elif tuple(y.shape) != (2, d_out): why = f"maps a (2, {d_in}) input to shape {tuple(y.shape)}, not (2, {d_out})"
+    elif tuple(W.shape) != (d_out, d_in): why = f"runs on a weight of shape {tuple(W.shape)}, not ({d_out}, {d_in})"
+    else:
+        ref = x.float() @ W.T + (b.detach().float() if isinstance(b, torch.Tensor) else 0)
+        err = ((y.float() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+        tol = 2e-2 if torch.finfo(w.dtype).bits <= 16 else 1e-3   # bf16 keeps 8 significant bits; a TF32 matmul 11
+        if err <= tol: return
+        why = f"is {err:.2g} (relative) away from x W^T + b, over the {tol:g} a {w.dtype} forward may be off"
+    leaf = name.rpartition('.')[2] or type(layer).__name__
+    raise ValueError(f"layer {name!r} ({type(layer).__module__}.{type(layer).__name__}, {d_in}->{d_out}): its forward {why}. "
+                     "The forward is not the linear map of its weight (a router returning a tuple, a grouped / block-diagonal "
+                     "linear, a scaled quantized weight), so an adapter built from the weight would be wrong; exclude it "
+                     f"(exclude_names=(r'(^|\\.){leaf}$',))")
 
 # %% ../nbs/05_layers.ipynb #bb64b0af
 def quantize_linear(lin: nn.Linear, bits: int = 4, quant_type: str = 'nf4', double_quant: bool = False,

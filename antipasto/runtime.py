@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from .core import AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, STEERING
 from .targets import find_targets, wraps_base
 from .calibration import calibration_batches
-from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts
+from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
 
 # %% auto #0
 __all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'WATCH', 'FIRED', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR',
@@ -355,7 +355,7 @@ def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tupl
                              "loaded): an adapter would be built on meta and read no weight, and its output would be garbage. "
                              "Load the model with every target layer in memory (a device_map with no 'disk' entry for them, "
                              "or no offloading), or exclude those layers (layers=, exclude_names=)")
-        try: vcls.check(cfg, n, l)
+        try: check_forward(n, l); vcls.check(cfg, n, l)   # a forward that is not its weight's linear map: a router, a scaled weight
         except ValueError as e:
             if where is None: raise
             raise AdapterFileError(f"{where}: adapter {name!r} does not fit this model: {e}") from None

@@ -10,17 +10,37 @@ from .core import AdapterConfig, ROLES
 from .layers import is_linear_like, dims
 
 # %% auto #0
-__all__ = ['WRITER_NAMES', 'READER_NAMES', 'hidden_size_of', 'layer_index', 'role_of', 'wraps_base', 'candidates', 'find_targets']
+__all__ = ['WRITER_NAMES', 'READER_NAMES', 'ROUTER_NAMES', 'config_width', 'hidden_size_of', 'tower_widths', 'width_at',
+           'layer_index', 'role_of', 'wraps_base', 'candidates', 'find_targets']
 
 # %% ../nbs/01_targets.ipynb #d32e0f85
-def hidden_size_of(model: nn.Module) -> int | None:
-    "The model width d: from its config, else from its input embeddings."
-    cfg = getattr(model, 'config', None)
+def config_width(cfg) -> int | None:
+    "The residual-stream width a config gives (`hidden_size`, `d_model`, `n_embd` or `dim`), or None."
     for k in ('hidden_size', 'd_model', 'n_embd', 'dim'):
         v = getattr(cfg, k, None)
-        if isinstance(v, int): return v
-    emb = model.get_input_embeddings() if hasattr(model, 'get_input_embeddings') else None
+        if isinstance(v, int) and not isinstance(v, bool): return v
+    return None
+
+# %% ../nbs/01_targets.ipynb #1fa95a2b
+def hidden_size_of(model: nn.Module) -> int | None:
+    "The model width d: from its config, else from its input embeddings; None if neither gives it."
+    if (v := config_width(getattr(model, 'config', None))) is not None: return v
+    try: emb = model.get_input_embeddings() if hasattr(model, 'get_input_embeddings') else None
+    except NotImplementedError: return None   # transformers' answer for a model of several towers (CLIPModel)
     return getattr(emb, 'embedding_dim', None)
+
+# %% ../nbs/01_targets.ipynb #ab051215
+def tower_widths(model: nn.Module) -> dict[str, int]:
+    "The width of each submodule whose `config` gives one, by name, and the model's own under `''` (`hidden_size_of`)."
+    out = {n: w for n, m in model.named_modules() if n and (w := config_width(getattr(m, 'config', None))) is not None}
+    if (h := hidden_size_of(model)) is not None: out[''] = h
+    return out
+
+# %% ../nbs/01_targets.ipynb #27211512
+def width_at(name: str, widths: dict[str, int]) -> int | None:
+    "The width of the innermost module in `widths` (from `tower_widths`) that encloses module `name`: its tower's."
+    parts = name.split('.')
+    return next((widths[p] for i in range(len(parts) - 1, -1, -1) if (p := '.'.join(parts[:i])) in widths), None)
 
 # %% ../nbs/01_targets.ipynb #fc21c043
 def layer_index(name: str) -> int | None:
@@ -30,13 +50,15 @@ def layer_index(name: str) -> int | None:
     return None
 
 # %% ../nbs/01_targets.ipynb #2ef121b8
-WRITER_NAMES = r'(o_proj|out_proj|down_proj|dense_4h_to_h|c_proj|fc2|wo|w2|output\.dense|Attention\.o|attention\.dense|out_lin|lin2)$'
+WRITER_NAMES = (r'(o_proj|out_proj|down_proj|dense_4h_to_h|c_proj|fc2|wo|w2|output\.dense|Attention\.o|attention\.dense|out_lin|lin2|'
+                r'attention\.output)$')
 READER_NAMES = (r'(q_proj|k_proj|v_proj|qkv_proj|gate_proj|up_proj|gate_up_proj|query|key|value|c_attn|c_fc|fc1|wq|wk|wv|w1|w3|'
-                r'wi|wi_0|wi_1|dense_h_to_4h|intermediate\.dense|Attention\.[qkv]|query_key_value|[qkv]_lin|lin1)$')
+                r'wi|wi_0|wi_1|dense_h_to_4h|intermediate\.dense|Attention\.[qkv]|query_key_value|[qkv]_lin|lin1|receptance)$')
+ROUTER_NAMES = r'(^|\.)(gate|router|shared_expert_gate)(\.[^.]+)?$'   # and their own linear: router.layer, router.classifier
 
 def role_of(name: str, layer: nn.Module, hidden: int | None) -> str | None:
-    "`reader`, `writer`, `inner`, or None outside the blocks (poolers, heads) and for a square layer whose name does not say."
-    if hidden is None or layer_index(name) is None: return None
+    "`reader`, `writer`, `inner`, or None outside the blocks (poolers, heads), for a MoE router or gate, and for a square layer whose name does not say."
+    if hidden is None or layer_index(name) is None or re.search(ROUTER_NAMES, name): return None
     i, o = dims(layer)
     if i == hidden and o != hidden: return 'reader'
     if o == hidden and i != hidden: return 'writer'
@@ -66,10 +88,7 @@ def candidates(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
 def find_targets(model: nn.Module, cfg: AdapterConfig) -> dict[str, nn.Module]:
     "The linear-like modules of `model` that `cfg` selects, by name; raises if none or if a selection is ambiguous."
     linears = candidates(model)
-    hidden = hidden_size_of(model) if cfg.target_roles else None
-    if cfg.target_roles and hidden is None:
-        raise ValueError("target_roles needs the model width; the model has no config.hidden_size and no input "
-                         "embeddings. Select layers with target_names instead")
+    widths = tower_widths(model) if cfg.target_roles else {}
     if cfg.layers is not None:
         have = sorted({i for k, _ in linears.values() if (i := layer_index(k)) is not None})
         missing = sorted(set(cfg.layers) - set(have))
@@ -81,7 +100,12 @@ def find_targets(model: nn.Module, cfg: AdapterConfig) -> dict[str, nn.Module]:
         if hit(cfg.exclude_names): continue
         if cfg.layers is not None and layer_index(k) not in cfg.layers: continue
         if cfg.target_roles:
-            if layer_index(k) is None: continue  # a pooler or head outside the blocks has no role
+            if layer_index(k) is None or re.search(ROUTER_NAMES, k): continue  # a pooler, a head, a router: no role
+            hidden = width_at(k, widths)
+            if hidden is None:
+                raise ValueError(f"target_roles needs the model width at {k!r}; no module around it has a config with "
+                                 "hidden_size (d_model, n_embd, dim) and the model has no input embeddings. "
+                                 "Select layers with target_names instead")
             role = role_of(k, m, hidden)
             if role is None:
                 i, o = dims(m)

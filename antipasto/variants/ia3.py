@@ -21,7 +21,7 @@ def check_unused(cfg, names: tuple, why: str) -> None:
                              f"leave {n} at its default {default!r}")
 
 # %% ../../nbs/34_ia3.ipynb #f63512bd
-IA3_TARGETS = (r'(^|\.)k_proj$', r'(^|\.)v_proj$', r'\.key$', r'\.value$', r'Attention\.[kv]$')  # anchored: never Phi-3's fused qkv_proj
+IA3_TARGETS = (r'(^|\.)k_proj$', r'(^|\.)v_proj$', r'(^|\.)(self|\w*att\w*)\.(key|value)$', r'Attention\.[kv]$')  # anchored: never Phi-3's fused qkv_proj, nor RWKV's feed_forward.key / .value
 IA3_FF_TARGETS = (r'down_proj$', r'fc2$', r'dense_4h_to_h$', r'layer\.\d+\.output\.dense$')
 _NO_RANK = "IA3 learns one gate per channel and has no rank or scale"
 
