@@ -4,7 +4,7 @@
 
 # %% ../nbs/49_cli.ipynb #403b2c76
 from __future__ import annotations
-import importlib, sys
+import importlib, os, sys
 
 # %% auto #0
 __all__ = ['COMMANDS', 'SUMMARY', 'usage', 'command', 'main']
