@@ -214,7 +214,7 @@ def _root_hook(model, args, kwargs):
     return None
 
 # %% ../nbs/03_runtime.ipynb #dd2e98f3
-WATCH, FIRED = '_antipasto_watch', '_antipasto_fired'   # on a parent: {attribute: full name} of targets it must call; on a target: called?
+WATCH, FIRED = '_antipasto_watch', '_antipasto_fired'   # on a parent: {full name: layer} of targets it must call; on a target: called?
 
 def _fired(layer, args):
     "Pre-hook on a watched target: it was called."
@@ -223,15 +223,14 @@ def _fired(layer, args):
 def _watch_pre(parent, args):
     "Pre-hook on a watched target's parent: none of its watched targets has been called yet in this forward."
     if torch.compiler.is_compiling(): return
-    for c in parent.__dict__.get(WATCH, {}): parent._modules[c].__dict__[FIRED] = False
+    for l in parent.__dict__.get(WATCH, {}).values(): l.__dict__[FIRED] = False
 
-def _stop_watching(parent, attrs) -> None:
-    "Take the watch off targets `attrs` of `parent`, and off `parent` once it watches none."
+def _stop_watching(parent, names) -> None:
+    "Take the watch off targets `names` of `parent`, and off `parent` once it watches none."
     w = parent.__dict__.get(WATCH, {})
-    for c in list(attrs):
-        child = parent._modules.get(c)
-        if child is not None: _remove_hook(child, _fired, pre=True); child.__dict__.pop(FIRED, None)
-        w.pop(c, None)
+    for n in list(names):
+        l = w.pop(n, None)
+        if l is not None: _remove_hook(l, _fired, pre=True); l.__dict__.pop(FIRED, None)
     if not w:
         parent.__dict__.pop(WATCH, None)
         _remove_hook(parent, _watch_pre, pre=True); _remove_hook(parent, _watch_post, pre=False)
@@ -240,7 +239,7 @@ def _watch_post(parent, args, out):
     "Post-hook on a watched target's parent: a target it ran without calling would leave its adapter silently idle."
     if torch.compiler.is_compiling(): return None
     w = parent.__dict__.get(WATCH, {})
-    missed = [w[c] for c in w if parent._modules[c].__dict__.get(FIRED) is False]
+    missed = [n for n, l in w.items() if l.__dict__.get(FIRED) is False]
     if missed:
         raise RuntimeError(f"the antipasto adapters on {missed} did not run: their parent {type(parent).__name__} ran its "
                            "forward without calling them (it reads their weight directly: nn.MultiheadAttention's functional "
@@ -257,17 +256,17 @@ def _watch(m, targets: dict) -> None:
         parent = m.get_submodule(pn)
         if parent._modules.get(attr) is not l: continue   # not reachable by its name (a peft rename): nothing to check
         if WATCH not in parent.__dict__:
-            parent.__dict__[WATCH] = {}
+            parent.__dict__[WATCH] = {}   # the layer itself, not its attribute: peft may wrap it in place later
             parent.register_forward_pre_hook(_watch_pre); parent.register_forward_hook(_watch_post)
-        if attr not in parent.__dict__[WATCH]: l.register_forward_pre_hook(_fired)
-        parent.__dict__[WATCH][attr] = n
+        if n not in parent.__dict__[WATCH]: l.register_forward_pre_hook(_fired)
+        parent.__dict__[WATCH][n] = l
 
 def _unwatch(m, layers) -> None:
     "Stop watching `layers` (being detached)."
     ids = {id(l) for l in layers}
     for p in list(m.modules()):
         w = p.__dict__.get(WATCH)
-        if w: _stop_watching(p, [c for c in w if id(p._modules.get(c)) in ids])
+        if w: _stop_watching(p, [n for n, l in w.items() if id(l) in ids])
 
 # %% ../nbs/03_runtime.ipynb #8c13d4f8
 def _drop_adapter_keys(module, state_dict, prefix, local_metadata):
