@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_targets.ipynb #ce42b7ba
 from __future__ import annotations
-import re
+import re, warnings
 from torch import nn
 from .core import AdapterConfig, ROLES
 from .layers import is_linear_like, dims
@@ -117,4 +117,9 @@ def find_targets(model: nn.Module, cfg: AdapterConfig) -> dict[str, nn.Module]:
         sample = ', '.join(list(linears)[:6]) or 'none'
         raise ValueError(f"no target layers match target_names={cfg.target_names}, target_roles={cfg.target_roles}, "
                          f"layers={cfg.layers}, exclude_names={cfg.exclude_names}. Linear-like layers include: {sample}")
+    fused = sorted({n.rpartition('.')[0] for n, p in model.named_parameters() if p.dim() == 3 and re.search(r'(^|\.)experts(\.|$)', n)})
+    if cfg.target_roles and fused:   # transformers 5 keeps MoE experts as 3-D tensors: roles would silently pass them over
+        warnings.warn(f"target_roles={cfg.target_roles}: this model holds its mixture-of-experts weights as fused 3-D "
+                      f"parameters ({fused[0]} and {len(fused) - 1} more), which are not linear layers, so no expert is "
+                      "adapted; the roles select only linear layers (attention, shared experts)", stacklevel=2)
     return out
