@@ -101,8 +101,8 @@ def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8
 
 # %% ../nbs/20_basis.ipynb #bfaef2b8
 def top_svd(W: torch.Tensor, r: int, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "The top-`r` triplets of `W` with canonical signs: `randomized_svd` when `r` is small next to `W` (unless `exact`) and its checks pass, else the exact `svd`."
-    if not exact and 4 * (r + 8) <= min(W.shape):
+    "The top-`r` triplets of `W` with canonical signs: `randomized_svd` when `r` is small next to `W` (unless `exact`, or `W` is float64) and its checks pass, else the exact `svd`."
+    if not exact and W.dtype != torch.float64 and 4 * (r + 8) <= min(W.shape):   # the randomized route iterates in float32
         out = randomized_svd(W, r)
         if out is not None: return out
     return svd(W, r)
