@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'REGISTRY', 'dtype_name', 'real_number', 'check_number',
-           'check_int', 'check_bool', 'check_choice', 'check_patterns', 'check_layers', 'AdapterConfig',
+__all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'OPEN_STEERS', 'REGISTRY', 'dtype_name', 'real_number',
+           'check_number', 'check_int', 'check_bool', 'check_choice', 'check_patterns', 'check_layers', 'AdapterConfig',
            'SteerableConfig', 'ParamSpec', 'init_tensor', 'check_coeff', 'current_coeff', 'Variant', 'register',
            'variant_cls', 'config_for', 'attach_scope', 'memo']
 
@@ -243,6 +243,8 @@ def check_coeff(c, what: str = 'coeff') -> float:
     return c
 
 # %% ../nbs/00_core.ipynb #84e40fac
+OPEN_STEERS = '_antipasto_open_steers'   # on an adapter: the steer blocks open on it now (any thread)
+
 def current_coeff(adapter) -> float:
     "The coefficient `adapter` runs with now: the innermost steering entry that names it, else its own."
     for _, table in reversed(STEERING.get()):
@@ -250,7 +252,7 @@ def current_coeff(adapter) -> float:
         if c is not None:
             adapter.__dict__['_was_steered'] = True
             return c
-    if adapter.__dict__.get('_is_replica') and adapter.__dict__.get('_was_steered'):
+    if adapter.__dict__.get('_is_replica') and adapter.__dict__.get(OPEN_STEERS):
         # nn.DataParallel's per-GPU copy: a new object (no table names it) run in a new thread (an empty context)
         raise RuntimeError("a steered antipasto adapter is running in a copy nn.DataParallel made for another GPU, which "
                            "ap.steer cannot reach (the coefficient belongs to the forward's thread and adapter object), so "

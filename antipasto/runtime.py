@@ -13,15 +13,15 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, STEERING
+from .core import AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, STEERING, OPEN_STEERS
 from .targets import find_targets, wraps_base
 from .calibration import calibration_batches
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
 
 # %% auto #0
-__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'WATCH', 'FIRED', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR',
-           'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters',
-           'adapter_config', 'checkpoint', 'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge',
+__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'WATCH', 'FIRED', 'CROSS', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS',
+           'MAX_ERR', 'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names',
+           'adapters', 'adapter_config', 'checkpoint', 'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge',
            'merged_layers', 'fingerprint', 'sketch', 'save', 'AdapterFileError', 'read_config', 'load', 'restore',
            'AdapterState', 'AdapterCheckpoints']
 
@@ -196,7 +196,11 @@ def _check_cache(st: _State, kwargs: dict) -> None:
     if cache is None: cache = kwargs.get('past_key_values')
     if cache is None or not hasattr(cache, 'get_seq_length') or not hasattr(cache, '__dict__'): return   # a legacy tuple cache cannot carry a tag
     now, tag = _steering_now(st), cache.__dict__.get(CACHE_TAG)
-    if tag is not None and tag != now and cache.get_seq_length() > 0:
+    if tag is None and cache.get_seq_length() > 0:
+        warnings.warn(f"this forward continues a KV cache that was filled without these adapters (before the attach, or by "
+                      f"a model without them), and runs at {({k: c for k, c, _ in now})}: the cached positions carry no "
+                      "steering. Rebuild the cache with the adapters on, unless you prefill unsteered on purpose", stacklevel=2)
+    elif tag is not None and tag != now and cache.get_seq_length() > 0:
         was = {k: c for k, c, _ in tag}; to = {k: c for k, c, _ in now}
         warnings.warn(f"this forward continues a KV cache whose keys and values were computed with adapter coefficients {was}, "
                       f"and runs at {to} (merged or attached adapters may differ too): the cached positions keep the old "
@@ -214,16 +218,12 @@ def _root_hook(model, args, kwargs):
     return None
 
 # %% ../nbs/03_runtime.ipynb #dd2e98f3
-WATCH, FIRED = '_antipasto_watch', '_antipasto_fired'   # on a parent: {full name: layer} of targets it must call; on a target: called?
+WATCH, FIRED = '_antipasto_watch', '_antipasto_fired'   # on a parent: {full name: layer} of targets it must call; on a target: ever called
+CROSS = '_antipasto_cross_cached'   # on a parent: its forward started with its cross-attention keys and values cached
 
 def _fired(layer, args):
-    "Pre-hook on a watched target: it was called."
+    "Pre-hook on a watched target: it has been called (only ever set, so concurrent forwards cannot undo it)."
     if not torch.compiler.is_compiling(): layer.__dict__[FIRED] = True
-
-def _watch_pre(parent, args):
-    "Pre-hook on a watched target's parent: none of its watched targets has been called yet in this forward."
-    if torch.compiler.is_compiling(): return
-    for l in parent.__dict__.get(WATCH, {}).values(): l.__dict__[FIRED] = False
 
 def _stop_watching(parent, names) -> None:
     "Take the watch off targets `names` of `parent`, and off `parent` once it watches none."
@@ -232,14 +232,26 @@ def _stop_watching(parent, names) -> None:
         l = w.pop(n, None)
         if l is not None: _remove_hook(l, _fired, pre=True); l.__dict__.pop(FIRED, None)
     if not w:
-        parent.__dict__.pop(WATCH, None)
+        for k in (WATCH, CROSS): parent.__dict__.pop(k, None)
         _remove_hook(parent, _watch_pre, pre=True); _remove_hook(parent, _watch_post, pre=False)
 
-def _watch_post(parent, args, out):
-    "Post-hook on a watched target's parent: a target it ran without calling would leave its adapter silently idle."
+def _watch_pre(parent, args, kwargs):
+    "Pre-hook on a watched target's parent: note whether this forward starts with its cross-attention keys and values cached (it then skips their projections)."
     if torch.compiler.is_compiling(): return None
+    idx, cross = getattr(parent, 'layer_idx', None) or 0, False
+    for k in ('cache', 'past_key_values', 'past_key_value'):
+        cc = getattr(kwargs.get(k), 'cross_attention_cache', None)
+        try: cross = cross or (cc is not None and cc.get_seq_length(idx) > 0)
+        except Exception: cross = True   # a cache we cannot read proves nothing either way
+    parent.__dict__[CROSS] = cross
+    return None
+
+def _watch_post(parent, args, out):
+    "Post-hook on a watched target's parent: a target it ran without ever calling would leave its adapter silently idle."
+    # nn.DataParallel's replicas share this dict but not the flags: only the original proves anything
+    if torch.compiler.is_compiling() or parent.__dict__.get('_is_replica') or parent.__dict__.get(CROSS): return None
     w = parent.__dict__.get(WATCH, {})
-    missed = [n for n, l in w.items() if l.__dict__.get(FIRED) is False]
+    missed = [n for n, l in list(w.items()) if not l.__dict__.get(FIRED)]
     if missed:
         raise RuntimeError(f"the antipasto adapters on {missed} did not run: their parent {type(parent).__name__} ran its "
                            "forward without calling them (it reads their weight directly: nn.MultiheadAttention's functional "
@@ -250,14 +262,14 @@ def _watch_post(parent, args, out):
     return None
 
 def _watch(m, targets: dict) -> None:
-    "Until its parent's first forward, check that each target layer is called, by its parent's hooks and its own."
+    "Until its parent's first forward, check that each target layer is called, by its parent's hook and its own."
     for n, l in targets.items():
         pn, _, attr = n.rpartition('.')
         parent = m.get_submodule(pn)
         if parent._modules.get(attr) is not l: continue   # not reachable by its name (a peft rename): nothing to check
         if WATCH not in parent.__dict__:
             parent.__dict__[WATCH] = {}   # the layer itself, not its attribute: peft may wrap it in place later
-            parent.register_forward_pre_hook(_watch_pre); parent.register_forward_hook(_watch_post)
+            parent.register_forward_pre_hook(_watch_pre, with_kwargs=True); parent.register_forward_hook(_watch_post)
         if n not in parent.__dict__[WATCH]: l.register_forward_pre_hook(_fired)
         parent.__dict__[WATCH][n] = l
 
@@ -522,13 +534,16 @@ def steer(model: nn.Module, coeff):
                            "merged forward stays at the merge's coefficient); ap.unmerge(model) first, or steer only the "
                            "live adapters with a {name: coeff} dict")
     ids = {id(a): c for k, c in table.items() for a in st.named[k].adapters.values()}
-    for k in table:   # marked now, so copies made inside the block (nn.DataParallel's replicas) know they were steered
-        for a in st.named[k].adapters.values(): a.__dict__['_was_steered'] = True
     entry = (object(), ids)
+    ads = [a for k in table for a in st.named[k].adapters.values()]
+    # the open blocks, in a set each adapter holds: nn.DataParallel's replicas share it (their __dict__ is a shallow copy),
+    # so a replica run while a block is open knows that steer cannot reach it
+    for a in ads: a.__dict__.setdefault(OPEN_STEERS, set()).add(entry[0])
     STEERING.set(STEERING.get() + (entry,))
     try: yield model
     finally:  # remove exactly this entry: contexts may exit in any order
         STEERING.set(tuple(e for e in STEERING.get() if e is not entry))
+        for a in ads: a.__dict__.get(OPEN_STEERS, set()).discard(entry[0])
 
 # %% ../nbs/03_runtime.ipynb #893224e0
 @torch.no_grad()

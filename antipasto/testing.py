@@ -10,14 +10,15 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from .runtime import WATCH, FIRED, _fired, _watch_pre, _watch_post
+from .core import OPEN_STEERS
+from .runtime import WATCH, FIRED, CROSS, _fired, _watch_pre, _watch_post
 
 # %% auto #0
 __all__ = ['SENTENCES', 'TEST_MODELS', 'CHECK_KW', 'CHECK_DEFAULTS', 'tiny_lm', 'tiny_batch', 'minilm_path', 'minilm',
-           'minilm_batch', 'model_out', 'enable_checkpointing', 'dispatched_ops', 'snapshot', 'assert_unchanged',
-           'check_kw', 'VariantRun', 'start_check', 'check_identity', 'check_training', 'check_steering',
-           'check_detach_reload', 'check_variant', 'perturb_trainables', 'dense_errors', 'check_dense_reference',
-           'check_float64', 'check_all', 'show_rows', 'refusal']
+           'minilm_batch', 'model_out', 'enable_checkpointing', 'dataparallel_replica', 'dispatched_ops', 'snapshot',
+           'assert_unchanged', 'check_kw', 'VariantRun', 'start_check', 'check_identity', 'check_training',
+           'check_steering', 'check_detach_reload', 'check_variant', 'perturb_trainables', 'dense_errors',
+           'check_dense_reference', 'check_float64', 'check_all', 'show_rows', 'refusal']
 
 # %% ../nbs/04_testing.ipynb #091851ae
 def tiny_lm(seed: int = 0, dtype=torch.float32, **overrides) -> nn.Module:
@@ -97,6 +98,21 @@ def enable_checkpointing(model: nn.Module, **ckpt_kwargs) -> None:
     if hasattr(model, 'activation_checkpointing_enable'): model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
     else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
 
+# %% ../nbs/04_testing.ipynb #117c6cc7
+def dataparallel_replica(model: nn.Module) -> nn.Module:
+    "One replica of `model` made as `nn.DataParallel` makes its per-GPU copies (`torch.nn.parallel.replicate`), on the CPU: shallow-copied modules, non-leaf views of the parameters."
+    modules = list(model.modules())
+    idx = {id(m): i for i, m in enumerate(modules)}
+    copies = [m._replicate_for_data_parallel() for m in modules]
+    for m, r in zip(modules, copies):
+        for k, c in m._modules.items(): r._modules[k] = None if c is None else copies[idx[id(c)]]
+        for k, p in m._parameters.items():
+            if p is None: r._parameters[k] = None
+            else: setattr(r, k, p.view_as(p))   # a plain attribute, as Broadcast hands each replica
+        for k, b in m._buffers.items():
+            if b is not None: setattr(r, k, b.detach().view_as(b))
+    return copies[0]
+
 # %% ../nbs/04_testing.ipynb #fa2662a2
 TEST_MODELS = {'tiny': (tiny_lm, tiny_batch), 'minilm': (minilm, minilm_batch)}
 
@@ -130,7 +146,7 @@ def snapshot(model: nn.Module) -> dict:
     return {'sd': {k: v.detach().clone() for k, v in model.state_dict().items()},
             'grad': {n: p.requires_grad for n, p in model.named_parameters()},
             'hooks': {n: _hooks(m) for n, m in model.named_modules()},
-            'attrs': {n: sorted(k for k in m.__dict__ if k not in (WATCH, FIRED)) + sorted(m._modules) for n, m in model.named_modules()},
+            'attrs': {n: sorted(k for k in m.__dict__ if k not in (WATCH, FIRED, CROSS, OPEN_STEERS)) + sorted(m._modules) for n, m in model.named_modules()},
             'training': model.training}
 
 # %% ../nbs/04_testing.ipynb #b57187b8
