@@ -14,8 +14,8 @@ from .runtime import attach, detach
 from .targets import find_targets, layer_index
 from .calibration import calibration_pass
 from .cost import variant_names, is_family
-from .train import fit, trainable, provenance, run_id, csv_list, default_targets, run_config, has_rank
-from .train import positive_int, positive_float, int_list, writable_dir
+from .train import fit, trainable, provenance, run_id, default_targets, run_config, has_rank
+from .train import positive_int, positive_float, int_list, str_list, writable_dir
 from .train import world, init_distributed  # re-exported for tests/test_ddp.py until it imports antipasto.train
 
 # %% auto #0
@@ -345,9 +345,9 @@ TSV_COLUMNS = ('run_id', 'objective', 'variant', 'teacher', 'gap_closed', 'gap_l
                'loss_last', 'train_s', 'train_cpu_s', 'attach_s', 'error', 'config', 'bench_config', 'git_commit', 'version')
 
 def write_tsv(rows: list[dict], path, columns=TSV_COLUMNS) -> None:
-    "Rows as tab-separated values with full-precision numbers (missing fields empty; folders created)."
+    "Rows as tab-separated values with full-precision numbers (missing fields empty; folders created; an existing file is never replaced)."
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w', newline='') as f:
+    with open(path, 'x', newline='') as f:   # exclusive: a FileExistsError, never another run's results overwritten
         w = csv.writer(f, delimiter='\t', lineterminator='\n')
         w.writerow(columns)
         for row in rows: w.writerow(['' if row.get(c) is None else row.get(c, '') for c in columns])
@@ -381,7 +381,7 @@ def markdown_table(rows: list[dict], objective: str) -> str:
     return '\n'.join(lines)
 
 def plot(rows: list[dict], path) -> None:
-    "Heat maps of gap closed (variants x teachers), one panel per objective, saved as a small PNG."
+    "Heat maps of gap closed (variants x teachers), one panel per objective, saved as a small PNG (never over an existing file)."
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -402,17 +402,18 @@ def plot(rows: list[dict], path) -> None:
         ax.set_title(f'gap closed, trained at: {obj}', fontsize=8)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with open(path, 'xb') as f: fig.savefig(f, format='png')
+    finally: plt.close(fig)
 
 # %% ../nbs/41_bench.ipynb #611d95ef
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='antipasto-bench recovery', description="Recovery benchmark (the default job): train "
                                 "every registered variant to reproduce a teacher (MiniLM with a known structured edit) and "
                                 "score the fraction of the gap it closes on held-out sentences.")
-    p.add_argument('--variants', help="comma-separated variant names (default: every registered variant)")
-    p.add_argument('--teachers', help=f"comma-separated teachers (default: all of {','.join(TEACHERS)})")
-    p.add_argument('--objectives', default=','.join(DEFAULT_OBJECTIVES), help="where students are trained and scored: "
+    p.add_argument('--variants', type=str_list, help="comma-separated variant names (default: every registered variant)")
+    p.add_argument('--teachers', type=str_list, help=f"comma-separated teachers (default: all of {','.join(TEACHERS)})")
+    p.add_argument('--objectives', type=str_list, default=','.join(DEFAULT_OBJECTIVES), help="where students are trained and scored: "
                    "layer (outputs of the edited projections), block (the last edited block's output); default layer")
     p.add_argument('--steps', type=positive_int, default=150, help="training steps per run (default 150)")
     p.add_argument('--seed', type=int, default=0)
@@ -426,7 +427,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--calib', choices=['yes', 'no'], default='yes', help="no: variants whose calibration is optional "
                    "(the family's data-driven selection) attach without data, on the plain top-r basis (default yes)")
     p.add_argument('--threads', type=positive_int, help="torch CPU threads (default: torch's)")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.heldout >= a.sentences: p.error(f"--heldout ({a.heldout}) must be less than --sentences ({a.sentences}): the rest are the training sentences")
+    return a
 
 def main(argv=None) -> int:
     "`antipasto-bench recovery ARGS` (also `antipasto-bench ARGS`): run the benchmark, print the table, write the files; 0 on success."
@@ -441,7 +444,7 @@ def main(argv=None) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
-        rows = recovery(csv_list(a.variants), csv_list(a.teachers), csv_list(a.objectives), a.steps, a.seed, layers, n_sentences=a.sentences,
+        rows = recovery(a.variants, a.teachers, a.objectives, a.steps, a.seed, layers, n_sentences=a.sentences,
                         n_heldout=a.heldout, r=a.r, family_r=a.family_r, lr=a.lr, log=log,
                         calibrate=a.calib == 'yes')
     except (ValueError, ImportError) as e:  # bad arguments, or the MiniLM weights not installed
@@ -456,14 +459,18 @@ def main(argv=None) -> int:
               'block': f"Trained and scored at block {layers[-1]}'s output (function: adapters may compensate)"}
     table = '\n\n'.join(f"## {titles[o]}\n\n{markdown_table(rows, o)}" for o in _ordered(rows, 'objective'))
     cpu = sum(r.get('train_cpu_s') or 0 for r in rows)
+    lr_used = 'per-variant lr (BENCH_LR)' if a.lr is None else f"lr {a.lr:g} for every variant (--lr)"
     head = (f"# antipasto-bench recovery `{rid}`\n\nMiniLM-L6, blocks {list(layers)} edited (q/v); {a.steps} steps x 8 "
-            f"sentences; r={a.r} (LoRA-likes), family r<={a.family_r}, per-variant lr. Cells: fraction of the teacher-base "
+            f"sentences; r={a.r} (LoRA-likes), family r<={a.family_r}, {lr_used}. Cells: fraction of the teacher-base "
             f"gap closed on {a.heldout} held-out sentences. Wall {wall:.0f} s ({cpu:.0f} s of process CPU time in "
             f"training), {torch.get_num_threads()} threads. antipasto {prov['version']}, commit {prov['git_commit']}.\n")
     print(head); print(table)
     os.makedirs(a.out, exist_ok=True)
-    write_tsv(rows, os.path.join(a.out, f'{rid}.tsv'))
-    with open(os.path.join(a.out, f'{rid}.md'), 'w') as f: f.write(head + '\n' + table + '\n')
-    plot(rows, os.path.join(a.out, f'{rid}.png'))
+    try:   # every file created exclusively: a run never replaces another's (the id's random part makes a clash all but impossible)
+        write_tsv(rows, os.path.join(a.out, f'{rid}.tsv'))
+        with open(os.path.join(a.out, f'{rid}.md'), 'x') as f: f.write(head + '\n' + table + '\n')
+        plot(rows, os.path.join(a.out, f'{rid}.png'))
+    except FileExistsError as e:
+        print(f"antipasto-bench: {e.filename} already exists; not overwritten", file=sys.stderr); return 1
     log(f"wrote {a.out}/{rid}.tsv, .md, .png")
     return 0

@@ -17,7 +17,7 @@ from .layers import hold_layouts
 from .architectures import quantize_blocks, QUANTS
 from .targets import find_targets
 from .testing import model_out, dispatched_ops
-from .train import run_config, has_rank, csv_list, writable_file, device_arg, positive_int, nonneg_int
+from .train import run_config, has_rank, csv_list, str_list, writable_file, device_arg, positive_int, nonneg_int
 
 # %% auto #0
 __all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'LLAMA3_8B', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'NOCALIB', 'M_MMAP_THRESHOLD',
@@ -364,6 +364,7 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
     bad = [n for n in references if n not in REFERENCES] + [n for n in no_calib if n not in names]
     if bad: raise ValueError(f"unknown references or no_calib rows {bad}: references are {list(REFERENCES)}, no_calib "
                              f"names a selected variant ({names})")
+    if calib_batches < 1: raise ValueError(f"calib_batches must be >= 1, got {calib_batches}: every calibrating row would fail")
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     try: import peft  # imported here so that the peft row's attach time does not include the import
     except ImportError: pass
@@ -504,15 +505,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    f"{DEFAULT_VOCAB}; Qwen3-0.6B has {QWEN3_06B['vocab_size']})")
     p.add_argument('--r', type=positive_int, default=32, help="rank of LoRA-like baselines and of the peft LoRA row (default 32)")
     p.add_argument('--family-r', type=positive_int, default=256, help="rank of the AntiPaSTO family (default 256)")
-    p.add_argument('--variants', type=csv_list, help="comma-separated variant names (default: every registered variant)")
-    p.add_argument('--targets', type=csv_list, default=list(TARGETS), help="comma-separated target-name regexes (default: q/v)")
+    p.add_argument('--variants', type=str_list, help="comma-separated variant names (default: every registered variant)")
+    p.add_argument('--targets', type=str_list, default=list(TARGETS), help="comma-separated target-name regexes (default: q/v)")
     p.add_argument('--batch', type=positive_int, default=2)
     p.add_argument('--seq', type=positive_int, default=128)
     p.add_argument('--repeats', type=positive_int, default=5, help="timed runs per row; the median is reported (default 5)")
     p.add_argument('--warmup', type=nonneg_int, default=2, help="untimed runs before the timed ones (default 2)")
     p.add_argument('--threads', type=positive_int, help="torch CPU threads (default: torch's choice); 1 is steadier on a busy machine")
-    p.add_argument('--calib-batches', type=nonneg_int, default=4, help="random-token calibration batches of batch x seq for "
-                   "variants that take calibration data (default 4)")
+    p.add_argument('--calib-batches', type=positive_int, default=4, help="random-token calibration batches of batch x seq for "
+                   "variants that take calibration data (default 4; --no-calib measures a variant without data)")
     p.add_argument('--quant', choices=sorted(QUANTS), help="replace the blocks' linear layers by bitsandbytes 4-bit (nf4, fp4) or "
                    "8-bit (int8) ones before measuring (attach_peak_MiB: the dense copies the decomposition needs)")
     p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'], help="base model dtype")
@@ -520,7 +521,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--out', type=writable_file, default='results/cost.tsv', help="TSV output path (default results/cost.tsv)")
     p.add_argument('--references', type=csv_list, default=['base', 'peft_lora'], help=f"reference rows, of {list(REFERENCES)} "
                    "(default base,peft_lora; peft_pissa* rows time the attach only)")
-    p.add_argument('--no-calib', type=csv_list, default=[], help="variants to measure a second time without calibration data")
+    p.add_argument('--no-calib', type=csv_list, help="variants to measure a second time without calibration data")
     p.add_argument('--attach-repeats', type=positive_int, default=3, help="attaches per row, each on a fresh copy of the base; the median "
                    "is reported (default 3)")
     p.add_argument('--decode-tokens', type=nonneg_int, default=16, help="new tokens of the batch-1 greedy decode timing (0: skip it)")
@@ -536,6 +537,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as e: p.error(str(e))
     bad = [n for n in a.references if n not in REFERENCES]
     if bad: p.error(f"--references: unknown {bad}; choose from {list(REFERENCES)}")
+    if pre.no_calib is None:   # not given: a preset's rows are kept for the variants measured, the user's --variants win
+        a.no_calib = [n for n in a.no_calib or [] if n in names]
     bad = [n for n in a.no_calib if n not in names]
     if bad: p.error(f"--no-calib: {bad} are not among the measured variants {names}")
     if a.model and a.model not in PRESETS:
@@ -585,5 +588,6 @@ def main(argv=None) -> int:
                   "where a batch-1 step is bound by memory bandwidth)")
     write_tsv(rows, a.out)
     failed = [r['variant'] for r in rows if r['error']]
-    log(f"wrote {a.out}" + (f"; rows that could not be measured: {failed}" if failed else ''))
+    log(f"wrote {a.out}" + (f"; rows that could not be measured: {failed}" + ('' if a.strict else " (exit status 0; --strict makes it 1)")
+                            if failed else ''))
     return 1 if a.strict and failed else 0

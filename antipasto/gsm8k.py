@@ -4,7 +4,7 @@
 
 # %% ../nbs/43_gsm8k.ipynb #e6b8de44
 from __future__ import annotations
-import argparse, ast, csv, dataclasses, datetime, json, os, random, re, sys, time
+import argparse, ast, csv, dataclasses, datetime, hashlib, json, os, random, re, sys, time
 from decimal import Decimal, InvalidOperation
 import torch
 from torch import nn
@@ -12,16 +12,16 @@ from .core import config_for, variant_cls
 from .runtime import attach, save
 from .targets import find_targets
 from .cost import is_family
-from .train import fit, init_distributed, finish_distributed, world, trainable, provenance, default_targets, csv_list, run_config
-from .train import positive_int, positive_float, nonneg_float, int_list, writable_dir
+from .train import fit, init_distributed, finish_distributed, world, trainable, provenance, default_targets, run_config
+from .train import positive_int, positive_float, nonneg_float, int_list, str_list, writable_dir, readable_file
 
 # %% auto #0
 __all__ = ['NUMBER', 'MARKER', 'TRAIN_FIELDS', 'TEST_FIELDS', 'PROMPT', 'ANSWER_IS', 'DEFAULT_MODEL', 'GSM8K_R', 'GSM8K_FAMILY_R',
            'GSM8K_LR', 'GSM8K_LORA_LR', 'GSM8K_FAMILY_LR', 'GSM8K_COLUMNS', 'to_number', 'extract_answer', 'is_correct',
            'read_records', 'load_train', 'load_test', 'to_target', 'encode', 'collate', 'train_stream', 'batches',
            'answer', 'check_test_lengths', 'evaluate', 'write_fixture', 'gsm8k_lr', 'run_name', 'load_model',
-           'parse_gsm8k_args', 'gsm8k_main', 'load_data', 'calibration_data', 'train_adapter', 'results_record',
-           'append_tsv', 'write_results', 'run']
+           'parse_gsm8k_args', 'gsm8k_main', 'load_data', 'calibration_data', 'train_adapter', 'run_settings',
+           'results_record', 'append_tsv', 'write_results', 'run']
 
 # %% ../nbs/43_gsm8k.ipynb #410e4e36
 NUMBER = re.compile(r'-?\$?\d[\d,]*(?:\.\d+)?')
@@ -235,23 +235,28 @@ def gsm8k_lr(name: str) -> float:
     return GSM8K_LR.get(name, GSM8K_FAMILY_LR if is_family(name) else GSM8K_LORA_LR)
 
 # %% ../nbs/43_gsm8k.ipynb #47f04e06
-def run_name(model: str, name: str, cfg, lr: float, steps: int, seed: int) -> str:
-    "A run id that differs whenever the settings a sweep varies differ (`__k<lora_rank>`, `__b<block_size>` when present)."
+def run_name(model: str, name: str, cfg, lr: float, steps: int, seed: int, settings: dict) -> str:
+    "A readable run id (`__k<lora_rank>`, `__b<block_size>` when present) ending in a hash of all `settings`: equal settings, equal ids; any difference, another id."
     tag = re.sub(r'[^A-Za-z0-9.-]+', '-', os.path.basename(os.path.normpath(model)))
     rid = f"gsm8k__{tag}__{name}__r{cfg.r}__lr{lr:g}__n{steps}__s{seed}"
     if getattr(cfg, 'lora_rank', None) is not None: rid += f"__k{cfg.lora_rank}"
     if getattr(cfg, 'block_size', None) is not None: rid += f"__b{cfg.block_size}"
-    return rid
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{rid}__h{digest}"
 
 # %% ../nbs/43_gsm8k.ipynb #f9f1dbe5
 def load_model(name: str, dtype: torch.dtype, device):
-    "Model and tokenizer by hub name or local folder (pad token falls back to end of text)."
+    "Model and tokenizer by hub name or local folder (pad token falls back to end of text); a ValueError naming --model when they do not load."
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    except (OSError, ValueError, KeyError) as e:   # no such folder or hub model, no tokenizer files, a config transformers cannot read
+        first = (str(e).strip().splitlines() or [''])[0][:200]
+        raise ValueError(f"--model {name}: cannot load a tokenizer and causal LM from it ({type(e).__name__}: {first})") from None
     if tok.pad_token_id is None: tok.pad_token = tok.eos_token
     if tok.eos_token_id is None: raise ValueError(f"the tokenizer of {name} has no end-of-text token; set one")
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(device)
-    return model, tok
+    return model.to(device), tok
 
 # %% ../nbs/43_gsm8k.ipynb #a8fe5276
 def _value(s: str):
@@ -266,14 +271,14 @@ def parse_gsm8k_args(argv=None) -> argparse.Namespace:
                                 "greedy GSM8K test accuracy (hub datasets, or local files of the same schema).")
     p.add_argument('--variant', default='lora', help="registered variant name (default lora)")
     p.add_argument('--model', default=DEFAULT_MODEL, help=f"hub name or local folder (default {DEFAULT_MODEL})")
-    p.add_argument('--train-file', help="MetaMathQA-schema JSON lines (query, response); default: the hub dataset")
-    p.add_argument('--test-file', help="GSM8K-schema JSON lines (question, answer); default: the hub test split")
+    p.add_argument('--train-file', type=readable_file, help="MetaMathQA-schema JSON lines (query, response); default: the hub dataset")
+    p.add_argument('--test-file', type=readable_file, help="GSM8K-schema JSON lines (question, answer); default: the hub test split")
     p.add_argument('--steps', type=positive_int, default=5000)
     p.add_argument('--batch-size', type=positive_int, default=4, help="per process (default 4)")
     p.add_argument('--lr', type=positive_float, help="default: 1e-4; delora 1e-3; ia3, ia3_ff, family 5e-3")
     p.add_argument('--r', type=positive_int, default=GSM8K_R, help=f"rank of LoRA-likes (default {GSM8K_R})")
     p.add_argument('--family-r', type=positive_int, default=GSM8K_FAMILY_R, help=f"rank of the family (default {GSM8K_FAMILY_R})")
-    p.add_argument('--targets', help="comma-separated target-name regexes (default: the variant's own)")
+    p.add_argument('--targets', type=str_list, help="comma-separated target-name regexes (default: the variant's own)")
     p.add_argument('--layers', type=int_list, help="block indices (default: all)")
     p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE', help="any other config field, e.g. lora_rank=4")
     p.add_argument('--warmup-ratio', type=float, default=0.03)
@@ -345,12 +350,26 @@ def train_adapter(model, args, train_recs, tok, lr: float, device, log=None) -> 
             f"{counts['no_answer']} without 'The answer is'")
     return res, counts
 
+# %% ../nbs/43_gsm8k.ipynb #d4e5f6a1
+def run_settings(args, cfg, lr: float, world_size: int, dtype) -> dict:
+    "Everything that changes a run's result: model, data, the resolved config, optimisation, batches, lengths, dtype, ranks, seed."
+    here = lambda p: os.path.abspath(p) if p and os.path.exists(p) else p   # a local folder or file by where it is; a hub name as given
+    calibrates = variant_cls(args.variant).calibration != 'none'
+    return {'model': here(args.model), 'train_file': here(args.train_file) or 'hub:meta-math/MetaMathQA',
+            'test_file': here(args.test_file) or 'hub:openai/gsm8k/main/test', 'n_train': args.n_train, 'n_test': args.n_test,
+            'variant': args.variant, 'config': cfg.to_dict(), 'lr': lr, 'steps': args.steps, 'batch_size': args.batch_size,
+            'world_size': world_size, 'warmup_steps': round(args.warmup_ratio * args.steps), 'clip': args.clip,
+            'max_len': args.max_len, 'calib_batches': args.calib_batches if calibrates else None,   # read only by variants that calibrate
+            'max_new_tokens': args.max_new_tokens, 'eval_batch_size': args.eval_batch_size,   # batch composition moves greedy decoding in bfloat16
+            'dtype': str(dtype).removeprefix('torch.'), 'seed': args.seed}
+
 # %% ../nbs/43_gsm8k.ipynb #2c525d5c
 def results_record(args, cfg, lr: float, model, predictions: list[dict], m: dict) -> dict:
     "One run's results as written to `<run_id>.json`; `m` holds what the run measured (dtype, device, world size, drops, losses, times)."
     n_ok = sum(r['correct'] for r in predictions)
     losses = m['losses']
-    return {'run_id': run_name(args.model, args.variant, cfg, lr, args.steps, args.seed), 'variant': args.variant,
+    settings = run_settings(args, cfg, lr, m['world_size'], m['dtype'])
+    return {'run_id': run_name(args.model, args.variant, cfg, lr, args.steps, args.seed, settings), 'variant': args.variant,
             'accuracy': n_ok / len(predictions), 'n_correct': n_ok, 'n_test': len(predictions),
             'model': args.model, 'train_file': args.train_file or 'hub:meta-math/MetaMathQA',
             'test_file': args.test_file or 'hub:openai/gsm8k/main/test', 'config': cfg.to_dict(), 'lr': lr,
@@ -362,7 +381,7 @@ def results_record(args, cfg, lr: float, model, predictions: list[dict], m: dict
             'loss_curve': [sum(losses[i:i + 50]) / len(losses[i:i + 50]) for i in range(0, len(losses), 50)],
             'attach_s': m['attach_s'], 'train_s': m['train_s'], 'eval_s': m['eval_s'],
             'finished_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-            **provenance(), 'predictions': predictions}
+            'settings': settings, **provenance(), 'predictions': predictions}
 
 # %% ../nbs/43_gsm8k.ipynb #f52b7774
 GSM8K_COLUMNS = ('run_id', 'variant', 'accuracy', 'n_correct', 'n_test', 'model', 'lr', 'steps', 'batch_size', 'world_size',
@@ -396,7 +415,7 @@ def run(args) -> dict | None:
     model, tok = load_model(args.model, dtype, device)
     train_recs, test_recs = load_data(args, tok)
     overrides = {k: _value(v) for k, v in (f.split('=', 1) for f in args.set)}
-    cfg = run_config(args.variant, model, args.r, args.family_r, csv_list(args.targets), args.layers, overrides, log)
+    cfg = run_config(args.variant, model, args.r, args.family_r, args.targets, args.layers, overrides, log)
     lr = args.lr if args.lr is not None else gsm8k_lr(args.variant)
     calib = calibration_data(args, train_recs, tok, device)
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/42_probe.ipynb #5951c146
 from __future__ import annotations
-import argparse, ast, copy, json, math, os, sys, tempfile, time
+import argparse, ast, copy, json, math, os, sys, tempfile, time, traceback
 from dataclasses import dataclass
 from typing import Callable
 import torch
@@ -12,14 +12,16 @@ from torch import nn
 from .core import config_for, variant_cls
 from .runtime import attach, detach, save, load, adapters
 from .targets import find_targets
+from .layers import dims
 from .testing import model_out, snapshot, assert_unchanged, SENTENCES
 from .cost import load_pretrained, random_batch, task_loss, vocab_size
-from .train import positive_int, positive_float, device_arg
+from .train import positive_int, positive_float, str_list, device_arg
 
 # %% auto #0
 __all__ = ['ulp', 'reload_tol', 'ProbeRun', 'start_probe', 'check_targets', 'check_trainable_only', 'check_grads', 'check_train',
            'check_perturb', 'check_save_load', 'check_detach', 'run_check', 'probe', 'text_batch',
-           'padded_random_batch', 'usable_tokenizer', 'format_report', 'parse_probe_args', 'probe_main']
+           'padded_random_batch', 'tokenizer_problem', 'usable_tokenizer', 'format_report', 'parse_probe_args',
+           'probe_main']
 
 # %% ../nbs/42_probe.ipynb #d59b094d
 def ulp(y: torch.Tensor) -> float:
@@ -68,7 +70,7 @@ def start_probe(model: nn.Module, cfg, batch: dict, calibration_data=None, fresh
         spare = copy.deepcopy(model)
         fresh = lambda: spare
     with torch.no_grad(): base = model_out(model, batch)
-    res = {'variant': vcls.name, 'targets': {n: (l.in_features, l.out_features) for n, l in find_targets(model, cfg).items()},
+    res = {'variant': vcls.name, 'targets': {n: dims(l) for n, l in find_targets(model, cfg).items()},   # Conv1D has no in_features
            'checks': {}}
     t0 = time.perf_counter()
     attach(model, cfg, calibration_data)
@@ -196,13 +198,29 @@ def padded_random_batch(model: nn.Module, n: int = 4, seq: int = 16, seed: int =
     return b
 
 # %% ../nbs/42_probe.ipynb #958d0c35
-def usable_tokenizer(path, vocab: int):
-    "The tokenizer saved at `path`, or None when there is none that yields ids below `vocab`."
+def tokenizer_problem(tok, vocab: int) -> str | None:
+    "Why `tok` cannot make the probe's batch for a model of `vocab` ids (no ids, ids out of range, a far smaller vocabulary, mostly unknown tokens), else None."
+    ids = [i for s in SENTENCES for i in tok(s, add_special_tokens=False)['input_ids']]
+    if not ids: return "it yields no token ids"
+    if max(ids) >= vocab: return f"it yields token id {max(ids)}, beyond the model's {vocab:,} embeddings"
+    if 4 * len(tok) < vocab:
+        return f"its vocabulary ({len(tok):,} tokens) is far smaller than the model's ({vocab:,}): a placeholder, not the model's tokenizer"
+    unk = getattr(tok, 'unk_token_id', None)
+    n_unk = sum(i == unk for i in ids) if unk is not None else 0
+    if 2 * n_unk > len(ids): return f"{n_unk} of the {len(ids)} tokens of the probe's sentences are its unknown token {tok.unk_token!r}"
+    return None
+
+# %% ../nbs/42_probe.ipynb #563bf761
+def usable_tokenizer(path, vocab: int) -> tuple:
+    "`(tokenizer, None)` for the tokenizer saved at `path` when the probe can use it on a model of `vocab` ids, else `(None, why not)`."
     from transformers import AutoTokenizer
     try: tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, TypeError, KeyError): return None
-    ids = tok(SENTENCES[0])['input_ids']  # a folder without tokenizer files can still yield an empty tokenizer
-    return tok if ids and max(ids) < vocab else None
+    except (OSError, ValueError, TypeError, KeyError, ImportError) as e:
+        if not os.path.isdir(path): return None, f"{path} is not a folder here, nor a hub name in the local cache"
+        first = (str(e).strip().splitlines() or [''])[0][:120]   # transformers' messages run to several lines
+        return None, f"no tokenizer loads from {path} ({type(e).__name__}: {first})"
+    why = tokenizer_problem(tok, vocab)   # a folder without tokenizer files can still yield a placeholder tokenizer
+    return (None, why) if why else (tok, None)
 
 # %% ../nbs/42_probe.ipynb #45b872d5
 def _value(s: str):
@@ -229,10 +247,11 @@ def parse_probe_args(argv=None) -> argparse.Namespace:
     p.add_argument('--model', required=True, help="local model folder (save_pretrained output) or a cached hub name")
     p.add_argument('--variant', default='lora', help="registered variant name (default lora)")
     p.add_argument('--r', type=positive_int, help="rank (default: the variant's)")
-    p.add_argument('--targets', help="comma-separated target-name regexes (default: the variant's)")
+    p.add_argument('--targets', type=str_list, help="comma-separated target-name regexes (default: the variant's)")
     p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE', help="any other config field (repeatable)")
     p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'], help="base model dtype")
-    p.add_argument('--tokenizer', help="tokenizer folder (default: --model; without one, random token ids are used)")
+    p.add_argument('--tokenizer', help="tokenizer folder (default: --model's; when it has none the probe can use, random token ids, "
+                   "with the reason; a --tokenizer that cannot be used is an error)")
     p.add_argument('--max-length', type=positive_int, default=32)
     p.add_argument('--calibrate', choices=['auto', 'yes', 'no'], default='auto',
                    help="pass calibration data (auto: when the variant takes it)")
@@ -251,14 +270,17 @@ def probe_main(argv: list[str] | None = None) -> int:
     if len(over) != len(a.set): print(f"--set takes FIELD=VALUE, got {a.set}", file=sys.stderr); return 2
     over = {k: _value(v) for k, v in over.items()}
     if a.r is not None: over['r'] = a.r
-    if a.targets: over['target_names'] = tuple(t.strip() for t in a.targets.split(',') if t.strip())
+    if a.targets: over['target_names'] = tuple(a.targets)
     try:
         cfg = config_for(a.variant, **over)
         device = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         dtype = getattr(torch, a.dtype)
         make = lambda: load_pretrained(a.model, dtype).to(device)
         model = make()
-        tok = usable_tokenizer(a.tokenizer or a.model, vocab_size(model))
+        tok, why = usable_tokenizer(a.tokenizer or a.model, vocab_size(model))
+        if tok is None and a.tokenizer:
+            print(f"antipasto-bench probe: --tokenizer {a.tokenizer}: {why}", file=sys.stderr); return 2
+        if tok is None: print(f"note: random token ids, not the tokenizer of {a.model}: {why}", file=sys.stderr)
         if tok is not None:
             batch = text_batch(tok, SENTENCES[:4], a.max_length)
             calib = [text_batch(tok, SENTENCES[4:], a.max_length)]
@@ -272,7 +294,12 @@ def probe_main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, RuntimeError, OSError, ImportError) as e:
         print(f"antipasto-bench probe: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    res['model'], res['batch'] = a.model, 'tokenizer' if tok is not None else 'random token ids (no tokenizer found)'
+    except Exception as e:   # a bug (ours or the model's code): said with where it happened, not a traceback exiting 1 like a failed check
+        at = traceback.extract_tb(e.__traceback__)[-1]
+        print(f"antipasto-bench probe: could not run: {type(e).__name__}: {e} (at {os.path.basename(at.filename)}:{at.lineno}, "
+              f"in {at.name})", file=sys.stderr)
+        return 2
+    res['model'], res['batch'] = a.model, 'tokenizer' if tok is not None else f'random token ids ({why})'
     if a.json: print(json.dumps(res, indent=1))
     else: print(format_report(res, f"antipasto probe on {a.model} ({type(model).__name__}, {a.dtype}, {device}); "
                              f"batch: {res['batch']}; calibration: {'yes' if use else 'no'}"))

@@ -4,14 +4,14 @@
 
 # %% ../nbs/44_steer_bench.ipynb #fdf5a687
 from __future__ import annotations
-import argparse, datetime, os, sys, time
+import argparse, datetime, os, re, sys, time
 import torch
 import torch.nn.functional as F
 from .core import config_for
 from .runtime import attach, detach, steer, adapters
 from .steering import builtin_pairs, train_steering, SteeringVector, embed, ByteTokenizer, preference
 from .bench import provenance, run_id, write_tsv
-from .train import positive_int, nonneg_int, float_list, writable_dir, csv_list
+from .train import positive_int, nonneg_int, float_list, str_list, writable_dir
 
 # %% auto #0
 __all__ = ['HELD_OUT', 'PROBE_POS', 'PROBE_NEG', 'QUERIES', 'TARGETS', 'BLOCKS', 'COEFFS', 'METHODS', 'DEFAULT_METHODS',
@@ -193,7 +193,7 @@ def markdown_table(summary: dict, info: dict) -> str:
 
 # %% ../nbs/44_steer_bench.ipynb #0636a7e1
 def plot(curves: dict, path) -> None:
-    "Dose-response: pair separation and neutral shift against the coefficient, and separation against damage."
+    "Dose-response: pair separation and neutral shift against the coefficient, and separation against damage (never over an existing file)."
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -210,8 +210,9 @@ def plot(curves: dict, path) -> None:
     axes[2].set_xscale('symlog', linthresh=1e-3); axes[2].set_xlim(left=0)
     axes[0].legend(fontsize=7)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with open(path, 'xb') as f: fig.savefig(f, format='png')
+    finally: plt.close(fig)
 
 # %% ../nbs/44_steer_bench.ipynb #96917305
 def _short(commit: str) -> str:
@@ -219,35 +220,51 @@ def _short(commit: str) -> str:
     h, dirty = commit.partition('+')[::2]
     return h[:12] + ('+' + dirty if dirty else '') if len(h) == 40 else commit
 
+# %% ../nbs/44_steer_bench.ipynb #f89ed311
+def _glued(argv: list[str], flags=('--coeffs',)) -> list[str]:
+    "`argv` with `FLAG VALUE` written `FLAG=VALUE` where VALUE is a list of numbers starting with '-' (argparse takes `-2,-1` for an option)."
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == '--': return out + argv[i:]
+        if argv[i] in flags and i + 1 < len(argv) and re.match(r'-\.?\d', argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}"); i += 2
+        else: out.append(argv[i]); i += 1
+    return out
+
 # %% ../nbs/44_steer_bench.ipynb #cddfd300
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='antipasto-bench steer', description="Steering benchmark on the real MiniLM weights, "
                                 "offline: each method trained (or fitted) on the built-in sentiment pairs, evaluated on held-out "
                                 "sentences written differently, along a probe fitted on separately written labelled sentences.")
-    p.add_argument('--methods', default=','.join(DEFAULT_METHODS),
+    p.add_argument('--methods', type=str_list, default=','.join(DEFAULT_METHODS),
                    help=f"comma-separated, of {','.join(METHODS)} (default {','.join(DEFAULT_METHODS)})")
     p.add_argument('--steps', type=positive_int, default=60, help="training steps per adapter (default 60)")
     p.add_argument('--pairs', type=positive_int, default=96, help="training pairs (default 96)")
     p.add_argument('--batch-size', type=positive_int, default=8, help="pairs per step (default 8)")
-    p.add_argument('--coeffs', type=float_list, default=','.join(map(str, COEFFS)), help="coefficients to evaluate (must include -1, 0, 1)")
+    p.add_argument('--coeffs', type=float_list, default=','.join(map(str, COEFFS)), help="comma-separated coefficients to evaluate, "
+                   "e.g. --coeffs -2,-1,0,1,2 (must include -1, 0, 1)")
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', type=writable_dir, default=os.path.join('results', 'steer'), help="output folder (default results/steer)")
+    p.add_argument('--out', type=writable_dir, default=os.path.join('results', 'steer'), help="output folder (default results/steer); "
+                   "each run writes <run id>.tsv, .md and .png there")
     p.add_argument('--mechanics-steps', type=nonneg_int, default=10, help="steps of the tiny causal LM mechanics run (0: skip)")
     p.add_argument('--threads', type=positive_int, default=1, help="torch CPU threads (default 1: MiniLM on a few short sentences gains "
                    "little from a second thread, and on a busy machine extra threads made the run several times slower)")
-    a = p.parse_args(argv)
-    bad = [m for m in csv_list(a.methods) if m not in METHODS]
+    a = p.parse_args(_glued(list(sys.argv[1:] if argv is None else argv)))
+    bad = [m for m in a.methods if m not in METHODS]
     if bad: p.error(f"--methods: unknown {bad}; choose from {list(METHODS)}")
     if not {-1.0, 0.0, 1.0} <= set(a.coeffs): p.error(f"--coeffs must include -1, 0 and 1, got {a.coeffs}")
     n = len(builtin_pairs('sentiment'))
     if a.pairs > n: p.error(f"--pairs must be at most {n} (the built-in sentiment pairs), got {a.pairs}")
+    if a.batch_size > a.pairs:   # training draws at most every pair per step: say so, rather than record a batch size never used
+        print(f"note: --batch-size {a.batch_size} is more than --pairs {a.pairs}; each step uses all {a.pairs} pairs", file=sys.stderr)
+        a.batch_size = a.pairs
     return a
 
 # %% ../nbs/44_steer_bench.ipynb #e60ccf67
 def main(argv=None) -> int:
     "`antipasto-bench steer`: the table, the dose-response figure and the TSV; returns the exit status."
     args = parse_args(argv)   # refuses bad arguments (exit status 2) before any model is loaded
-    methods, coeffs = csv_list(args.methods), sorted(set(args.coeffs))
+    methods, coeffs = args.methods, sorted(set(args.coeffs))
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try: return _run(args, methods, coeffs)
@@ -300,7 +317,12 @@ def _run(args, methods, coeffs) -> int:
             f"{when}, {time.perf_counter() - t_start:.0f} s, {torch.get_num_threads()} thread(s)")
     print(table); print(note)
     os.makedirs(args.out, exist_ok=True)
-    write_tsv(rows, os.path.join(args.out, 'steer.tsv'), TSV_COLUMNS)
-    with open(os.path.join(args.out, 'steer.md'), 'w') as fh: fh.write(table + '\n\n' + note + '\n')
-    if curves: plot(curves, os.path.join(args.out, 'steer.png'))
+    path = lambda ext: os.path.join(args.out, f'{rid}.{ext}')
+    try:   # named after the run and created exclusively: no run replaces another's files or leaves its figure beside them
+        write_tsv(rows, path('tsv'), TSV_COLUMNS)
+        with open(path('md'), 'x') as fh: fh.write(table + '\n\n' + note + '\n')
+        if curves: plot(curves, path('png'))
+    except FileExistsError as e:
+        print(f"antipasto-bench steer: {e.filename} already exists; not overwritten", file=sys.stderr); return 1
+    print(f"wrote {path('tsv')}, .md" + (", .png" if curves else " (no figure: no method produced a curve)"), file=sys.stderr)
     return 0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/38_train.ipynb #6065fb5c
 from __future__ import annotations
-import argparse, datetime, math, os, subprocess, time
+import argparse, datetime, math, os, secrets, subprocess, tempfile, time
 from dataclasses import fields
 import torch
 from torch import nn
@@ -15,7 +15,8 @@ from .layers import dims
 # %% auto #0
 __all__ = ['cosine_lr', 'world', 'init_distributed', 'finish_distributed', 'shard', 'trainable', 'fit', 'has_rank',
            'default_targets', 'run_config', 'provenance', 'run_id', 'csv_list', 'positive_int', 'nonneg_int',
-           'positive_float', 'nonneg_float', 'int_list', 'float_list', 'writable_dir', 'writable_file', 'device_arg']
+           'positive_float', 'nonneg_float', 'int_list', 'float_list', 'str_list', 'writable_dir', 'writable_file',
+           'readable_file', 'device_arg']
 
 # %% ../nbs/38_train.ipynb #242f8c51
 def cosine_lr(step: int, total: int, warmup: int = 0) -> float:
@@ -155,8 +156,9 @@ def provenance() -> dict:
 
 # %% ../nbs/38_train.ipynb #fa8e4285
 def run_id(kind: str, seed: int) -> str:
-    "A run id: kind, UTC time to the second, seed."
-    return f"{kind}__{datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}__s{seed}"
+    "A run id: kind, UTC time to the second, six random hex digits (runs started in the same second differ), seed."
+    when = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    return f"{kind}__{when}-{secrets.token_hex(3)}__s{seed}"
 
 # %% ../nbs/38_train.ipynb #95e8e2d1
 def csv_list(s: str | None) -> list[str] | None:
@@ -196,14 +198,31 @@ def float_list(s: str) -> list[float]:
     return _checked(s, lambda s: [float(x) for x in csv_list(s)], lambda v: v and all(map(math.isfinite, v)),
                     'comma-separated numbers')
 
+# %% ../nbs/38_train.ipynb #f3d85afb
+def str_list(s: str) -> list[str]:
+    "argparse `type=`: comma-separated names, at least one (an empty value is refused, not read as 'all')."
+    return _checked(s, csv_list, bool, 'comma-separated names, at least one')
+
 # %% ../nbs/38_train.ipynb #4631cc62
 def _blocked(folder: str) -> str | None:
-    "Why `folder` can be neither used nor created (a file on its path, no write permission), else None."
+    "Why no file can be written into `folder` (tried: created, written, then both removed again), else None."
     p = os.path.abspath(folder)
-    while not os.path.exists(p) and os.path.dirname(p) != p: p = os.path.dirname(p)
-    if not os.path.isdir(p): return f"{p} is a file, not a folder"
-    if not os.access(p, os.W_OK | os.X_OK): return f"{p} is not writable"
-    return None
+    for _ in range(3):   # another process may remove a folder it created for its own check under ours: try again
+        missing, q = [], p
+        while not os.path.exists(q) and os.path.dirname(q) != q: missing.append(q); q = os.path.dirname(q)
+        if not os.path.isdir(q): return f"{q} is a file, not a folder"
+        try:
+            os.makedirs(p, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=p, prefix='.antipasto-write-check-')
+            os.close(fd); os.remove(tmp)
+            return None
+        except FileNotFoundError as e: why = f"cannot create a file in {p} ({e.strerror})"
+        except OSError as e: return f"cannot create a file in {p} ({e.strerror or e})"
+        finally:
+            for m in missing:   # deepest first; one that is not empty now is another run's and stays
+                try: os.rmdir(m)
+                except OSError: pass
+    return why
 
 def writable_dir(s: str) -> str:
     "argparse `type=`: an output folder that exists or can be created."
@@ -212,10 +231,23 @@ def writable_dir(s: str) -> str:
     return s
 
 def writable_file(s: str) -> str:
-    "argparse `type=`: an output file path: not a folder, in a folder that exists or can be created."
+    "argparse `type=`: an output file path: not a folder; an existing file we can write, or a new one in a folder that can be created."
     if os.path.isdir(s): raise argparse.ArgumentTypeError(f"{s!r} is a folder; give a file path")
-    why = _blocked(os.path.dirname(os.path.abspath(s)))
+    if os.path.isfile(s):
+        try: open(s, 'a').close()   # appending nothing leaves the file as it is
+        except OSError as e: raise argparse.ArgumentTypeError(f"cannot write {s!r}: {e.strerror or e}") from None
+        return s
+    why = None if os.path.exists(s) else _blocked(os.path.dirname(os.path.abspath(s)))   # /dev/null and the like: as they are
     if why: raise argparse.ArgumentTypeError(f"cannot write {s!r}: {why}")
+    return s
+
+# %% ../nbs/38_train.ipynb #d4aaf060
+def readable_file(s: str) -> str:
+    "argparse `type=`: an input file that exists, is a regular file (not a folder) and can be opened for reading."
+    if not os.path.exists(s): raise argparse.ArgumentTypeError(f"{s!r} does not exist")
+    if not os.path.isfile(s): raise argparse.ArgumentTypeError(f"{s!r} is not a regular file")
+    try: open(s, 'rb').close()
+    except OSError as e: raise argparse.ArgumentTypeError(f"cannot read {s!r}: {e.strerror or e}") from None
     return s
 
 # %% ../nbs/38_train.ipynb #1b6ece7b
