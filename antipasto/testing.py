@@ -138,8 +138,11 @@ _TRANSIENT = (_fired, _watch_pre, _watch_post)   # the runtime's first-forward w
 
 def _hooks(m):
     "How many hooks module `m` holds, of every kind (the runtime's transient first-forward watch not counted)."
-    return sum(1 for a in ('_forward_hooks', '_forward_pre_hooks', '_backward_hooks', '_forward_hooks_with_kwargs',
-                           '_forward_pre_hooks_with_kwargs') for h in getattr(m, a).values() if h not in _TRANSIENT)
+    n = len(m._backward_hooks)
+    for a, kw in (('_forward_hooks', '_forward_hooks_with_kwargs'), ('_forward_pre_hooks', '_forward_pre_hooks_with_kwargs')):
+        hooks = getattr(m, a)   # the *_with_kwargs dicts flag hooks by id: a transient one's flag is not counted either
+        n += sum(h not in _TRANSIENT for h in hooks.values()) + sum(hooks.get(k) not in _TRANSIENT for k in getattr(m, kw))
+    return n
 
 def snapshot(model: nn.Module) -> dict:
     "Everything `assert_unchanged` compares, copied."
