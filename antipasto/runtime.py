@@ -19,11 +19,11 @@ from .calibration import calibration_batches
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
 
 # %% auto #0
-__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'WATCH', 'FIRED', 'CROSS', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS',
-           'MAX_ERR', 'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names',
-           'adapters', 'adapter_config', 'checkpoint', 'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge',
-           'merged_layers', 'fingerprint', 'sketch', 'save', 'AdapterFileError', 'read_config', 'load', 'restore',
-           'AdapterState', 'AdapterCheckpoints']
+__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'WATCH', 'FIRED', 'CROSS', 'RELOADED', 'FORMAT',
+           'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR', 'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'ADAPTER_FILE',
+           'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint', 'attach', 'detach', 'steer',
+           'delta_weight', 'merge', 'unmerge', 'merged_layers', 'fingerprint', 'sketch', 'save', 'AdapterFileError',
+           'read_config', 'load', 'restore', 'AdapterState', 'AdapterCheckpoints']
 
 # %% ../nbs/03_runtime.ipynb #a0db59f2
 ADAPTER = 'ap_adapter'   # the ModuleDict {adapter name: Variant} added to each target layer
@@ -48,6 +48,7 @@ class _State:
     ckpt_layers: list = field(default_factory=list)      # modules that may run transformers' gradient checkpointing
     ddp_ignore: object = None                            # the model's own _ddp_params_and_buffers_to_ignore, if any
     peft_before: bool = False                            # peft had wrapped layers before the first attach
+    reloads: int = 0                                     # the process's count of state-dict loads over adapters, last checked
     merged: dict = field(default_factory=dict)           # layer name -> (layer, weight before merge)
     layouts: dict = field(default_factory=dict)          # bitsandbytes' CPU-rewrite flags held off while attached
 
@@ -181,26 +182,41 @@ def _wrap_checkpointing(st: _State) -> None:
 # %% ../nbs/03_runtime.ipynb #07ce5bc4
 CACHE_TAG = '_antipasto_steering'   # on a KV cache object: the coefficients its keys and values were computed at
 
+MERGED_AT = '_antipasto_merged_at'   # on a merged adapter: the coefficient merge wrote it into the weights at
+
+def _coeff_of(a) -> float:
+    "The coefficient adapter `a` would run at in this context (`current_coeff`, without marking it steered)."
+    return next((t[id(a)] for _, t in reversed(STEERING.get()) if id(a) in t), a.__dict__.get('_coeff', 1.0))
+
 def _steering_now(st: _State) -> tuple:
-    "Per adapter name, the coefficient a forward would run it at now and whether it is merged (read without marking it steered)."
+    "Per adapter name, the coefficient a forward runs it at now (a merged one: the merge's) and whether it is merged."
     out = []
     for k, e in st.named.items():
         a = next(iter(e.adapters.values()))
-        c = next((t[id(a)] for _, t in reversed(STEERING.get()) if id(a) in t), a.__dict__.get('_coeff', 1.0))
-        out.append((k, c, a.merged))
+        out.append((k, a.__dict__.get(MERGED_AT, 1.0) if a.merged else _coeff_of(a), a.merged))
     return tuple(out)
+
+def _filled(cache) -> bool | None:
+    "Whether a KV cache holds positions; None when it cannot say (transformers refuses a length for a cache of recurrent states only)."
+    try: return cache.get_seq_length() > 0
+    except (ValueError, NotImplementedError): return None
+
+def _cache_of(kwargs: dict):
+    "The KV cache object a forward was given, if it can carry a tag (a legacy tuple cannot)."
+    cache = kwargs.get('cache')   # transformers >= 5.2x names it `cache`, before that `past_key_values`
+    if cache is None: cache = kwargs.get('past_key_values')
+    return cache if hasattr(cache, 'get_seq_length') and hasattr(cache, '__dict__') else None
 
 def _check_cache(st: _State, kwargs: dict) -> None:
     "Tag a fresh KV cache with the steering it is filled at; warn when a forward continues it at another one."
-    cache = kwargs.get('cache')   # transformers >= 5.2x names it `cache`, before that `past_key_values`
-    if cache is None: cache = kwargs.get('past_key_values')
-    if cache is None or not hasattr(cache, 'get_seq_length') or not hasattr(cache, '__dict__'): return   # a legacy tuple cache cannot carry a tag
+    cache = _cache_of(kwargs)
+    if cache is None: return
     now, tag = _steering_now(st), cache.__dict__.get(CACHE_TAG)
-    if tag is None and cache.get_seq_length() > 0:
+    if tag is None and _filled(cache):   # unknown (None): a recurrent state's origin cannot be told, so no warning
         warnings.warn(f"this forward continues a KV cache that was filled without these adapters (before the attach, or by "
                       f"a model without them), and runs at {({k: c for k, c, _ in now})}: the cached positions carry no "
                       "steering. Rebuild the cache with the adapters on, unless you prefill unsteered on purpose", stacklevel=2)
-    elif tag is not None and tag != now and cache.get_seq_length() > 0:
+    elif tag is not None and tag != now and _filled(cache) is not False:
         was = {k: c for k, c, _ in tag}; to = {k: c for k, c, _ in now}
         warnings.warn(f"this forward continues a KV cache whose keys and values were computed with adapter coefficients {was}, "
                       f"and runs at {to} (merged or attached adapters may differ too): the cached positions keep the old "
@@ -209,12 +225,49 @@ def _check_cache(st: _State, kwargs: dict) -> None:
     cache.__dict__[CACHE_TAG] = now
 
 # %% ../nbs/03_runtime.ipynb #d9d97013
+def _check_context(st: _State) -> None:
+    "Warn when a forward runs outside every steer block while one is open on the same adapters in another context (a thread)."
+    for k, e in st.named.items():
+        a = next(iter(e.adapters.values()))
+        if a.__dict__.get(OPEN_STEERS) and not a.merged and not any(id(a) in t for _, t in STEERING.get()):
+            warnings.warn(f"a steer block is open on adapter {k!r} in another thread (or task), and this forward runs outside "
+                          f"every steer block, at the adapter's own coefficient {_coeff_of(a)}: a thread does not inherit the "
+                          "steering of the thread that started it. Start your thread with contextvars.copy_context().run; for a "
+                          "worker thread a library starts (transformers' generate_batch), set the coefficient every thread "
+                          "sees instead (`a.coeff = c` for each of ap.adapters(model).values()); to run unsteered on purpose "
+                          "next to a steered thread, wrap this forward in ap.steer(model, 1.0)", stacklevel=3)
+            return
+
+def _check_reloaded(st: _State) -> None:
+    "Warn, once per load, when a state dict was loaded over the model and no adapter file was loaded after it."
+    if st.reloads == _RELOADS[0]: return
+    st.reloads = _RELOADS[0]
+    hit = [n for e in st.named.values() for n, a in e.adapters.items() if a.__dict__.pop(RELOADED, None)]
+    if hit:
+        warnings.warn(f"a state dict was loaded into this adapted model ({len(hit)} adapted layers, e.g. {hit[0]!r}) and the "
+                      "adapters kept their values: model checkpoints hold the base only. If it was a Trainer resume or "
+                      "load_best_model_at_end, the checkpoint's adapter was not restored: pass callbacks=[ap.AdapterCheckpoints()] "
+                      "to the Trainer (accelerate: register ap.AdapterState(model)), or load it with ap.restore(model, "
+                      "'<checkpoint>/antipasto_adapter.safetensors'). If the current adapters are what you want, ignore this",
+                      stacklevel=3)
+
 def _root_hook(model, args, kwargs):
-    "Root pre-hook: checkpoint functions see the forward's steering, and KV caches remember theirs."
+    "Root pre-hook: checkpoint functions see the forward's steering, KV caches remember theirs, a lost steering or adapter is told."
     st = model.__dict__.get(STATE)
     if st is None: return None
     _wrap_checkpointing(st)
+    _check_reloaded(st)
+    _check_context(st)
     _check_cache(st, kwargs)
+    return None
+
+# %% ../nbs/03_runtime.ipynb #6c4a4ad8
+def _root_post(model, args, kwargs, out):
+    "Root hook after the forward: a KV cache the model made itself (none was passed in) is tagged with the forward's steering."
+    st = model.__dict__.get(STATE)
+    cache = getattr(out, 'past_key_values', None)
+    if st is None or not (hasattr(cache, 'get_seq_length') and hasattr(cache, '__dict__')): return None
+    cache.__dict__.setdefault(CACHE_TAG, _steering_now(st))
     return None
 
 # %% ../nbs/03_runtime.ipynb #dd2e98f3
@@ -286,9 +339,14 @@ def _drop_adapter_keys(module, state_dict, prefix, local_metadata):
     for k in [k for k in state_dict if k.startswith(prefix)]: del state_dict[k]
 
 # %% ../nbs/03_runtime.ipynb #44d9dde9
+RELOADED = '_antipasto_base_reloaded'   # on an adapter: a state dict (which never holds it) was loaded over its model since
+_RELOADS = [0]                          # its tensors were last set; and how many such loads this process has seen
+
 def _ignore_missing_adapter_keys(module, incompatible):
-    "Loading a base checkpoint into an adapted model does not report the adapter's tensors as missing."
+    "Loading a base checkpoint into an adapted model does not report the adapter's tensors as missing; the adapters remember it."
     incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if f'.{ADAPTER}.' not in f'.{k}']
+    for a in module.values(): a.__dict__[RELOADED] = True
+    _RELOADS[0] += 1
 
 # %% ../nbs/03_runtime.ipynb #c9113ed4
 def _container() -> nn.ModuleDict:
@@ -439,6 +497,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
             m.__dict__[STATE] = st
             for p in m.parameters(): p.requires_grad_(False)
             m.register_forward_pre_hook(_root_hook, with_kwargs=True)
+            m.register_forward_hook(_root_post, with_kwargs=True)
             st.layouts = hold_layouts(m)   # no bitsandbytes CPU rewrite while attached (see antipasto.layers)
         st.named[name] = _Named(cfg, dict(targets), dict(adp), calibrated)
         added = first
@@ -485,7 +544,7 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
     if st.peft_before or not any(wraps_base(x) for x in m.modules()):   # else peft, which wrapped layers since, owns them
         for p, flag in st.requires_grad: p.requires_grad_(flag)
     release_layouts(m, st.layouts)
-    _remove_hook(m, _root_hook, pre=True)
+    _remove_hook(m, _root_hook, pre=True); _remove_hook(m, _root_post, pre=False)
     for x in st.ckpt_layers:
         f = x.__dict__.get('_gradient_checkpointing_func')
         if isinstance(f, _SteerCheckpoint): x._gradient_checkpointing_func = f.fn
@@ -541,8 +600,15 @@ def steer(model: nn.Module, coeff):
     for a in ads: a.__dict__.setdefault(OPEN_STEERS, set()).add(entry[0])
     STEERING.set(STEERING.get() + (entry,))
     try: yield model
-    finally:  # remove exactly this entry: contexts may exit in any order
-        STEERING.set(tuple(e for e in STEERING.get() if e is not entry))
+    finally:  # remove exactly this entry, wherever it is
+        stack = STEERING.get()
+        if stack and stack[-1] is not entry and entry in stack:
+            warnings.warn("two ap.steer blocks were open at once in one context without nesting (this one exits while a later "
+                          "one is still open), as when generators or coroutines each hold a steer block across a yield: every "
+                          "forward in between, in either stream and in their caller, ran at the later block's coefficients. "
+                          "Enter the block around each step instead (with ap.steer(model, c): step()), or run each stream "
+                          "in its own context (contextvars.copy_context().run)", stacklevel=3)
+        STEERING.set(tuple(e for e in stack if e is not entry))
         for a in ads: a.__dict__.get(OPEN_STEERS, set()).discard(entry[0])
 
 # %% ../nbs/03_runtime.ipynb #893224e0
@@ -624,6 +690,7 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
             for n in st.named[k].layers:
                 dW, db = _affine_delta(m, n, k)
                 deltas[n] = (deltas[n][0] + dW, deltas[n][1] + db) if n in deltas else (dW, db)
+        at = {k: _coeff_of(next(iter(st.named[k].adapters.values()))) for k in todo}   # what a KV cache filled merged is tagged with
     for n, (dW, db) in deltas.items():
         if layers[n].bias is None and db.abs().max() > 0:
             raise ValueError(f"cannot merge into {n!r}: the adapter shifts the output at x = 0 but the layer has no bias")
@@ -635,7 +702,7 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
         l.weight.copy_((l.weight.float() + dW).to(l.weight.dtype))
         if l.bias is not None: l.bias.copy_((l.bias.float() + db).to(l.bias.dtype))
     for k in todo:
-        for a in st.named[k].adapters.values(): a.merged = True
+        for a in st.named[k].adapters.values(): a.merged = True; a.__dict__[MERGED_AT] = at[k]
 
 # %% ../nbs/03_runtime.ipynb #8e89605f
 @torch.no_grad()
@@ -649,7 +716,7 @@ def unmerge(model: nn.Module) -> None:
         if b is not None: l.bias.copy_(b.to(l.bias.device))
     st.merged.clear()
     for e in st.named.values():
-        for a in e.adapters.values(): a.merged = False
+        for a in e.adapters.values(): a.merged = False; a.__dict__.pop(MERGED_AT, None)
 
 # %% ../nbs/03_runtime.ipynb #ac08a5d7
 def merged_layers(model: nn.Module) -> list[str]:
@@ -898,6 +965,7 @@ def _fill(path, name, adp: dict, ts: dict, recomputed=(), selected: bool = False
     with torch.no_grad():
         for k, (v, dt, shape) in expected.items():
             if v is not None: v.copy_(ts[k])
+    for a in adp.values(): a.__dict__.pop(RELOADED, None)
 
 # %% ../nbs/03_runtime.ipynb #19e8bdff
 def _check_selection(path, name, targets, adp, ts) -> None:
