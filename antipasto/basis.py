@@ -124,7 +124,7 @@ def check_enough_tokens(n: int, need: int, variant: str) -> None:
 # %% ../nbs/20_basis.ipynb #f2eb651b
 def activation_scores(model, layers: dict, Vhs: dict, data, pool: str = 'rms') -> tuple[dict, int]:
     "Per layer, `pool_n |x_n . v_i|` for every row `v_i` of `Vhs[name]`, from one streamed pass; and the token count."
-    if pool not in POOLS: raise ValueError(f"act_pool={pool!r}; use one of {POOLS}")
+    check_pool(pool)
     acc = {n: torch.zeros(Vhs[n].shape[0], dtype=torch.float64) for n in layers}
     def fn(name, x):
         proj = (x.float() @ Vhs[name].T.to(x.device, torch.float32)).double().cpu()
@@ -229,8 +229,9 @@ def orient(model, targets: dict, cfg, calibration_data, variant: str) -> None:
 
 # %% ../nbs/20_basis.ipynb #e83854a3
 def check_pool(cfg) -> None:
-    "Validate `act_pool` on a config."
-    if cfg.act_pool not in POOLS: raise ValueError(f"act_pool={cfg.act_pool!r}; use one of {POOLS}")
+    "Validate `act_pool` on a config (or a pool name itself)."
+    pool = getattr(cfg, 'act_pool', cfg)
+    if pool not in POOLS: raise ValueError(f"act_pool={pool!r}; use one of {POOLS}")
 
 # %% ../nbs/20_basis.ipynb #6f4e31da
 def check_cov_fields(cfg) -> None:

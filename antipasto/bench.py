@@ -16,7 +16,6 @@ from .calibration import calibration_pass
 from .cost import variant_names, is_family
 from .train import fit, trainable, provenance, run_id, default_targets, run_config, has_rank
 from .train import positive_int, positive_float, int_list, str_list, writable_dir
-from .train import world, init_distributed  # re-exported for tests/test_ddp.py until it imports antipasto.train
 
 # %% auto #0
 __all__ = ['TEACHER_TARGETS', 'TEACHERS', 'BLOCKS', 'BENCH_R', 'BENCH_FAMILY_R', 'BENCH_FAMILY_LR', 'BENCH_BASELINE_LR',

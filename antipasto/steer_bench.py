@@ -9,35 +9,17 @@ import torch
 import torch.nn.functional as F
 from .core import config_for
 from .runtime import attach, detach, steer, adapters
-from .steering import builtin_pairs, train_steering, SteeringVector, embed, ByteTokenizer, preference
-from .bench import provenance, run_id, write_tsv
+from .steering import builtin_pairs, train_steering, SteeringVector, embed, ByteTokenizer, preference, HELD_OUT
+from .bench import write_tsv
+from .train import provenance, run_id
 from .train import positive_int, nonneg_int, float_list, str_list, writable_dir
 
 # %% auto #0
-__all__ = ['HELD_OUT', 'PROBE_POS', 'PROBE_NEG', 'QUERIES', 'TARGETS', 'BLOCKS', 'COEFFS', 'METHODS', 'DEFAULT_METHODS',
-           'TSV_COLUMNS', 'sentence_embeddings', 'snapshot', 'fit_probe', 'spearman', 'measures', 'prepare',
-           'summarize', 'mechanics', 'markdown_table', 'plot', 'parse_args', 'main']
+__all__ = ['PROBE_POS', 'PROBE_NEG', 'QUERIES', 'TARGETS', 'BLOCKS', 'COEFFS', 'METHODS', 'DEFAULT_METHODS', 'TSV_COLUMNS',
+           'sentence_embeddings', 'snapshot', 'fit_probe', 'spearman', 'measures', 'prepare', 'summarize', 'mechanics',
+           'markdown_table', 'plot', 'parse_args', 'main']
 
 # %% ../nbs/44_steer_bench.ipynb #0385c98c
-HELD_OUT = [
-    ("After the concert everyone went home thrilled.", "After the concert everyone went home disappointed."),
-    ("The kids were excited about the trip to the zoo.", "The kids were worried about the trip to the zoo."),
-    ("He looked content with his exam results.", "He looked devastated by his exam results."),
-    ("What a wonderful surprise party that was.", "What a terrible surprise party that was."),
-    ("Our garden looks lovely this spring.", "Our garden looks dreadful this spring."),
-    ("The team celebrated a great season.", "The team mourned a bad season."),
-    ("My grandmother was overjoyed to see us.", "My grandmother was heartbroken to see us."),
-    ("The new neighbours seem friendly and warm.", "The new neighbours seem hostile and cold."),
-    ("The hotel room was bright and pleasant.", "The hotel room was dark and unpleasant."),
-    ("His speech left the audience inspired.", "His speech left the audience bored."),
-    ("The students found the lecture fascinating.", "The students found the lecture tedious."),
-    ("We had a fantastic time at the lake.", "We had an awful time at the lake."),
-    ("The puppy made everyone smile.", "The puppy made everyone cry."),
-    ("The reviews of the restaurant were glowing.", "The reviews of the restaurant were scathing."),
-    ("She greeted the morning with a laugh.", "She greeted the morning with a sigh."),
-    ("The village festival was a joy.", "The village festival was a disaster."),
-]
-
 PROBE_POS = ["This is the best day I have had in years.", "The food was delicious and the staff were lovely.",
              "I am so proud of what we achieved together.", "The sunset over the bay was breathtaking.",
              "Winning the prize made her beam with pride.", "Thank you, this gift is perfect.",

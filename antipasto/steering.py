@@ -13,10 +13,10 @@ from .runtime import adapters, steer, unwrap
 from .targets import layer_index
 
 # %% auto #0
-__all__ = ['CONCEPTS', 'FLIP', 'DEFAULTS', 'expand_pair', 'contrastive_pairs', 'builtin_pairs', 'blocks', 'encode', 'pool', 'run',
-           'embed', 'ByteTokenizer', 'loss_subspace', 'antiparallel_loss', 'monotonic_loss', 'tv_coherence',
-           'drift_coherence', 'sequence_logp', 'can_flip', 'flip_sign', 'default_layer', 'model_kind', 'steering_step',
-           'pair_shift', 'preference', 'train_steering', 'SteeringVector']
+__all__ = ['CONCEPTS', 'FLIP', 'DEFAULTS', 'HELD_OUT', 'expand_pair', 'contrastive_pairs', 'builtin_pairs', 'blocks', 'encode',
+           'pool', 'run', 'embed', 'ByteTokenizer', 'loss_subspace', 'antiparallel_loss', 'monotonic_loss',
+           'tv_coherence', 'drift_coherence', 'sequence_logp', 'can_flip', 'flip_sign', 'default_layer', 'model_kind',
+           'steering_step', 'pair_shift', 'preference', 'train_steering', 'SteeringVector']
 
 # %% ../nbs/26_steering.ipynb #bdb45611
 _SLOT = re.compile(r'\{([^{}|]*)\|([^{}|]*)\}')
@@ -447,6 +447,27 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
         for p in others: p.requires_grad_(True)
         for p, g0 in grads0: p.grad = g0   # every .grad as it was before the call
     return hist
+
+# %% ../nbs/26_steering.ipynb #8f123237
+# sentence pairs that differ in sentiment only, none of them in `builtin_pairs`: what steering is measured on, not trained on
+HELD_OUT = [
+    ("After the concert everyone went home thrilled.", "After the concert everyone went home disappointed."),
+    ("The kids were excited about the trip to the zoo.", "The kids were worried about the trip to the zoo."),
+    ("He looked content with his exam results.", "He looked devastated by his exam results."),
+    ("What a wonderful surprise party that was.", "What a terrible surprise party that was."),
+    ("Our garden looks lovely this spring.", "Our garden looks dreadful this spring."),
+    ("The team celebrated a great season.", "The team mourned a bad season."),
+    ("My grandmother was overjoyed to see us.", "My grandmother was heartbroken to see us."),
+    ("The new neighbours seem friendly and warm.", "The new neighbours seem hostile and cold."),
+    ("The hotel room was bright and pleasant.", "The hotel room was dark and unpleasant."),
+    ("His speech left the audience inspired.", "His speech left the audience bored."),
+    ("The students found the lecture fascinating.", "The students found the lecture tedious."),
+    ("We had a fantastic time at the lake.", "We had an awful time at the lake."),
+    ("The puppy made everyone smile.", "The puppy made everyone cry."),
+    ("The reviews of the restaurant were glowing.", "The reviews of the restaurant were scathing."),
+    ("She greeted the morning with a laugh.", "She greeted the morning with a sigh."),
+    ("The village festival was a joy.", "The village festival was a disaster."),
+]
 
 # %% ../nbs/26_steering.ipynb #2c5c50ee
 def _pair_diffs(model, tokenizer, pairs, layer, max_length):

@@ -171,7 +171,7 @@ CHECK_KW = {
     'antipasto_dplr': dict(r=16, lr=1e-2),
     'antipasto_rot': dict(r=16, identity_tol=2.0 ** -4),   # near-identity init: 22_rot, "Identity at init, and its tolerance"
     'antipasto_ablate': dict(r=16, init_alpha=0.25, identity_tol=1.0),  # ablates by design: 23_ablate, "Identity at init"
-    'pissa': dict(r=4, identity_tol=2.0 ** -4),   # W_res rounding in a bfloat16 base: 30_pissa, purpose section
+    'pissa': dict(r=4),
     'dora': dict(r=4),
     'delora': dict(r=4, delora_lambda=1.0),
     'eva': dict(r=4, lr=3e-4),                # 33_eva: a smaller step than LoRA's keeps 5 steps stable

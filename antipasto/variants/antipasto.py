@@ -6,7 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass
 import torch
-from ..core import ParamSpec, register
+from ..core import ParamSpec, register, check_bool
 from ..basis import FamilyConfig, SVDVariant, gain_delta
 
 # %% auto #0
@@ -20,8 +20,7 @@ class AntiPaSTOConfig(FamilyConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.suppress_only, bool):
-            raise ValueError(f"suppress_only={self.suppress_only!r} must be True or False")
+        check_bool(self, 'suppress_only')
 
 # %% ../../nbs/21_antipasto.ipynb #c4052ca1
 @register
