@@ -22,6 +22,12 @@ for _m in sorted(m.name for m in _pkgutil.iter_modules(_variants.__path__)):
     _importlib.import_module(f'antipasto.variants.{_m}')
 for _cls in list(REGISTRY.values()): globals()[_cls.config_cls.__name__] = _cls.config_cls
 
+import types as _types
+# `from antipasto import *` brings the public names only: no submodules, no private helpers, and not the
+# Trainer callback, whose import would pull in transformers' trainer stack
+__all__ = sorted(n for n, v in globals().items()
+                 if not n.startswith('_') and not isinstance(v, _types.ModuleType) and n != 'annotations')
+
 # %% ../nbs/99_api.ipynb #5d69c9e4
 def __getattr__(name: str):
     if name == 'AdapterCheckpoints':   # transformers' trainer modules load only when a Trainer callback is asked for
