@@ -16,9 +16,9 @@ from .calibration import calibration_pass
 # %% auto #0
 __all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_eigh', 'gram_svd', 'svd', 'subspace_iteration',
            'randomized_svd', 'top_svd', 'layer_svd', 'check_enough_tokens', 'activation_scores', 'top_directions',
-           'Spectrum', 'spectrum', 'pick', 'second_moments', 'corda_basis', 'gain', 'gain_delta', 'add_product',
-           'moment_groups', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig', 'SVDVariant', 'measured_delta',
-           'transfer_matrix']
+           'Spectrum', 'spectrum', 'spectrum_bytes', 'pick', 'second_moments', 'corda_basis', 'gain', 'gain_delta',
+           'add_product', 'budget_groups', 'pass_groups', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig',
+           'SVDVariant', 'measured_delta', 'transfer_matrix']
 
 # %% ../nbs/20_basis.ipynb #c79a5fde
 def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,6 +154,12 @@ def spectrum(W: torch.Tensor) -> Spectrum:
     U, S, Vh = torch.linalg.svd(W.detach().to(_out_dtype(W)), full_matrices=False)
     return Spectrum(S.double(), Vh, U)
 
+def spectrum_bytes(layer: nn.Module) -> int:
+    "The bytes `spectrum` holds for `layer`'s weight: float64 `V` (tall or square), or float64 `U` and `Vh` in the out dtype (wide)."
+    d_in, d_out = dims(layer)
+    if d_out >= d_in: return 8 * d_in ** 2
+    return 8 * d_out ** 2 + (8 if layer.weight.dtype == torch.float64 else 4) * d_out * d_in
+
 # %% ../nbs/20_basis.ipynb #f3ecd214
 def pick(W: torch.Tensor, sp: Spectrum, index) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Directions `index` of `sp = spectrum(W)` as exact triplets with canonical signs, float32 (float64 stays): `u_i = W v_i / S_i` where `sp.U` is None."
@@ -202,24 +208,29 @@ def add_product(y: torch.Tensor, d: torch.Tensor, U: torch.Tensor) -> torch.Tens
     return torch.addmm(y.reshape(-1, y.shape[-1]), d.reshape(-1, d.shape[-1]), U.T).view(y.shape)
 
 # %% ../nbs/20_basis.ipynb #4aa69155
-def moment_groups(targets: dict, budget_bytes: float) -> list[list[str]]:
-    "Target names in groups whose float64 `d_in x d_in` accumulators fit `budget_bytes` (a target alone may exceed it)."
+def budget_groups(targets: dict, budget_bytes: float, nbytes) -> list[list[str]]:
+    "Target names in groups whose per-layer statistics (`nbytes(layer)` each) fit `budget_bytes` (a target alone may exceed it)."
     groups, cur, used = [], [], 0
     for n, (l, a) in targets.items():
-        b = 8 * dims(l)[0] ** 2
+        b = nbytes(l)
         if cur and used + b > budget_bytes: groups.append(cur); cur, used = [], 0
         cur.append(n); used += b
     return groups + [cur] if cur else groups
 
 # %% ../nbs/20_basis.ipynb #c9ca9614
+def pass_groups(targets: dict, cfg, calibration_data, variant: str, what: str, nbytes) -> list[list[str]]:
+    "`budget_groups` under `cfg.cov_budget_gb`, one calibration pass each; several passes over a one-shot iterator are refused before the first."
+    groups = budget_groups(targets, cfg.cov_budget_gb * 2**30, nbytes)
+    if len(groups) > 1 and iter(calibration_data) is calibration_data:
+        raise ValueError(f"{variant}: the {what} of the {len(targets)} targets exceed cov_budget_gb={cfg.cov_budget_gb}, so "
+                         f"they take {len(groups)} passes over calibration_data, which is a one-shot iterator: pass a list "
+                         "of batches (or raise cov_budget_gb)")
+    return groups
+
 def orient(model, targets: dict, cfg, calibration_data, variant: str) -> None:
     "Fill each target adapter's `U, S, P` with CorDA's split, one calibration pass per group of targets that fits `cov_budget_gb`."
-    groups = moment_groups(targets, cfg.cov_budget_gb * 2**30)
-    if len(groups) > 1 and iter(calibration_data) is calibration_data:
-        raise ValueError(f"{variant}: the float64 second moments of the {len(targets)} targets exceed cov_budget_gb="
-                         f"{cfg.cov_budget_gb}, so they take {len(groups)} passes over calibration_data, which is a one-shot "
-                         "iterator: pass a list of batches (or raise cov_budget_gb)")
-    for names in groups:
+    for names in pass_groups(targets, cfg, calibration_data, variant, 'float64 second moments',
+                             lambda l: 8 * dims(l)[0] ** 2):
         Cs, ntok = second_moments(model, {n: targets[n][0] for n in names}, calibration_data)
         check_enough_tokens(ntok, cfg.r, variant)
         for n in names:
@@ -242,7 +253,7 @@ def check_cov_fields(cfg) -> None:
     b = cfg.cov_budget_gb
     if isinstance(b, bool) or not (isinstance(b, (int, float)) and math.isfinite(b) and b > 0):
         raise ValueError(f"cov_budget_gb={b!r} must be a positive number of GiB (default 4): the second moments are "
-                         "accumulated in as many calibration passes as it takes to stay under it")
+                         "(CorDA) or spectra (selection) are held in as many calibration passes as it takes to stay under it")
 
 # %% ../nbs/20_basis.ipynb #94d61703
 BASES = ('svd', 'corda')
@@ -326,12 +337,14 @@ class SVDVariant(Variant):
     def group_init(cls, model, targets, cfg, calibration_data):
         "'corda': orient every target (section 6); 'svd': re-select its r directions by `S_i * pool |x . v_i|` (section 3)."
         if cfg.basis == 'corda': return orient(model, targets, cfg, calibration_data, cls.name)
-        sps = {n: spectrum(dense_weight(l)) for n, (l, a) in targets.items()}
-        acts, ntok = activation_scores(model, {n: l for n, (l, a) in targets.items()},
-                                       {n: sp.Vh for n, sp in sps.items()}, calibration_data, cfg.act_pool)
-        check_enough_tokens(ntok, cfg.r, cls.name)
-        for n, (l, a) in targets.items():   # the weight is read again rather than held for every target through the pass
-            a.keep(dense_weight(l), sps[n], top_directions(sps[n].S, acts[n], cfg.r))
+        for names in pass_groups(targets, cfg, calibration_data, cls.name, 'spectra', spectrum_bytes):
+            sps = {n: spectrum(dense_weight(targets[n][0])) for n in names}
+            acts, ntok = activation_scores(model, {n: targets[n][0] for n in names}, {n: sp.Vh for n, sp in sps.items()},
+                                           calibration_data, cfg.act_pool)
+            check_enough_tokens(ntok, cfg.r, cls.name)
+            for n in names:   # the weight is read again rather than held for every target through the pass
+                (l, a), sp = targets[n], sps.pop(n)
+                a.keep(dense_weight(l), sp, top_directions(sp.S, acts[n], cfg.r))
 
     def coords(self, x: torch.Tensor) -> torch.Tensor:
         "Basis coordinates `p = B x` of each token."
