@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
-from .calibration import calibration_pass
+from .calibration import calibration_pass, pass_groups, check_budget_gb
 
 # %% auto #0
 __all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_eigh', 'gram_svd', 'svd', 'subspace_iteration',
            'randomized_svd', 'top_svd', 'layer_svd', 'check_enough_tokens', 'activation_scores', 'top_directions',
            'Spectrum', 'spectrum', 'spectrum_bytes', 'pick', 'second_moments', 'corda_basis', 'gain', 'gain_delta',
-           'add_product', 'budget_groups', 'pass_groups', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig',
-           'SVDVariant', 'measured_delta', 'transfer_matrix']
+           'add_product', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig', 'SVDVariant', 'measured_delta',
+           'transfer_matrix']
 
 # %% ../nbs/20_basis.ipynb #c79a5fde
 def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,30 +207,11 @@ def add_product(y: torch.Tensor, d: torch.Tensor, U: torch.Tensor) -> torch.Tens
     if d.dtype != y.dtype: return y + F.linear(d, U).to(y.dtype)
     return torch.addmm(y.reshape(-1, y.shape[-1]), d.reshape(-1, d.shape[-1]), U.T).view(y.shape)
 
-# %% ../nbs/20_basis.ipynb #4aa69155
-def budget_groups(targets: dict, budget_bytes: float, nbytes) -> list[list[str]]:
-    "Target names in groups whose per-layer statistics (`nbytes(layer)` each) fit `budget_bytes` (a target alone may exceed it)."
-    groups, cur, used = [], [], 0
-    for n, (l, a) in targets.items():
-        b = nbytes(l)
-        if cur and used + b > budget_bytes: groups.append(cur); cur, used = [], 0
-        cur.append(n); used += b
-    return groups + [cur] if cur else groups
-
 # %% ../nbs/20_basis.ipynb #c9ca9614
-def pass_groups(targets: dict, cfg, calibration_data, variant: str, what: str, nbytes) -> list[list[str]]:
-    "`budget_groups` under `cfg.cov_budget_gb`, one calibration pass each; several passes over a one-shot iterator are refused before the first."
-    groups = budget_groups(targets, cfg.cov_budget_gb * 2**30, nbytes)
-    if len(groups) > 1 and iter(calibration_data) is calibration_data:
-        raise ValueError(f"{variant}: the {what} of the {len(targets)} targets exceed cov_budget_gb={cfg.cov_budget_gb}, so "
-                         f"they take {len(groups)} passes over calibration_data, which is a one-shot iterator: pass a list "
-                         "of batches (or raise cov_budget_gb)")
-    return groups
-
 def orient(model, targets: dict, cfg, calibration_data, variant: str) -> None:
     "Fill each target adapter's `U, S, P` with CorDA's split, one calibration pass per group of targets that fits `cov_budget_gb`."
-    for names in pass_groups(targets, cfg, calibration_data, variant, 'float64 second moments',
-                             lambda l: 8 * dims(l)[0] ** 2):
+    sizes = {n: 8 * dims(l)[0] ** 2 for n, (l, a) in targets.items()}   # a float64 d_in x d_in accumulator each
+    for names in pass_groups(sizes, cfg.cov_budget_gb, calibration_data, variant, 'float64 second moments'):
         Cs, ntok = second_moments(model, {n: targets[n][0] for n in names}, calibration_data)
         check_enough_tokens(ntok, cfg.r, variant)
         for n in names:
@@ -250,10 +231,7 @@ def check_cov_fields(cfg) -> None:
     if isinstance(cfg.cov_eps, bool) or not (isinstance(cfg.cov_eps, (int, float)) and math.isfinite(cfg.cov_eps) and cfg.cov_eps > 0):
         raise ValueError(f"cov_eps={cfg.cov_eps!r} must be a positive finite number (default 1e-3): it damps the "
                          "second moment so C_eps^(-1/2) exists")
-    b = cfg.cov_budget_gb
-    if isinstance(b, bool) or not (isinstance(b, (int, float)) and math.isfinite(b) and b > 0):
-        raise ValueError(f"cov_budget_gb={b!r} must be a positive number of GiB (default 4): the second moments are "
-                         "(CorDA) or spectra (selection) are held in as many calibration passes as it takes to stay under it")
+    check_budget_gb(cfg.cov_budget_gb)
 
 # %% ../nbs/20_basis.ipynb #94d61703
 BASES = ('svd', 'corda')
@@ -337,7 +315,8 @@ class SVDVariant(Variant):
     def group_init(cls, model, targets, cfg, calibration_data):
         "'corda': orient every target (section 6); 'svd': re-select its r directions by `S_i * pool |x . v_i|` (section 3)."
         if cfg.basis == 'corda': return orient(model, targets, cfg, calibration_data, cls.name)
-        for names in pass_groups(targets, cfg, calibration_data, cls.name, 'spectra', spectrum_bytes):
+        sizes = {n: spectrum_bytes(l) for n, (l, a) in targets.items()}
+        for names in pass_groups(sizes, cfg.cov_budget_gb, calibration_data, cls.name, 'spectra'):
             sps = {n: spectrum(dense_weight(targets[n][0])) for n in names}
             acts, ntok = activation_scores(model, {n: targets[n][0] for n in names}, {n: sp.Vh for n, sp in sps.items()},
                                            calibration_data, cfg.act_pool)

@@ -5,6 +5,7 @@
 # %% ../nbs/02_calibration.ipynb #f9f12669
 from __future__ import annotations
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Callable, Iterable
 import torch
@@ -12,7 +13,8 @@ from torch import nn
 from .layers import layouts_held
 
 # %% auto #0
-__all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'calibration_pass']
+__all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'calibration_pass', 'check_budget_gb', 'budget_groups',
+           'pass_groups']
 
 # %% ../nbs/02_calibration.ipynb #0c0e08c3
 BATCH_HELP = "a batch must be a dict of model kwargs (e.g. tokenizer(texts, return_tensors='pt', padding=True), as it comes), a tuple of positional args, or a tensor of token ids"
@@ -144,3 +146,27 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
         for m, t in flags.items(): m.training = t
     if state['n'] == 0: raise ValueError("calibration_data produced no real tokens (empty iterable, or all padding)")
     return state['n']
+
+# %% ../nbs/02_calibration.ipynb #c4a9e07d
+def check_budget_gb(budget_gb, name: str = 'cov_budget_gb') -> None:
+    "A clear error unless `budget_gb` is a positive finite number of GiB."
+    if isinstance(budget_gb, bool) or not (isinstance(budget_gb, (int, float)) and math.isfinite(budget_gb) and budget_gb > 0):
+        raise ValueError(f"{name}={budget_gb!r} must be a positive number of GiB (default 4): the per-layer statistics (second "
+                         "moments, spectra) are held in as many calibration passes as it takes to stay under it")
+
+def budget_groups(sizes: dict[str, int], budget_bytes: float) -> list[list[str]]:
+    "Target names, in order, in groups whose `sizes` (bytes each) add up to at most `budget_bytes` (a target alone may exceed it)."
+    groups, cur, used = [], [], 0
+    for n, b in sizes.items():
+        if cur and used + b > budget_bytes: groups.append(cur); cur, used = [], 0
+        cur.append(n); used += b
+    return groups + [cur] if cur else groups
+
+def pass_groups(sizes: dict[str, int], budget_gb: float, data, variant: str, what: str) -> list[list[str]]:
+    "`budget_groups` under `budget_gb` GiB, one calibration pass each; several passes over a one-shot iterator are refused before the first."
+    groups = budget_groups(sizes, budget_gb * 2**30)
+    if len(groups) > 1 and iter(data) is data:
+        raise ValueError(f"{variant}: the {what} of the {len(sizes)} targets exceed cov_budget_gb={budget_gb}, so they take "
+                         f"{len(groups)} passes over calibration_data, which is a one-shot iterator: pass a list of batches "
+                         "(or raise cov_budget_gb)")
+    return groups

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import torch
 from ..core import AdapterConfig, register
-from ..calibration import calibration_pass
+from ..calibration import calibration_pass, pass_groups, check_budget_gb
 from .lora import LoRA
 
 # %% auto #0
@@ -29,6 +29,11 @@ class EVAConfig(AdapterConfig):
     "EVA: LoRA rank `r` and scale `alpha / r`; `A` from the calibration inputs' principal directions."
     r: int = 8
     alpha: float = 16.0
+    cov_budget_gb: float = 4.0   # the float64 input sums one calibration pass holds, over all its targets
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_budget_gb(self.cov_budget_gb)
 
 # %% ../../nbs/33_eva.ipynb #c018e1bb
 @register
@@ -40,17 +45,21 @@ class EVA(LoRA):
     @classmethod
     @torch.no_grad()
     def group_init(cls, model, targets, cfg, calibration_data):
-        stats = {}
-        def accumulate(name, x):
-            x = x.to(torch.float64)
-            if name not in stats: stats[name] = [0, x.new_zeros(x.shape[1]), x.new_zeros(x.shape[1], x.shape[1])]
-            st = stats[name]
-            st[0] += x.shape[0]; st[1] += x.sum(0); st[2] += x.T @ x
-        calibration_pass(model, {n: l for n, (l, _) in targets.items()}, accumulate, calibration_data)
-        for n in targets:
-            seen = stats[n][0] if n in stats else 0
-            if seen < cfg.r:
-                raise ValueError(f"eva: layer {n!r} saw {seen} real calibration tokens, fewer than r={cfg.r}, so its "
-                                 f"{cfg.r} principal directions are not determined; pass more calibration data or lower r")
-        for n, (_, a) in targets.items():
-            a.A.copy_(pca_components(*stats[n], cfg.r).to(device=a.A.device, dtype=a.A.dtype))
+        comps = {}
+        sizes = {n: 8 * a.A.shape[1] ** 2 for n, (l, a) in targets.items()}   # A is (r, d_in): a d_in x d_in float64 sum each
+        for names in pass_groups(sizes, cfg.cov_budget_gb, calibration_data, cls.name, 'float64 input sums'):
+            stats = {}
+            def accumulate(name, x):
+                x = x.to(torch.float64)
+                if name not in stats: stats[name] = [0, x.new_zeros(x.shape[1]), x.new_zeros(x.shape[1], x.shape[1])]
+                st = stats[name]
+                st[0] += x.shape[0]; st[1] += x.sum(0); st[2] += x.T @ x
+            calibration_pass(model, {n: targets[n][0] for n in names}, accumulate, calibration_data)
+            for n in names:
+                seen = stats[n][0] if n in stats else 0
+                if seen < cfg.r:
+                    raise ValueError(f"eva: layer {n!r} saw {seen} real calibration tokens, fewer than r={cfg.r}, so its "
+                                     f"{cfg.r} principal directions are not determined; pass more calibration data or lower r")
+                comps[n] = pca_components(*stats.pop(n), cfg.r)
+        for n, (_, a) in targets.items():   # written once every group has passed its checks
+            a.A.copy_(comps[n].to(device=a.A.device, dtype=a.A.dtype))
