@@ -625,11 +625,15 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
     # the probe goes in as the layer's input: in its compute dtype for a quantized layer (its weight's int8 / uint8 codes
     # would truncate the change to 0)
     xdt = W.dtype if layer_kind(layer) in ('linear', 'conv1d') else (getattr(layer, 'compute_dtype', None) or torch.float32)
+    reads_y = any(not a.delta_from_input for k, a in ads)
     def change(x):
-        y = layer.forward(x)   # .forward: the base layer, no hooks
+        y = layer.forward(x) if reads_y else None   # .forward: the base layer, no hooks
         out = 0.
         for k, a in ads:
             c = current_coeff(a)
+            if a.delta_from_input:   # a change of the input alone: read on a zero output, without W x or its rounding
+                out = out + _run(a, layer, x, x.new_zeros(x.shape[0], d_out, dtype=torch.float32), c).float()
+                continue
             if a.forward_input is not None: y_new = layer.forward(a.forward_input(layer, x) if (a.steerable or c == 1.0) else x + c * (a.forward_input(layer, x) - x))
             else: y_new = _run(a, layer, x, y, c)
             out = out + (y_new.float() - y.float())
