@@ -14,7 +14,7 @@ from .calibration import calibration_pass
 from .export import export_peft
 from .steering import train_steering, SteeringVector, contrastive_pairs, builtin_pairs, flip_sign
 from .runtime import (attach, detach, steer, save, load, adapters, read_config, names, adapter_config, merge,
-                               unmerge, merged_layers, unwrap, checkpoint, restore, AdapterFileError, delta_weight, AdapterState)
+                               unmerge, merged_layers, cast, unwrap, checkpoint, restore, AdapterFileError, delta_weight, AdapterState)
 import importlib as _importlib, pkgutil as _pkgutil
 import antipasto.variants as _variants
 

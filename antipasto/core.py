@@ -352,6 +352,16 @@ class Variant(nn.Module):
             return t if t.device == probe.device else t.to(probe.device)
         return super()._apply(keep_dtype, recurse)
 
+    @torch.no_grad()
+    def cast(self, cfg: AdapterConfig) -> None:
+        "Take `cfg`, and its dtype for every tensor that follows the config's: the same Parameter and buffer objects, layouts kept, gradients dropped."
+        for n, s in self.specs.items():
+            t = getattr(self, n)
+            if s.dtype is None and t.dtype != cfg.torch_dtype:
+                t.data = t.data.to(cfg.torch_dtype)   # .to keeps a column-major U column-major
+                if isinstance(t, nn.Parameter): t.grad = None
+        self.cfg = cfg
+
     @classmethod
     def hook_kind(cls) -> str:
         return 'input' if cls.forward_input is not None else 'output'

@@ -23,7 +23,7 @@ __all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'WATCH', 'FI
            'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR', 'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'ADAPTER_FILE',
            'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint', 'attach', 'detach', 'steer',
            'delta_weight', 'merge', 'unmerge', 'merged_layers', 'fingerprint', 'sketch', 'save', 'AdapterFileError',
-           'read_config', 'load', 'restore', 'AdapterState', 'AdapterCheckpoints']
+           'read_config', 'load', 'cast', 'restore', 'AdapterState', 'AdapterCheckpoints']
 
 # %% ../nbs/03_runtime.ipynb #a0db59f2
 ADAPTER = 'ap_adapter'   # the ModuleDict {adapter name: Variant} added to each target layer
@@ -1054,6 +1054,26 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
         if st is not None and done: _remove(m, st, done, model)
         raise
     return adapters(m, built[0][3]) if len(built) == 1 else adapters(m, [b[3] for b in built])
+
+# %% ../nbs/03_runtime.ipynb #8e362966
+@torch.no_grad()
+def cast(model: nn.Module, dtype, name: str | None = None) -> None:
+    "Give adapters `name` (None: all) the adapter dtype `dtype` (their tensors and config), e.g. bfloat16 to serve on a bfloat16 base."
+    if type(model).__name__ in ('DistributedDataParallel', 'FullyShardedDataParallel'):
+        raise RuntimeError(f"cast under {type(model).__name__}: its gradient buckets were built for the adapter's dtype; cast "
+                           "the model before wrapping it (or serve it unwrapped)")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("cast inside torch.inference_mode() would give the adapters tensors that can never train; cast "
+                           "outside the inference_mode block")
+    st = _state(model)
+    sel = _select(st, name)
+    merged = [k for k in sel if any(a.merged for a in st.named[k].adapters.values())]
+    if merged: raise RuntimeError(f"adapters {merged} are merged into the weights at their dtype; ap.unmerge(model) first")
+    cfgs = {k: st.named[k].cfg.replace(dtype=dtype) for k in sel}   # validated: an unsupported dtype raises here
+    for k in sel:
+        cfgs[k].__dict__['_frozen'] = st.named[k].cfg.__dict__.get('_frozen', False)
+        st.named[k].cfg = cfgs[k]
+        for a in st.named[k].adapters.values(): a.cast(cfgs[k])
 
 # %% ../nbs/03_runtime.ipynb #a2033f1c
 @torch.no_grad()
