@@ -126,9 +126,10 @@ def activation_scores(model, layers: dict, Vhs: dict, data, pool: str = 'rms') -
     "Per layer, `pool_n |x_n . v_i|` for every row `v_i` of `Vhs[name]`, from one streamed pass; and the token count."
     check_pool(pool)
     acc = {n: torch.zeros(Vhs[n].shape[0], dtype=torch.float64) for n in layers}
+    V32 = {n: Vhs[n].to(torch.float32) for n in layers}   # once per pass: a float64 copy per batch cost about the product
     def fn(name, x):
-        proj = (x.float() @ Vhs[name].T.to(x.device, torch.float32)).double().cpu()
-        acc[name] += (proj.square() if pool == 'rms' else proj.abs()).sum(0)
+        proj = (x.float() @ V32[name].T.to(x.device)).double()
+        acc[name] += (proj.square() if pool == 'rms' else proj.abs()).sum(0).cpu()   # summed where x is: r numbers move
     n = calibration_pass(model, layers, fn, data)
     return {k: (v / n).sqrt() if pool == 'rms' else v / n for k, v in acc.items()}, n
 
@@ -155,9 +156,9 @@ def spectrum(W: torch.Tensor) -> Spectrum:
     return Spectrum(S.double(), Vh, U)
 
 def spectrum_bytes(layer: nn.Module) -> int:
-    "The bytes `spectrum` holds for `layer`'s weight: float64 `V` (tall or square), or float64 `U` and `Vh` in the out dtype (wide)."
+    "The bytes the selection holds for `layer` through a pass: float64 `V` and its float32 copy that the scores read (tall or square), or float64 `U` and `Vh` in the out dtype (wide)."
     d_in, d_out = dims(layer)
-    if d_out >= d_in: return 8 * d_in ** 2
+    if d_out >= d_in: return 12 * d_in ** 2
     return 8 * d_out ** 2 + (8 if layer.weight.dtype == torch.float64 else 4) * d_out * d_in
 
 # %% ../nbs/20_basis.ipynb #f3ecd214
