@@ -177,7 +177,7 @@ def second_moments(model, layers: dict, data) -> tuple[dict, int]:
     acc = {n: torch.zeros(dims(l)[0], dims(l)[0], dtype=torch.float64) for n, l in layers.items()}
     def fn(name, x):
         x = x.double().cpu()
-        acc[name] += x.T @ x
+        acc[name].addmm_(x.T, x)   # in place: no d_in x d_in temporary per batch (1.5 GiB for a 14336-wide input)
     n = calibration_pass(model, layers, fn, data)
     return {k: v / n for k, v in acc.items()}, n
 

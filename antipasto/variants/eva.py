@@ -53,7 +53,7 @@ class EVA(LoRA):
                 x = x.to(torch.float64)
                 if name not in stats: stats[name] = [0, x.new_zeros(x.shape[1]), x.new_zeros(x.shape[1], x.shape[1])]
                 st = stats[name]
-                st[0] += x.shape[0]; st[1] += x.sum(0); st[2] += x.T @ x
+                st[0] += x.shape[0]; st[1] += x.sum(0); st[2].addmm_(x.T, x)   # in place: no d_in x d_in temporary
             calibration_pass(model, {n: targets[n][0] for n in names}, accumulate, calibration_data)
             for n in names:
                 seen = stats[n][0] if n in stats else 0
