@@ -357,9 +357,11 @@ class Variant(nn.Module):
         "Take `cfg`, and its dtype for every tensor that follows the config's: the same Parameter and buffer objects, layouts kept, gradients dropped."
         for n, s in self.specs.items():
             t = getattr(self, n)
-            if s.dtype is None and t.dtype != cfg.torch_dtype:
-                t.data = t.data.to(cfg.torch_dtype)   # .to keeps a column-major U column-major
-                if isinstance(t, nn.Parameter): t.grad = None
+            if s.dtype is not None or t.dtype == cfg.torch_dtype: continue
+            # a buffer is replaced, not refilled: a view (the family's column-major U) would keep its old base, in the old
+            # dtype, alive under it, and torch.compile refuses a view whose base has another dtype; .to keeps the strides
+            if n in self._buffers: self._buffers[n] = t.to(cfg.torch_dtype)
+            else: t.data = t.data.to(cfg.torch_dtype); t.grad = None   # the same Parameter: a training loop still holds it
         self.cfg = cfg
 
     @classmethod
