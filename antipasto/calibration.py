@@ -148,10 +148,10 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
     return state['n']
 
 # %% ../nbs/02_calibration.ipynb #c4a9e07d
-def check_budget_gb(budget_gb, name: str = 'cov_budget_gb') -> None:
-    "A clear error unless `budget_gb` is a positive finite number of GiB."
+def check_budget_gb(budget_gb) -> None:
+    "A clear error unless `budget_gb` (a config's `cov_budget_gb`) is a positive finite number of GiB."
     if isinstance(budget_gb, bool) or not (isinstance(budget_gb, (int, float)) and math.isfinite(budget_gb) and budget_gb > 0):
-        raise ValueError(f"{name}={budget_gb!r} must be a positive number of GiB (default 4): the per-layer statistics (second "
+        raise ValueError(f"cov_budget_gb={budget_gb!r} must be a positive number of GiB (default 4): the per-layer statistics (second "
                          "moments, spectra) are held in as many calibration passes as it takes to stay under it")
 
 def budget_groups(sizes: dict[str, int], budget_bytes: float) -> list[list[str]]:
