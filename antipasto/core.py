@@ -354,7 +354,7 @@ class Variant(nn.Module):
 
     @torch.no_grad()
     def cast(self, cfg: AdapterConfig) -> None:
-        "Take `cfg`, and its dtype for every tensor that follows the config's: the same Parameter and buffer objects, layouts kept, gradients dropped."
+        "Take `cfg`, and its dtype for every tensor that follows the config's: the same Parameter objects (gradients dropped), buffers replaced by cast copies, layouts kept."
         for n, s in self.specs.items():
             t = getattr(self, n)
             if s.dtype is not None or t.dtype == cfg.torch_dtype: continue
