@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
-from .calibration import calibration_pass, pass_groups, check_budget_gb
+from .calibration import calibration_pass, count_tokens, pass_groups, check_budget_gb
 
 # %% auto #0
 __all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_eigh', 'gram_svd', 'svd', 'subspace_iteration',
@@ -317,7 +317,11 @@ class SVDVariant(Variant):
         "'corda': orient every target (section 6); 'svd': re-select its r directions by `S_i * pool |x . v_i|` (section 3)."
         if cfg.basis == 'corda': return orient(model, targets, cfg, calibration_data, cls.name)
         sizes = {n: spectrum_bytes(l) for n, (l, a) in targets.items()}
-        for names in pass_groups(sizes, cfg.cov_budget_gb, calibration_data, cls.name, 'spectra'):
+        groups = pass_groups(sizes, cfg.cov_budget_gb, calibration_data, cls.name, 'spectra')
+        if iter(calibration_data) is not calibration_data:   # data that can be read twice is counted before any decomposition
+            n0, (l0, _) = next(iter(targets.items()))
+            check_enough_tokens(count_tokens(model, n0, l0, calibration_data, cfg.r), cfg.r, cls.name)
+        for names in groups:
             sps = {n: spectrum(dense_weight(targets[n][0])) for n in names}
             acts, ntok = activation_scores(model, {n: targets[n][0] for n in names}, {n: sp.Vh for n, sp in sps.items()},
                                            calibration_data, cfg.act_pool)

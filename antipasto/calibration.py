@@ -13,8 +13,8 @@ from torch import nn
 from .layers import layouts_held
 
 # %% auto #0
-__all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'calibration_pass', 'check_budget_gb', 'budget_groups',
-           'pass_groups']
+__all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'StopPass', 'calibration_pass', 'count_tokens', 'check_budget_gb',
+           'budget_groups', 'pass_groups']
 
 # %% ../nbs/02_calibration.ipynb #0c0e08c3
 BATCH_HELP = "a batch must be a dict of model kwargs (e.g. tokenizer(texts, return_tensors='pt', padding=True), as it comes), a tuple of positional args, or a tensor of token ids"
@@ -105,6 +105,9 @@ class _Streams:
         if self.handle is not None: self.handle.remove()
 
 # %% ../nbs/02_calibration.ipynb #f12da6b9
+class StopPass(Exception):
+    "Raised by a `calibration_pass` accumulator to end the pass there: the rest of that forward and the later batches do not run."
+
 @torch.no_grad()
 def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callable[[str, torch.Tensor], None],
                      data: Iterable) -> int:
@@ -134,6 +137,7 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
                 state['i'] = i
                 args, kwargs, state['kwargs'], state['mask'] = _split_batch(batch, i, model)
                 try: model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
+                except StopPass: break
                 except Exception as e:
                     if f'calibration_data batch {i}' not in str(e):   # our own checks name the batch already
                         e.add_note(f"antipasto: raised while running calibration_data batch {i} through the model "
@@ -146,6 +150,16 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
         for m, t in flags.items(): m.training = t
     if state['n'] == 0: raise ValueError("calibration_data produced no real tokens (empty iterable, or all padding)")
     return state['n']
+
+# %% ../nbs/02_calibration.ipynb #c0a7e1f2
+def count_tokens(model: nn.Module, name: str, layer: nn.Module, data: Iterable, enough: int) -> int:
+    "Real tokens reaching `layer`'s input, counted until `enough` (a pass stopped there, usually within the first forward)."
+    seen = [0]
+    def fn(_, x):
+        seen[0] += x.shape[0]
+        if seen[0] >= enough: raise StopPass
+    calibration_pass(model, {name: layer}, fn, data)
+    return seen[0]
 
 # %% ../nbs/02_calibration.ipynb #c4a9e07d
 def check_budget_gb(budget_gb) -> None:
