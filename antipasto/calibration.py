@@ -108,6 +108,18 @@ class _Streams:
 class StopPass(Exception):
     "Raised by a `calibration_pass` accumulator to end the pass there: the rest of that forward and the later batches do not run."
 
+class _HeadReached(Exception):
+    "Raised at the output head once every target has run in this forward: the rest of it (the logits) is not needed."
+
+def _head(model: nn.Module, layers: dict[str, nn.Module]) -> nn.Module | None:
+    "The model's output head (`get_output_embeddings`) if no target lies in it, else None."
+    get = getattr(model, 'get_output_embeddings', None)
+    try: head = get() if callable(get) else None
+    except Exception: return None   # a model that cannot say (NotImplementedError): no shortcut
+    if not isinstance(head, nn.Module): return None
+    inside = {id(m) for m in head.modules()}
+    return None if any(id(l) in inside for l in layers.values()) else head
+
 @torch.no_grad()
 def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callable[[str, torch.Tensor], None],
                      data: Iterable) -> int:
@@ -115,7 +127,7 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
     data = calibration_batches(data)
     device = next(model.parameters()).device
     first, state = next(iter(layers), None), {'mask': None, 'kwargs': {}, 'n': 0, 'i': -1}
-    streams = _Streams(model)
+    streams, head, fired = _Streams(model), _head(model, layers), set()
     def hook(name):
         def pre(mod, args, kwargs):
             raw = args[0] if args else kwargs['input']
@@ -126,18 +138,23 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
                                  f"on {int(bad.sum())} of {x.shape[0]} real tokens; remove or fix that batch (or look for an "
                                  "overflow in the model's dtype)")
             if name == first: state['n'] += x.shape[0]
+            fired.add(name)
             fn(name, x)
         return pre
+    def at_head(mod, args):
+        if len(fired) == len(layers): raise _HeadReached   # every target has had this batch: skip the logits
     flags, handles = {m: m.training for m in model.modules()}, []  # every module's own flag, not one for all
     try:
         model.eval()
         for n, l in layers.items(): handles.append(l.register_forward_pre_hook(hook(n), with_kwargs=True))
+        if head is not None: handles.append(head.register_forward_pre_hook(at_head))
         with layouts_held(model):   # no bitsandbytes CPU rewrite of a 4-bit base (see above)
             for i, batch in enumerate(data):
-                state['i'] = i
+                state['i'] = i; fired.clear()
                 args, kwargs, state['kwargs'], state['mask'] = _split_batch(batch, i, model)
                 try: model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
                 except StopPass: break
+                except _HeadReached: continue
                 except Exception as e:
                     if f'calibration_data batch {i}' not in str(e):   # our own checks name the batch already
                         e.add_note(f"antipasto: raised while running calibration_data batch {i} through the model "
