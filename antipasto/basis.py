@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
+from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -318,7 +319,7 @@ class SVDVariant(Variant):
         if cfg.basis == 'corda': return orient(model, targets, cfg, calibration_data, cls.name)
         sizes = {n: spectrum_bytes(l) for n, (l, a) in targets.items()}
         groups = pass_groups(sizes, cfg.cov_budget_gb, calibration_data, cls.name, 'spectra')
-        if iter(calibration_data) is not calibration_data:   # data that can be read twice is counted before any decomposition
+        if isinstance(calibration_data, (list, tuple, Mapping, torch.Tensor)):   # read twice the same: counted before any eigh
             n0, (l0, _) = next(iter(targets.items()))
             check_enough_tokens(count_tokens(model, n0, l0, calibration_data, cfg.r), cfg.r, cls.name)
         for names in groups:

@@ -50,6 +50,8 @@ def _named(model: nn.Module, args: tuple, kwargs: dict, i: int) -> dict:
     return named
 
 # %% ../nbs/02_calibration.ipynb #72122045
+_CACHE_ARGS = ('past_key_values', 'cache', 'cache_params', 'past_key_value')   # transformers' names for a KV cache argument
+
 def _split_batch(batch, i: int, model: nn.Module):
     "(args, kwargs, the arguments by name, attention_mask or None) of calibration batch number `i`."
     if isinstance(batch, Mapping): args, kwargs = (), dict(batch)
@@ -59,6 +61,11 @@ def _split_batch(batch, i: int, model: nn.Module):
         what = 'raw text: tokenize it first' if isinstance(batch, (str, bytes)) else f'a {type(batch).__name__}'
         raise TypeError(f"calibration_data batch {i} is {what}; {BATCH_HELP}")
     named = _named(model, args, kwargs, i)
+    cache = next((k for k in _CACHE_ARGS if named.get(k) is not None), None)
+    if cache is not None:
+        raise TypeError(f"calibration_data batch {i} carries a KV cache ({cache}=): a forward fills it, so every later pass "
+                        "over the batch (one per group of targets, and the token count) would run on a longer context; "
+                        "leave the cache out of the batch (use_cache=False is fine)")
     mask = named.get('attention_mask')
     if mask is not None and not isinstance(mask, torch.Tensor):
         raise TypeError(f"calibration_data batch {i}: attention_mask is a {type(mask).__name__}; pass a tensor "
@@ -112,13 +119,17 @@ class _HeadReached(Exception):
     "Raised at the output head once every target has run in this forward: the rest of it (the logits) is not needed."
 
 def _head(model: nn.Module, layers: dict[str, nn.Module]) -> nn.Module | None:
-    "The model's output head (`get_output_embeddings`) if no target lies in it, else None."
+    "The model's output head (`get_output_embeddings`) if no target lies in it and no accelerate hook sits between it and the root, else None."
     get = getattr(model, 'get_output_embeddings', None)
     try: head = get() if callable(get) else None
     except Exception: return None   # a model that cannot say (NotImplementedError): no shortcut
     if not isinstance(head, nn.Module): return None
     inside = {id(m) for m in head.modules()}
-    return None if any(id(l) in inside for l in layers.values()) else head
+    if any(id(l) in inside for l in layers.values()): return None
+    path = next((n for n, m in model.named_modules() if m is head), '').split('.')
+    for i in range(1, len(path)):   # a hook on an ancestor (accelerate's, offloading its weights) would be left half-run
+        if hasattr(model.get_submodule('.'.join(path[:i])), '_hf_hook'): return None
+    return head
 
 @torch.no_grad()
 def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callable[[str, torch.Tensor], None],

@@ -30,3 +30,41 @@ def test_calibration_on_dispatched_model():
         h.remove()
         assert calls == [1] and torch.equal(y, y_ref)
         assert m.lm_head.weight.is_meta   # offloaded again after the forward: the skipped head left no hook half-run
+
+
+def test_head_under_an_offloaded_parent_runs():
+    "BERT's head (`cls.predictions.decoder`) sits inside `cls`, which accelerate offloads: the pass must not stop inside `cls`'s hook."
+    from accelerate import dispatch_model
+    from transformers import BertConfig, BertForMaskedLM
+    torch.manual_seed(0)
+    ref = BertForMaskedLM(BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=64)).eval()
+    cfg, calib = ap.AntiPaSTOConfig(r=8, target_names=(r'query$',)), [tiny_batch(), tiny_batch(seed=1)]
+    with tempfile.TemporaryDirectory() as d:
+        m = dispatch_model(copy.deepcopy(ref), device_map={'bert': 'cpu', 'cls': 'disk'}, offload_dir=d)
+        want, got = ap.attach(ref, cfg, calib), ap.attach(m, cfg, calib)
+        assert m.cls.predictions.bias.is_meta   # offloaded again: cls's hook ran to its end
+        for n in want:
+            for k in ('U', 'S', 'Vh', 'selected'): assert torch.equal(getattr(want[n], k), getattr(got[n], k)), (n, k)
+
+
+def test_dataloader_read_once():
+    "A DataLoader is read once by an attach that needs one pass: torch's random state moves as one pass moves it, and a stream that cannot start over gives the bases a list gives."
+    from torch.utils.data import DataLoader, IterableDataset
+    batches = [tiny_batch(seed=i) for i in range(3)]
+    cfg = ap.AntiPaSTOConfig(r=8, target_names=(r'q_proj$',))
+    torch.manual_seed(0)
+    want = ap.attach(tiny_lm().eval(), cfg, batches)
+
+    loader = DataLoader(batches, batch_size=None, shuffle=True)
+    m = tiny_lm().eval()
+    torch.manual_seed(1); list(loader); after_one_pass = torch.get_rng_state()
+    torch.manual_seed(1); ap.attach(m, cfg, loader)
+    assert torch.equal(torch.get_rng_state(), after_one_pass)
+
+    class Stream(IterableDataset):   # a stream that is used up after one read, as a generator-backed dataset is
+        def __init__(self): self.it = iter(batches)
+        def __iter__(self): return self.it
+    got = ap.attach(tiny_lm().eval(), cfg, DataLoader(Stream(), batch_size=None))
+    for n in want:
+        for k in ('U', 'S', 'Vh', 'selected'): assert torch.equal(getattr(want[n], k), getattr(got[n], k)), (n, k)
