@@ -13,8 +13,8 @@ from torch import nn
 from .layers import layouts_held
 
 # %% auto #0
-__all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'StopPass', 'calibration_pass', 'count_tokens', 'check_budget_gb',
-           'budget_groups', 'pass_groups']
+__all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'hooks_changed', 'StopPass', 'calibration_pass', 'count_tokens',
+           'check_budget_gb', 'budget_groups', 'pass_groups']
 
 # %% ../nbs/02_calibration.ipynb #0c0e08c3
 BATCH_HELP = "a batch must be a dict of model kwargs (e.g. tokenizer(texts, return_tensors='pt', padding=True), as it comes), a tuple of positional args, or a tensor of token ids"
@@ -111,6 +111,12 @@ class _Streams:
     def remove(self):
         if self.handle is not None: self.handle.remove()
 
+# %% ../nbs/02_calibration.ipynb #d1c0e5a2
+def hooks_changed(model: nn.Module) -> None:
+    "Drop compiled graphs after a hook came or went, if `model` (as the caller passed it: wrappers included) or any part of it was compiled: `torch.compile` does not guard on hook dictionaries, so a graph compiled before would silently run without the new hook (or with the old one). The reset is process-wide: every compiled model recompiles on its next call."
+    if any(x.__dict__.get('_is_torch_compile') or x.__dict__.get('_compiled_call_impl') is not None for x in model.modules()):
+        torch.compiler.reset()
+
 # %% ../nbs/02_calibration.ipynb #f12da6b9
 class StopPass(Exception):
     "Raised by a `calibration_pass` accumulator to end the pass there: the rest of that forward and the later batches do not run."
@@ -159,6 +165,7 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
         model.eval()
         for n, l in layers.items(): handles.append(l.register_forward_pre_hook(hook(n), with_kwargs=True))
         if head is not None: handles.append(head.register_forward_pre_hook(at_head))
+        hooks_changed(model)
         with layouts_held(model):   # no bitsandbytes CPU rewrite of a 4-bit base (see above)
             for i, batch in enumerate(data):
                 state['i'] = i; fired.clear()
@@ -175,6 +182,7 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
     finally:
         for h in handles: h.remove()
         streams.remove()
+        if handles: hooks_changed(model)
         for m, t in flags.items(): m.training = t
     if state['n'] == 0: raise ValueError("calibration_data produced no real tokens (empty iterable, or all padding)")
     return state['n']

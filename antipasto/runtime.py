@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from .core import AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, STEERING, OPEN_STEERS
 from .targets import find_targets, wraps_base
-from .calibration import calibration_batches
+from .calibration import calibration_batches, hooks_changed
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
 
 # %% auto #0
@@ -468,12 +468,6 @@ def _remove_hook(layer, fn, pre: bool) -> bool:
             getattr(layer, extra, {}).pop(k, None)
     return bool(keys)
 
-# %% ../nbs/03_runtime.ipynb #6e6a3944
-def _hooks_changed(model: nn.Module) -> None:
-    "Drop compiled graphs after a hook came or went, if `model` (as the caller passed it: wrappers included) or any part of it was compiled: `torch.compile` does not guard on hook dictionaries, so a graph compiled before would silently run without the new hook (or with the old one). The reset is process-wide: every compiled model recompiles on its next call."
-    if any(x.__dict__.get('_is_torch_compile') or x.__dict__.get('_compiled_call_impl') is not None for x in model.modules()):
-        torch.compiler.reset()
-
 # %% ../nbs/03_runtime.ipynb #d64f871f
 def _set_ddp_ignore(m, st) -> None:
     "DDP skips the frozen adapter buffers (it would broadcast them every step); they are computed identically per rank."
@@ -512,7 +506,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
             for p in adp[n].parameters(): p.requires_grad_(True)
         _watch(m, targets)
         _set_ddp_ignore(m, st)
-        if added: _hooks_changed(m if outer is None else outer)   # not `or`: a wrapper's truth is its len()
+        if added: hooks_changed(m if outer is None else outer)   # not `or`: a wrapper's truth is its len()
     except BaseException:
         _remove(m, st, [name], outer); raise
 
@@ -538,7 +532,7 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
             if not any(a.forward_input is None for a in left): removed |= _remove_hook(l, _post_hook, pre=False)
             if not any(a.forward_input is not None for a in left): removed |= _remove_hook(l, _pre_hook, pre=True)
             if c is not None and not left: del l._modules[ADAPTER]; _unwatch(m, [l])
-    if removed: _hooks_changed(m if outer is None else outer)
+    if removed: hooks_changed(m if outer is None else outer)
     if st.named:
         _set_ddp_ignore(m, st); return
     if st.peft_before or not any(wraps_base(x) for x in m.modules()):   # else peft, which wrapped layers since, owns them

@@ -74,3 +74,31 @@ def test_cast_under_compile():
     assert p.returncode == 0, p.stderr[-3000:]
     same, moved = map(float, p.stdout.split()[-2:])
     assert same <= 1e-5 and moved > 0, (same, moved)   # the compiled model follows the cast, which moved the output
+
+
+CALIB = r'''
+import torch, antipasto as ap
+from antipasto.testing import tiny_lm, tiny_batch, model_out
+calib, batch = [tiny_batch(), tiny_batch(seed=1)], tiny_batch(seed=5)
+ref, m = tiny_lm().eval(), tiny_lm().eval()
+m.compile(backend='eager')                       # in place: m(...) runs the compiled graph
+with torch.no_grad(): model_out(m, tiny_batch(seed=3))
+for v in ('antipasto', 'eva'):
+    cfg = ap.config_for(v, r=8, target_names=(r'q_proj$',))
+    want, got = ap.attach(ref, cfg, calib), ap.attach(m, cfg, calib)
+    same = all(torch.equal(x, y) for n in want for x, y in zip(want[n].state_dict().values(), got[n].state_dict().values()))
+    with torch.no_grad(): diff = (model_out(ref, batch) - model_out(m, batch)).abs().max().item()
+    print(int(same), diff)
+    ap.detach(ref); ap.detach(m)
+'''
+
+
+def test_calibration_after_a_compiled_forward():
+    """A model compiled in place that has run: attach's calibration pass must see its inputs (the graph traced before
+    ran none of the pass's hooks, and every target saw no tokens) and leave no hook of its own in the graph after it.
+    The adapters must be bitwise those of the same attach on the uncompiled model; outputs within the tolerance above."""
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1'}
+    p = subprocess.run([sys.executable, '-c', CALIB], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    vals = p.stdout.split()[-4:]
+    for same, diff in (vals[:2], vals[2:]): assert same == '1' and float(diff) <= 1e-5, vals
