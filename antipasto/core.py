@@ -13,8 +13,8 @@ from torch import nn
 # %% auto #0
 __all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'OPEN_STEERS', 'REGISTRY', 'dtype_name', 'real_number',
            'check_number', 'check_int', 'check_bool', 'check_choice', 'check_patterns', 'check_layers', 'AdapterConfig',
-           'SteerableConfig', 'ParamSpec', 'init_tensor', 'check_coeff', 'current_coeff', 'Variant', 'register',
-           'variant_cls', 'config_for', 'attach_scope', 'memo']
+           'SteerableConfig', 'ParamSpec', 'init_tensor', 'Constant', 'check_coeff', 'current_coeff', 'Variant',
+           'register', 'variant_cls', 'config_for', 'attach_scope', 'memo']
 
 # %% ../nbs/00_core.ipynb #4e0abd63
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
@@ -229,6 +229,13 @@ def init_tensor(spec: ParamSpec, dtype: torch.dtype, device=None, generator=None
         t.uniform_(-bound, bound, generator=generator)
     else: raise ValueError(f"unknown init {init!r}; use zeros, ones, near_zero, near_one, kaiming or a callable")
     return t.to(device=device, dtype=dtype)
+
+# %% ../nbs/00_core.ipynb #e2b1c0a1
+@dataclass(frozen=True)
+class Constant:
+    "A `ParamSpec` init filling the tensor with `value`: a picklable callable, where a closure would make the model unpicklable."
+    value: float
+    def __call__(self, shape, dtype, generator=None) -> torch.Tensor: return torch.full(tuple(shape), float(self.value))
 
 # %% ../nbs/00_core.ipynb #21569fa2
 STEERING: contextvars.ContextVar = contextvars.ContextVar('antipasto_steering', default=())

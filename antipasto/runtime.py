@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_runtime.ipynb #b47931c3
 from __future__ import annotations
-import contextvars, copy, json, math, numbers, os, re, tempfile, uuid, warnings
+import contextvars, copy, gc, json, math, numbers, os, re, tempfile, uuid, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -1049,13 +1049,33 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
         raise
     return adapters(m, built[0][3]) if len(built) == 1 else adapters(m, [b[3] for b in built])
 
+# %% ../nbs/03_runtime.ipynb #f3a9c2d1
+_DP_WRAPPERS = ('DistributedDataParallel', 'FullyShardedDataParallel')
+
+def _data_parallel_wrapper(m: nn.Module) -> str | None:
+    "The data-parallel wrapper over `m` or inside it (DDP or FSDP, found among the live modules; FSDP2's `fully_shard` marks the modules it shards), if any; None without a process group."
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return None
+    from torch.distributed.fsdp import FSDPModule
+    if any(isinstance(x, FSDPModule) for x in m.modules()): return 'FSDP2 (fully_shard)'
+    mine = {id(x) for x in m.modules()}
+    def holder():
+        for o in gc.get_objects():
+            if isinstance(o, nn.Module) and (type(o).__name__ in _DP_WRAPPERS or isinstance(o, FSDPModule)):
+                if any(id(x) in mine for x in o.modules()): return 'FSDP2 (fully_shard)' if isinstance(o, FSDPModule) else type(o).__name__
+        return None
+    if holder() is None: return None
+    gc.collect()   # a wrapper already dropped may wait in a reference cycle: only a live one counts
+    return holder()
+
 # %% ../nbs/03_runtime.ipynb #8e362966
 @torch.no_grad()
 def cast(model: nn.Module, dtype, name: str | None = None) -> None:
     "Give adapters `name` (None: all) the adapter dtype `dtype` (their tensors and config), e.g. bfloat16 to serve on a bfloat16 base."
-    if type(model).__name__ in ('DistributedDataParallel', 'FullyShardedDataParallel'):
-        raise RuntimeError(f"cast under {type(model).__name__}: its gradient buckets were built for the adapter's dtype; cast "
-                           "the model before wrapping it (or serve it unwrapped)")
+    wrapper = type(model).__name__ if type(model).__name__ in _DP_WRAPPERS else _data_parallel_wrapper(unwrap(model))
+    if wrapper:
+        raise RuntimeError(f"cast under {wrapper}: it holds buckets or shards of the adapter's tensors in their dtype, which a cast "
+                           "would leave behind (DDP silently stops averaging their gradients, FSDP2 puts its float32 shards "
+                           "back); cast the model before wrapping it (or serve it unwrapped)")
     if torch.is_inference_mode_enabled():
         raise RuntimeError("cast inside torch.inference_mode() would give the adapters tensors that can never train; cast "
                            "outside the inference_mode block")

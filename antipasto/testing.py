@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_testing.ipynb #6ecd68ec
 from __future__ import annotations
-import contextlib, io, os, tempfile
+import contextlib, io, os, pickle, tempfile
 from dataclasses import dataclass
 import torch
 from torch import nn
@@ -288,10 +288,12 @@ def check_steering(run: VariantRun) -> None:
 
 # %% ../nbs/04_testing.ipynb #47c457a2
 def check_detach_reload(run: VariantRun) -> None:
-    "A second `attach` raises; `detach` restores the snapshot and the base output bitwise; a fresh base loads the saved file to `load_tol`."
+    "A pickled copy runs bitwise as the model; a second `attach` raises; `detach` restores the snapshot and the base output bitwise; a fresh base loads the saved file to `load_tol`."
     from antipasto.layers import layouts_held
     from antipasto.runtime import attach, detach, save, load
     name, m, batch, opts = run.name, run.m, run.batch, run.opts
+    with torch.no_grad(), layouts_held(m): same = torch.equal(model_out(pickle.loads(pickle.dumps(m)), batch), model_out(m, batch))
+    assert same, f"{name}: a pickled copy of the model runs differently"
     try: attach(m, run.cfg); raise AssertionError(f"{name}: double attach was accepted")
     except RuntimeError: pass
     with tempfile.TemporaryDirectory() as d:

@@ -125,3 +125,42 @@ if __name__ == '__main__':
     # abort with "terminate called without an active exception" (gloo's teardown race; tests/test_ddp.py saw it too).
     # A failure above raises before this line, so it still exits non-zero.
     sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
+
+
+CAST = r'''
+import gc, os, torch, torch.distributed as dist
+os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=os.environ.get('PORT', '29561'))
+dist.init_process_group('gloo', rank=0, world_size=1)
+import antipasto as ap
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from antipasto.testing import tiny_lm, tiny_batch, model_out
+def refused(f):
+    try: f(); return 'accepted'
+    except RuntimeError as e: return 'refused' if 'cast under' in str(e) else repr(e)
+res = []
+m = tiny_lm(); ap.attach(m, ap.config_for('antipasto', r=8))
+ddp = DDP(m)
+res += [refused(lambda: ap.cast(m, 'bfloat16')), refused(lambda: ap.cast(torch.compile(ddp, backend='eager'), 'bfloat16'))]
+res.append(str(ap.adapter_config(m).dtype))                      # unchanged by the refusals
+del ddp; gc.collect()
+res.append(refused(lambda: ap.cast(m, 'bfloat16')))              # the wrapper is gone: a cast is fine
+f = tiny_lm(); ap.attach(f, ap.config_for('antipasto', r=8))
+fully_shard(f, mesh=init_device_mesh('cpu', (1,)))
+with torch.no_grad(): model_out(f, tiny_batch())
+res.append(refused(lambda: ap.cast(f, 'bfloat16')))
+print(*res)
+dist.destroy_process_group()
+os._exit(0)
+'''
+
+
+def test_cast_refused_under_a_wrapper_it_cannot_see():
+    """`ap.cast` on the model inside a live DDP (or on a compiled DDP, as accelerate's prepare returns) and on a model
+    under FSDP2's `fully_shard`: refused with the model unchanged. Accepted, DDP silently stopped averaging the cast
+    adapter's gradients, and FSDP2 put float32 shards back under a bfloat16 config. After the DDP is dropped, accepted."""
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'PORT': str(29561 + os.getpid() % 400)}
+    p = subprocess.run([sys.executable, '-c', CAST], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split()[-5:] == ['refused', 'refused', 'float32', 'accepted', 'refused'], p.stdout[-500:]

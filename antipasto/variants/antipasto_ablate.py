@@ -8,22 +8,16 @@ import math
 from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
-from ..core import ParamSpec, register, check_number, check_int
+from ..core import ParamSpec, Constant, register, check_number, check_int
 from ..basis import FamilyConfig, SVDVariant
 
 # %% auto #0
-__all__ = ['c_init', 'constant', 'orthonormal', 'AntiPaSTOAblateConfig', 'AntiPaSTOAblate']
+__all__ = ['c_init', 'orthonormal', 'AntiPaSTOAblateConfig', 'AntiPaSTOAblate']
 
 # %% ../../nbs/23_ablate.ipynb #e51a1c46
 def c_init(shape, dtype, generator=None) -> torch.Tensor:
     "Ablation directions: N(0, 1/r) entries, so each column has expected norm about 1."
     return torch.randn(shape, generator=generator) / math.sqrt(shape[0])
-
-# %% ../../nbs/23_ablate.ipynb #20d0fc00
-def constant(value: float):
-    "An init callable that fills a tensor with `value`."
-    def init(shape, dtype, generator=None): return torch.full(shape, float(value))
-    return init
 
 # %% ../../nbs/23_ablate.ipynb #43f04a4d
 def orthonormal(c: torch.Tensor) -> torch.Tensor:
@@ -55,7 +49,7 @@ class AntiPaSTOAblate(SVDVariant):
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):
         return {**cls.basis_specs(cfg, d_in, d_out), 'c': ParamSpec((cfg.r, cfg.k), c_init),
-                'alpha': ParamSpec((cfg.k,), constant(cfg.init_alpha))}
+                'alpha': ParamSpec((cfg.k,), Constant(cfg.init_alpha))}
 
     def core_delta(self, p):
         C, h = orthonormal(self.c), self.S * p

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import math
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, ParamSpec, Variant, register, dense_weight, check_number
+from ..core import AdapterConfig, ParamSpec, Constant, Variant, register, dense_weight, check_number
 
 # %% auto #0
 __all__ = ['DELORA_EPS', 'delora_scale', 'delora_delta', 'DeLoRAConfig', 'DeLoRA']
@@ -46,9 +46,8 @@ class DeLoRA(Variant):
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):
-        lam0 = lambda shape, dtype, generator: torch.full(shape, cfg.delora_lambda)
         return {'A': ParamSpec((cfg.r, d_in), 'kaiming'), 'B': ParamSpec((d_out, cfg.r), 'zeros'),
-                'lam': ParamSpec((1,), lam0), 'w_norm': ParamSpec((d_in,), 'ones', trainable=False)}
+                'lam': ParamSpec((1,), Constant(cfg.delora_lambda)), 'w_norm': ParamSpec((d_in,), 'ones', trainable=False)}
 
     @torch.no_grad()
     def init(self, layer): self.w_norm.copy_(torch.norm(dense_weight(layer), dim=0))
