@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, STEERING, OPEN_STEERS
+from .core import DTYPES, AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, STEERING, OPEN_STEERS
 from .targets import find_targets, wraps_base
 from .calibration import calibration_batches, hooks_changed
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
@@ -781,6 +781,7 @@ def _recomputable(e: _Named, a: Variant) -> tuple[list[str], bool]:
     "The frozen buffers `load` rebuilds from the base weight, and whether that needs the directions the calibration data picked."
     picked = all(x.selected is not None for x in e.adapters.values())
     if e.calibrated and not picked: return [], False   # a basis the data itself shaped (CorDA's P) is stored
+    if any(x.basis_rounded for x in e.adapters.values()): return [], False   # cast down and up: the weight gives the unrounded one
     return [b for b, _ in a.named_buffers() if b in ROWS + COLS + ('S',)], e.calibrated
 
 # %% ../nbs/03_runtime.ipynb #14a94d5d
@@ -826,8 +827,10 @@ def _save(model, path, name=None, basis: bool = False, write: bool = True, meta:
         for key, a, kind, b, v in _file_keys(k, e.adapters, recomputed, picked):
             tensors[key] = (a.selected.to('cpu', _index_dtype(a)).contiguous().clone() if kind == 'selected' else
                             sketch(b, v) if kind == 'sketch' else _full(v).detach().to('cpu').contiguous().clone())
+        rounded = {str(x.rounded_to).removeprefix('torch.') for x in e.adapters.values() if x.rounded_to is not None and not recomputed}
         entries.append({'name': k, 'config': e.cfg.to_dict(), 'layers': list(e.layers), 'fingerprints': fps,
-                        'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked})
+                        'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked,
+                        **({'rounded_to': max(rounded, key=lambda d: torch.finfo(DTYPES[d]).eps)} if rounded else {})})
     if not write: return
     path = str(path)
     tmp = f'{path}.tmp{os.getpid()}'
@@ -894,8 +897,11 @@ def _entries(path, meta: dict) -> list[dict]:
             raise _bad(path, f"'recomputed' / 'calibrated' / 'selected' of {name!r} are malformed")
         if sel and variant_cls(cfg).select is Variant.select:
             raise _bad(path, f"adapter {name!r} is {cfg.variant}, which does not pick directions, but the file says 'selected'")
+        rnd = e.get('rounded_to')
+        if rnd is not None and not (rnd in DTYPES and not rec):
+            raise _bad(path, f"'rounded_to' of {name!r} must name a dtype of {DTYPES}, on a file that stores its bases")
         out.append({'name': name, 'cfg': cfg, 'layers': layers, 'fingerprints': fps, 'recomputed': rec, 'calibrated': cal,
-                    'selected': sel})
+                    'selected': sel, 'rounded_to': rnd})
     if len({e['name'] for e in out}) != len(out): raise _bad(path, "two adapters share a name")
     return out
 
@@ -1039,6 +1045,8 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
         if check_base and e['fingerprints'] is not None: _check_base(str(path), e, targets, lambda n, l: dense_weight(l))
         if e['recomputed']: _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'], e['fingerprints'])
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'])
+        if e['rounded_to']:   # the stored bases were rounded by a cast: a compact save of them must store them again
+            for a in adp.values(): a.__dict__['rounded_to'] = DTYPES[e['rounded_to']]
         built.append((cfg, targets, adp, e['name'], e['calibrated']))
     done = []
     try:
@@ -1060,12 +1068,18 @@ def _data_parallel_wrapper(m: nn.Module) -> str | None:
     mine = {id(x) for x in m.modules()}
     def holder():
         for o in gc.get_objects():
-            if isinstance(o, nn.Module) and (type(o).__name__ in _DP_WRAPPERS or isinstance(o, FSDPModule)):
-                if any(id(x) in mine for x in o.modules()): return 'FSDP2 (fully_shard)' if isinstance(o, FSDPModule) else type(o).__name__
+            if issubclass(type(o), nn.Module) and (type(o).__name__ in _DP_WRAPPERS or issubclass(type(o), FSDPModule)):
+                if any(id(x) in mine for x in o.modules()): return 'FSDP2 (fully_shard)' if issubclass(type(o), FSDPModule) else type(o).__name__
         return None
     if holder() is None: return None
     gc.collect()   # a wrapper already dropped may wait in a reference cycle: only a live one counts
     return holder()
+
+# %% ../nbs/03_runtime.ipynb #b8c4e2f7
+def _optimizers_holding(ids: set) -> list[str]:
+    "The class names of live optimizers with tensor state for any parameter whose id is in `ids` (one that has stepped)."
+    return sorted({type(o).__name__ for o in gc.get_objects() if issubclass(type(o), torch.optim.Optimizer)   # type(): no __class__ lookup
+                   for p, s in list(o.state.items()) if id(p) in ids and any(isinstance(v, torch.Tensor) for v in s.values())})
 
 # %% ../nbs/03_runtime.ipynb #8e362966
 @torch.no_grad()
@@ -1083,6 +1097,11 @@ def cast(model: nn.Module, dtype, name: str | None = None) -> None:
     sel = _select(st, name)
     merged = [k for k in sel if any(a.merged for a in st.named[k].adapters.values())]
     if merged: raise RuntimeError(f"adapters {merged} are merged into the weights at their dtype; ap.unmerge(model) first")
+    ids = {id(p) for k in sel for a in st.named[k].adapters.values() for p in a.parameters()}
+    if _optimizers_holding(ids) and (gc.collect() or True) and (held := _optimizers_holding(ids)):
+        warnings.warn(f"ap.cast: a live optimizer ({', '.join(held)}) holds state (moments, momentum) for the adapter's "
+                      "parameters in their old dtype; if it steps again, Adam's step fails on the mixed dtypes. To train on "
+                      "after the cast, build a new optimizer (a Trainer: a new Trainer); to serve, ignore this", stacklevel=2)
     cfgs = {k: st.named[k].cfg.replace(dtype=dtype) for k in sel}   # validated: an unsupported dtype raises here
     for k in sel:
         cfgs[k].__dict__['_frozen'] = st.named[k].cfg.__dict__.get('_frozen', False)
@@ -1100,8 +1119,11 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
     for e in sel:
         k = e['name']
         if k not in st.named: raise AdapterFileError(f"{path}: adapter {k!r} is not attached to this model ({list(st.named)})")
-        if e['cfg'].to_dict() != st.named[k].cfg.to_dict():
-            raise AdapterFileError(f"{path}: adapter {k!r} was saved with another config than the attached one")
+        saved, now = e['cfg'].to_dict(), st.named[k].cfg.to_dict()
+        if saved != now:
+            diff = {f: (saved.get(f), now.get(f)) for f in sorted(set(saved) | set(now)) if saved.get(f) != now.get(f)}
+            raise AdapterFileError(f"{path}: adapter {k!r} was saved with another config than the attached one (field: (saved, "
+                                   f"attached) {diff})" + ("; ap.cast(model, ...) to the saved dtype first" if 'dtype' in diff else ""))
         if e['layers'] is not None and set(e['layers']) != set(st.named[k].layers):
             odd = sorted(set(e['layers']) ^ set(st.named[k].layers))
             raise AdapterFileError(f"{path}: adapter {k!r} was saved on other layers than the attached one (they differ at "
@@ -1119,7 +1141,9 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
             for b in [b for b in e['recomputed'] if b in ROWS]:
                 w = ts[f"{e['name']}/{n}.{b}#sketch"]
                 if (sketch(b, getattr(ad, b)).abs() - w.abs()).abs().max() > 1e-3 * w.square().mean().sqrt() + 1e-12:
-                    raise AdapterFileError(f"{path}: the basis {b!r} of adapter {e['name']!r} at {n!r} differs from the attached one")
+                    raise AdapterFileError(f"{path}: the basis {b!r} of adapter {e['name']!r} at {n!r} differs from the attached one"
+                                           + (f" (ap.cast rounded the attached one to {str(ad.rounded_to).removeprefix('torch.')}; "
+                                              "ap.load the file onto a fresh copy of the base instead)" if ad.basis_rounded else ""))
     for e in sel: _fill(str(path), e['name'], st.named[e['name']].adapters, ts, e['recomputed'], e['selected'])
 
 # %% ../nbs/03_runtime.ipynb #b2d6ccae
