@@ -104,8 +104,10 @@ def adapters(model: nn.Module, name: str | None = None) -> dict[str, Variant]:
 
 # %% ../nbs/03_runtime.ipynb #6a8b5258
 def adapter_config(model: nn.Module, name: str = DEFAULT) -> AdapterConfig:
-    "A copy of the config adapter `name` was attached with."
-    return copy.deepcopy(_state(model).named[_select(_state(model), name)[0]].cfg)
+    "A copy of the config adapter `name` was attached with (editable: the attached one is read-only)."
+    c = copy.deepcopy(_state(model).named[_select(_state(model), name)[0]].cfg)
+    c.__dict__.pop('_frozen', None)
+    return c
 
 # %% ../nbs/03_runtime.ipynb #754ebe79
 _IN_CKPT: contextvars.ContextVar = contextvars.ContextVar('antipasto_in_checkpoint', default=False)
@@ -409,8 +411,7 @@ def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tupl
                            "or attach under another name")
     if st is not None and st.merged: raise RuntimeError("adapters are merged into this model; call ap.unmerge(model) first")
     if not isinstance(cfg, AdapterConfig): raise TypeError(f"cfg must be an antipasto config, got {type(cfg).__name__}")
-    cfg = copy.deepcopy(cfg)   # the adapter keeps its own copy: later edits to the user's object change nothing
-    cfg.__post_init__()        # and it is validated again (fields may have been edited since construction)
+    cfg = cfg.frozen()   # its own validated copy: later edits to the user's object change nothing, and edits to it raise
     vcls = variant_cls(cfg)
     if torch.is_inference_mode_enabled():
         what = 'load' if where is not None else 'attach'
