@@ -4,6 +4,7 @@
 
 # %% ../nbs/02_calibration.ipynb #f9f12669
 from __future__ import annotations
+import contextlib
 import inspect
 import math
 from collections.abc import Mapping
@@ -145,6 +146,7 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
     device = next(model.parameters()).device
     first, state = next(iter(layers), None), {'mask': None, 'kwargs': {}, 'n': 0, 'i': -1}
     streams, head, fired = _Streams(model), _head(model, layers), set()
+    stance = getattr(torch.compiler, 'set_stance', None)   # torch >= 2.6: compiled code runs eagerly inside the pass
     def hook(name):
         def pre(mod, args, kwargs):
             raw = args[0] if args else kwargs['input']
@@ -165,8 +167,8 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
         model.eval()
         for n, l in layers.items(): handles.append(l.register_forward_pre_hook(hook(n), with_kwargs=True))
         if head is not None: handles.append(head.register_forward_pre_hook(at_head))
-        hooks_changed(model)
-        with layouts_held(model):   # no bitsandbytes CPU rewrite of a 4-bit base (see above)
+        if stance is None: hooks_changed(model)
+        with layouts_held(model), (stance('force_eager') if stance else contextlib.nullcontext()):   # (see above)
             for i, batch in enumerate(data):
                 state['i'] = i; fired.clear()
                 args, kwargs, state['kwargs'], state['mask'] = _split_batch(batch, i, model)
@@ -182,7 +184,7 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
     finally:
         for h in handles: h.remove()
         streams.remove()
-        if handles: hooks_changed(model)
+        if handles and stance is None: hooks_changed(model)
         for m, t in flags.items(): m.training = t
     if state['n'] == 0: raise ValueError("calibration_data produced no real tokens (empty iterable, or all padding)")
     return state['n']

@@ -268,7 +268,10 @@ def current_coeff(adapter) -> float:
     return adapter.__dict__.get('_coeff', 1.0)
 
 # %% ../nbs/00_core.ipynb #a7e3d9c1
-def _eps(dtype: torch.dtype) -> float: return torch.finfo(dtype).eps   # a float dtype's precision: larger is coarser
+def _holds(wide: torch.dtype, narrow: torch.dtype) -> bool:
+    "Whether every value of float dtype `narrow` is a value of `wide` (float16 and bfloat16: neither holds the other)."
+    w, n = torch.finfo(wide), torch.finfo(narrow)
+    return w.eps <= n.eps and w.max >= n.max and w.smallest_normal <= n.smallest_normal
 
 # %% ../nbs/00_core.ipynb #b3f48847
 class Variant(nn.Module):
@@ -282,12 +285,12 @@ class Variant(nn.Module):
     # norm of W, an input rewrite that W then reads) makes the runtime refuse the mixes that would silently change it
     delta_from_input: ClassVar[bool] = False
     selected: torch.Tensor | None = None  # the directions of the layer's full SVD that calibration data picked, in order
-    rounded_to: torch.dtype | None = None  # the coarsest dtype the frozen tensors were held in since computed (None: never cast)
+    held_in: tuple = ()  # the dtypes casts held the frozen tensors in, first the one they were computed in (empty: never cast)
 
     @property
     def basis_rounded(self) -> bool:
-        "Whether the frozen tensors hold fewer bits than their dtype (a cast up, or down and back): the weight no longer rebuilds them."
-        return self.rounded_to is not None and _eps(self.rounded_to) > _eps(self.cfg.torch_dtype)
+        "Whether the frozen tensors are not what the weight rebuilds in their dtype: a dtype they were held in does not hold it (a cast up, down and back, or between float16 and bfloat16)."
+        return any(not _holds(h, self.cfg.torch_dtype) for h in self.held_in)
 
     def __init__(self, cfg: AdapterConfig, d_in: int, d_out: int, device=None):
         super().__init__()
@@ -374,9 +377,8 @@ class Variant(nn.Module):
         for n, s in self.specs.items():
             t = getattr(self, n)
             if s.dtype is not None or t.dtype == cfg.torch_dtype: continue
-            if n in self._buffers:   # the frozen values keep the bits of the coarsest dtype they were ever held in
-                held = self.rounded_to or t.dtype
-                self.__dict__['rounded_to'] = max(held, cfg.torch_dtype, key=_eps)
+            if n in self._buffers:   # the frozen values carry every rounding they went through
+                self.__dict__['held_in'] = tuple(dict.fromkeys((*(self.held_in or (t.dtype,)), cfg.torch_dtype)))
             # a buffer is replaced, not refilled: a view (the family's column-major U) would keep its old base, in the old
             # dtype, alive under it, and torch.compile refuses a view whose base has another dtype; .to keeps the strides
             if n in self._buffers: self._buffers[n] = t.to(cfg.torch_dtype)

@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import DTYPES, AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, STEERING, OPEN_STEERS
+from .core import DTYPES, dtype_name, AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, STEERING, OPEN_STEERS
 from .targets import find_targets, wraps_base
 from .calibration import calibration_batches, hooks_changed
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
@@ -782,7 +782,7 @@ def _recomputable(e: _Named, a: Variant) -> tuple[list[str], bool]:
     "The frozen buffers `load` rebuilds from the base weight, and whether that needs the directions the calibration data picked."
     picked = all(x.selected is not None for x in e.adapters.values())
     if e.calibrated and not picked: return [], False   # a basis the data itself shaped (CorDA's P) is stored
-    if any(x.basis_rounded for x in e.adapters.values()): return [], False   # cast down and up: the weight gives the unrounded one
+    if any(x.basis_rounded for x in e.adapters.values()): return [], False   # rounded by casts: the weight gives other values
     return [b for b, _ in a.named_buffers() if b in ROWS + COLS + ('S',)], e.calibrated
 
 # %% ../nbs/03_runtime.ipynb #14a94d5d
@@ -828,10 +828,10 @@ def _save(model, path, name=None, basis: bool = False, write: bool = True, meta:
         for key, a, kind, b, v in _file_keys(k, e.adapters, recomputed, picked):
             tensors[key] = (a.selected.to('cpu', _index_dtype(a)).contiguous().clone() if kind == 'selected' else
                             sketch(b, v) if kind == 'sketch' else _full(v).detach().to('cpu').contiguous().clone())
-        rounded = {str(x.rounded_to).removeprefix('torch.') for x in e.adapters.values() if x.rounded_to is not None and not recomputed}
+        held = [] if recomputed else [dtype_name(d) for d in next(iter(e.adapters.values())).held_in]   # every adapter of a name is cast together
         entries.append({'name': k, 'config': e.cfg.to_dict(), 'layers': list(e.layers), 'fingerprints': fps,
                         'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked,
-                        **({'rounded_to': max(rounded, key=lambda d: torch.finfo(DTYPES[d]).eps)} if rounded else {})})
+                        **({'held_in': held} if held else {})})
     if not write: return
     path = str(path)
     tmp = f'{path}.tmp{os.getpid()}'
@@ -898,11 +898,12 @@ def _entries(path, meta: dict) -> list[dict]:
             raise _bad(path, f"'recomputed' / 'calibrated' / 'selected' of {name!r} are malformed")
         if sel and variant_cls(cfg).select is Variant.select:
             raise _bad(path, f"adapter {name!r} is {cfg.variant}, which does not pick directions, but the file says 'selected'")
-        rnd = e.get('rounded_to')
-        if rnd is not None and not (rnd in DTYPES and not rec):
-            raise _bad(path, f"'rounded_to' of {name!r} must name a dtype of {DTYPES}, on a file that stores its bases")
+        held = e.get('held_in', [])
+        if not (isinstance(held, list) and len(held) <= len(DTYPES) and all(isinstance(d, str) and d in DTYPES for d in held)
+                and not (held and rec)):
+            raise _bad(path, f"'held_in' of {name!r} must be a list of dtype names ({list(DTYPES)}), on a file that stores its bases")
         out.append({'name': name, 'cfg': cfg, 'layers': layers, 'fingerprints': fps, 'recomputed': rec, 'calibrated': cal,
-                    'selected': sel, 'rounded_to': rnd})
+                    'selected': sel, 'held_in': tuple(DTYPES[d] for d in held)})
     if len({e['name'] for e in out}) != len(out): raise _bad(path, "two adapters share a name")
     return out
 
@@ -1046,8 +1047,7 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
         if check_base and e['fingerprints'] is not None: _check_base(str(path), e, targets, lambda n, l: dense_weight(l))
         if e['recomputed']: _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'], e['fingerprints'])
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'])
-        if e['rounded_to']:   # the stored bases were rounded by a cast: a compact save of them must store them again
-            for a in adp.values(): a.__dict__['rounded_to'] = DTYPES[e['rounded_to']]
+        for a in adp.values(): a.__dict__['held_in'] = e['held_in']   # stored bases a cast rounded: a compact save stores them again
         built.append((cfg, targets, adp, e['name'], e['calibrated']))
     done = []
     try:
@@ -1064,7 +1064,10 @@ _DP_WRAPPERS = ('DistributedDataParallel', 'FullyShardedDataParallel')
 def _data_parallel_wrapper(m: nn.Module) -> str | None:
     "The data-parallel wrapper over `m` or inside it (DDP or FSDP, found among the live modules; FSDP2's `fully_shard` marks the modules it shards), if any; None without a process group."
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return None
-    from torch.distributed.fsdp import FSDPModule
+    try: from torch.distributed.fsdp import FSDPModule   # public from torch 2.6
+    except ImportError:
+        try: from torch.distributed._composable.fsdp import FSDPModule
+        except ImportError: FSDPModule = type('_NoFSDP2', (), {})
     if any(isinstance(x, FSDPModule) for x in m.modules()): return 'FSDP2 (fully_shard)'
     mine = {id(x) for x in m.modules()}
     def holder():
@@ -1139,13 +1142,18 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
         a = st.named[e['name']]
         _fill(str(path), e['name'], a.adapters, ts, e['recomputed'], e['selected'], copy_in=False)
         for n, ad in a.adapters.items():   # the attached adapter already holds the recomputed bases: check them too
+            if e['recomputed'] and ad.basis_rounded:   # within the sketch's tolerance, yet not the file's bases
+                raise AdapterFileError(f"{path}: adapter {e['name']!r} was saved with the bases its base weight rebuilds, and "
+                                       f"ap.cast rounded the attached ones (held in {[dtype_name(d) for d in ad.held_in]}); "
+                                       "ap.load the file onto a fresh copy of the base instead")
             for b in [b for b in e['recomputed'] if b in ROWS]:
                 w = ts[f"{e['name']}/{n}.{b}#sketch"]
                 if (sketch(b, getattr(ad, b)).abs() - w.abs()).abs().max() > 1e-3 * w.square().mean().sqrt() + 1e-12:
-                    raise AdapterFileError(f"{path}: the basis {b!r} of adapter {e['name']!r} at {n!r} differs from the attached one"
-                                           + (f" (ap.cast rounded the attached one to {str(ad.rounded_to).removeprefix('torch.')}; "
-                                              "ap.load the file onto a fresh copy of the base instead)" if ad.basis_rounded else ""))
-    for e in sel: _fill(str(path), e['name'], st.named[e['name']].adapters, ts, e['recomputed'], e['selected'])
+                    raise AdapterFileError(f"{path}: the basis {b!r} of adapter {e['name']!r} at {n!r} differs from the attached one")
+    for e in sel:
+        _fill(str(path), e['name'], st.named[e['name']].adapters, ts, e['recomputed'], e['selected'])
+        if not e['recomputed']:   # the file's stored bases replaced the attached ones, with their history
+            for ad in st.named[e['name']].adapters.values(): ad.__dict__['held_in'] = e['held_in']
 
 # %% ../nbs/03_runtime.ipynb #b2d6ccae
 ADAPTER_FILE = 'antipasto_adapter.safetensors'
