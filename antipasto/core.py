@@ -285,7 +285,7 @@ class Variant(nn.Module):
     # norm of W, an input rewrite that W then reads) makes the runtime refuse the mixes that would silently change it
     delta_from_input: ClassVar[bool] = False
     selected: torch.Tensor | None = None  # the directions of the layer's full SVD that calibration data picked, in order
-    held_in: tuple = ()  # the dtypes casts held the frozen tensors in, first the one they were computed in (empty: never cast)
+    held_in: tuple = ()  # the dtypes casts held the frozen tensors in, first the one they were attached in (empty: never cast)
 
     @property
     def basis_rounded(self) -> bool:

@@ -1059,6 +1059,10 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
     return adapters(m, built[0][3]) if len(built) == 1 else adapters(m, [b[3] for b in built])
 
 # %% ../nbs/03_runtime.ipynb #f3a9c2d1
+def _live(find):
+    "`find()` (a scan of gc's objects), run again after a collection if it found something: an object dropped into a reference cycle waits there, not live."
+    return find() and (gc.collect(), find())[1]
+
 _DP_WRAPPERS = ('DistributedDataParallel', 'FullyShardedDataParallel')
 
 def _data_parallel_wrapper(m: nn.Module) -> str | None:
@@ -1075,9 +1079,7 @@ def _data_parallel_wrapper(m: nn.Module) -> str | None:
             if issubclass(type(o), nn.Module) and (type(o).__name__ in _DP_WRAPPERS or issubclass(type(o), FSDPModule)):
                 if any(id(x) in mine for x in o.modules()): return 'FSDP2 (fully_shard)' if issubclass(type(o), FSDPModule) else type(o).__name__
         return None
-    if holder() is None: return None
-    gc.collect()   # a wrapper already dropped may wait in a reference cycle: only a live one counts
-    return holder()
+    return _live(holder)
 
 # %% ../nbs/03_runtime.ipynb #b8c4e2f7
 def _optimizers_holding(ids: set) -> list[str]:
@@ -1102,7 +1104,8 @@ def cast(model: nn.Module, dtype, name: str | None = None) -> None:
     merged = [k for k in sel if any(a.merged for a in st.named[k].adapters.values())]
     if merged: raise RuntimeError(f"adapters {merged} are merged into the weights at their dtype; ap.unmerge(model) first")
     ids = {id(p) for k in sel for a in st.named[k].adapters.values() for p in a.parameters()}
-    if _optimizers_holding(ids) and (gc.collect() or True) and (held := _optimizers_holding(ids)):
+    held = _live(lambda: _optimizers_holding(ids))
+    if held:
         warnings.warn(f"ap.cast: a live optimizer ({', '.join(held)}) holds state (moments, momentum) for the adapter's "
                       "parameters in their old dtype; if it steps again, Adam's step fails on the mixed dtypes. To train on "
                       "after the cast, build a new optimizer (a Trainer: a new Trainer); to serve, ignore this", stacklevel=2)
