@@ -358,6 +358,12 @@ class Variant(nn.Module):
     @coeff.setter
     def coeff(self, c) -> None: self._coeff = check_coeff(c)
 
+    def __getstate__(self):
+        "What a deep copy or pickle takes: all but the steer blocks open on this adapter now (the copy has none; they close on the original)."
+        s = dict(self.__dict__)
+        s.pop(OPEN_STEERS, None)
+        return s
+
     @property
     def steerable(self) -> bool:
         "Whether the core uses the coefficient itself (family variants); others are steered linearly by the runtime."

@@ -13,17 +13,17 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import DTYPES, dtype_name, AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, STEERING, OPEN_STEERS
+from .core import DTYPES, dtype_name, AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS, _holds
 from .targets import find_targets, wraps_base
 from .calibration import calibration_batches, hooks_changed
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
 
 # %% auto #0
-__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'WATCH', 'FIRED', 'CROSS', 'RELOADED', 'FORMAT',
-           'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR', 'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'ADAPTER_FILE',
-           'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint', 'attach', 'detach', 'steer',
-           'delta_weight', 'merge', 'unmerge', 'merged_layers', 'fingerprint', 'sketch', 'save', 'AdapterFileError',
-           'read_config', 'load', 'cast', 'restore', 'AdapterState', 'AdapterCheckpoints']
+__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'WATCH', 'FIRED', 'CROSS', 'RELOADED', 'ROWS', 'COLS',
+           'SIGN_PAIRS', 'SIGN_SURE', 'BASIS_FROM', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR',
+           'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint', 'fingerprint',
+           'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers', 'sketch', 'save',
+           'AdapterFileError', 'read_config', 'load', 'cast', 'restore', 'AdapterState', 'AdapterCheckpoints']
 
 # %% ../nbs/03_runtime.ipynb #a0db59f2
 ADAPTER = 'ap_adapter'   # the ModuleDict {adapter name: Variant} added to each target layer
@@ -51,6 +51,7 @@ class _State:
     reloads: int = 0                                     # the process's count of state-dict loads over adapters, last checked
     merged: dict = field(default_factory=dict)           # layer name -> (layer, weight before merge)
     layouts: dict = field(default_factory=dict)          # bitsandbytes' CPU-rewrite flags held off while attached
+    frozen_told: bool = False                            # warned that every adapter is frozen in a training forward
 
 # %% ../nbs/03_runtime.ipynb #318cd204
 _WRAPPER_ATTRS = (('DistributedDataParallel', 'module'), ('DataParallel', 'module'),
@@ -226,6 +227,18 @@ def _check_cache(st: _State, kwargs: dict) -> None:
                       stacklevel=2)
     cache.__dict__[CACHE_TAG] = now
 
+# %% ../nbs/03_runtime.ipynb #f402e11d
+def _check_frozen(st: _State, model: nn.Module) -> None:
+    "Warn once when a training forward finds every adapter frozen while other tensors train (peft's `get_peft_model` after the attach freezes them)."
+    if st.frozen_told or not (model.training and torch.is_grad_enabled()): return
+    if any(p.requires_grad for e in st.named.values() for a in e.adapters.values() for p in a.parameters()): return
+    if not any(p.requires_grad for p in model.parameters()): return
+    st.frozen_told = True
+    warnings.warn(f"every antipasto adapter on this model ({list(st.named)}) is frozen (requires_grad=False) in a training forward "
+                  "while other tensors train, so it will not change: peft's get_peft_model after ap.attach freezes every tensor "
+                  "that is not its own. To train it too: for a in ap.adapters(model).values(): a.requires_grad_(True); if you "
+                  "froze it on purpose (training only what sits on top of it), ignore this", stacklevel=3)
+
 # %% ../nbs/03_runtime.ipynb #d9d97013
 def _check_context(st: _State) -> None:
     "Warn when a forward runs outside every steer block while one is open on the same adapters in another context (a thread)."
@@ -261,6 +274,7 @@ def _root_hook(model, args, kwargs):
     _check_reloaded(st)
     _check_context(st)
     _check_cache(st, kwargs)
+    _check_frozen(st, model)
     return None
 
 # %% ../nbs/03_runtime.ipynb #6c4a4ad8
@@ -336,9 +350,22 @@ def _unwatch(m, layers) -> None:
         if w: _stop_watching(p, [n for n, l in w.items() if id(l) in ids])
 
 # %% ../nbs/03_runtime.ipynb #8c13d4f8
+_MERGED_CKPT = ("a checkpoint of W + dW is neither the base (ap.load checks an adapter file against the base, so loading the "
+                "adapter onto it would apply it twice) nor marked as merged. ap.unmerge(model) first (ap.save writes the adapter, "
+                "merged or not); to serve merged weights, ap.export_peft the adapter and bake it in with peft's merge_and_unload")
+
 def _drop_adapter_keys(module, state_dict, prefix, local_metadata):
-    "State-dict hook on the adapter container: checkpoints of the model hold the clean base (ap.save holds the adapter)."
+    "State-dict hook on the adapter container: checkpoints of the model hold the clean base (ap.save holds the adapter); refused while merged."
+    if any(a.merged for a in module.values()):   # a state dict only reads, so refusing after the layer's weight was read changes nothing
+        raise RuntimeError(f"state_dict() while an antipasto adapter is merged into {prefix[:-len(ADAPTER) - 2]!r}: {_MERGED_CKPT}")
     for k in [k for k in state_dict if k.startswith(prefix)]: del state_dict[k]
+
+def _refuse_merged_load(module, state_dict, prefix, *args):
+    "Load-state-dict pre-hook on the model: refused while an adapter is merged, before any tensor is written."
+    st = module.__dict__.get(STATE)
+    if st is not None and st.merged:
+        raise RuntimeError(f"load_state_dict while antipasto adapters are merged into {list(st.merged)[:2]}: it would overwrite the "
+                           "merged weights and leave the adapters idle, as merged. ap.unmerge(model) first, then load, then merge again")
 
 # %% ../nbs/03_runtime.ipynb #44d9dde9
 RELOADED = '_antipasto_base_reloaded'   # on an adapter: a state dict (which never holds it) was loaded over its model since
@@ -399,7 +426,8 @@ def _renamed(e: dict, ts: dict, names: dict) -> tuple[dict, dict]:
         layer, _, t = k[len(pre):].rpartition('.')
         return f"{pre}{names.get(layer, layer)}.{t}"
     fps = None if e['fingerprints'] is None else {names.get(n, n): v for n, v in e['fingerprints'].items()}
-    return {**e, 'fingerprints': fps}, {key(k): v for k, v in ts.items()}
+    return {**e, 'fingerprints': fps, 'coeffs': {names.get(n, n): c for n, c in e['coeffs'].items()},
+            BASIS_FROM: {names.get(n, n): t for n, t in e[BASIS_FROM].items()}}, {key(k): v for k, v in ts.items()}
 
 # %% ../nbs/03_runtime.ipynb #b8206f9f
 def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tuple[nn.Module, type, AdapterConfig, dict, dict]:
@@ -441,6 +469,21 @@ def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tupl
     adp = {n: vcls(cfg, *dims(l), device=l.weight.device) for n, l in targets.items()}
     return m, vcls, cfg, targets, adp
 
+# %% ../nbs/03_runtime.ipynb #b05e0a11
+@contextmanager
+def _base_only(m):
+    "Inside, every live adapter already on `m` runs at coefficient 0: a calibration pass sees the base model (a merged one is in its weights)."
+    st = m.__dict__.get(STATE)
+    ads = [a for e in st.named.values() for a in e.adapters.values() if not a.merged] if st else []
+    was = {id(a): a.__dict__.get('_was_steered') for a in ads}
+    entry = (object(), {id(a): 0.0 for a in ads})
+    STEERING.set(STEERING.get() + (entry,))
+    try: yield
+    finally:
+        STEERING.set(tuple(e for e in STEERING.get() if e is not entry))
+        for a in ads:   # not steered by the user: a checkpoint recompute of them stays allowed
+            if not was[id(a)]: a.__dict__.pop('_was_steered', None)
+
 # %% ../nbs/03_runtime.ipynb #34f50640
 def _init(m, vcls, cfg, targets, adp, calibration_data) -> None:
     "Fill every adapter from its layer (and the calibration data): still off the model."
@@ -453,7 +496,7 @@ def _init(m, vcls, cfg, targets, adp, calibration_data) -> None:
     with attach_scope():  # init and group_init may share per-layer work (see core.memo)
         for n, l in targets.items(): adp[n].reset(l, init=not skip_init)
         if calibration_data is not None:
-            vcls.group_init(m, {n: (targets[n], adp[n]) for n in targets}, cfg, calibration_data)
+            with _base_only(m): vcls.group_init(m, {n: (targets[n], adp[n]) for n in targets}, cfg, calibration_data)
 
 # %% ../nbs/03_runtime.ipynb #dc2eaed3
 def _has_hook(d: dict, fn) -> bool: return any(h is fn for h in d.values())
@@ -477,6 +520,54 @@ def _set_ddp_ignore(m, st) -> None:
               for b, _ in a.named_buffers()]
     if frozen or keep: m._ddp_params_and_buffers_to_ignore = keep + frozen
 
+# %% ../nbs/03_runtime.ipynb #ac5ef205
+def _full(t: torch.Tensor) -> torch.Tensor:
+    "A whole tensor from a sharded one (FSDP2's DTensor gathers; every rank must call save)."
+    return t.full_tensor() if hasattr(t, 'full_tensor') else t
+
+# %% ../nbs/03_runtime.ipynb #da42b977
+@torch.no_grad()
+def fingerprint(W: torch.Tensor) -> dict:
+    "A few numbers that identify a base weight (d_out x d_in): its Frobenius norm and 8 seeded bilinear sketches `u^T W v`."
+    W = W.detach().float()
+    d_out, d_in = W.shape
+    g = torch.Generator().manual_seed(d_out * 1_000_003 + d_in)
+    u, v = torch.randn(8, d_out, generator=g).to(W.device), torch.randn(8, d_in, generator=g).to(W.device)
+    s = ((u @ W) * v).sum(1).double().cpu() / math.sqrt(d_in * d_out)
+    short = lambda x: float(f'{x:.9g}')   # float32's precision: the checks compare to 1e-3, and the file stays small
+    return {'norm': short(W.double().norm().item()), 'sketch': [short(x) for x in s.tolist()]}
+
+# %% ../nbs/03_runtime.ipynb #11eaf853
+ROWS, COLS = ('Vh', 'A0', 'P'), ('U', 'B0')   # a direction's sign is shared by row i of Vh/A0/P and column i of U/B0
+SIGN_PAIRS = (('Vh', 'U'), ('A0', 'B0'), ('P', 'U'))
+SIGN_SURE = 1e-3   # a saved sketch under this fraction of the sketches' rms does not decide its direction's sign
+
+# %% ../nbs/03_runtime.ipynb #14a94d5d
+def _dtype_str(layer: nn.Module) -> str:
+    "A layer's base precision as a file records it: its weight's dtype ('float32', 'bfloat16'), or 'bnb4' / 'bnb8' (whatever dtype packs the codes)."
+    k = layer_kind(layer)
+    return k if k.startswith('bnb') else str(layer.weight.dtype).removeprefix('torch.')
+
+# %% ../nbs/03_runtime.ipynb #ba515f40
+BASIS_FROM = 'basis_from'   # on an adapter: the fingerprint and dtype of the weight its frozen bases were computed from
+
+def _weight_record(layer: nn.Module) -> dict:
+    "What a file records of a base weight: its `fingerprint` and its dtype (`_dtype_str`)."
+    return {**fingerprint(_full(dense_weight(layer))), 'dtype': _dtype_str(layer)}
+
+def _has_bases(a: Variant) -> bool:
+    "Whether `a` holds frozen bases a file may leave out, to be rebuilt from the weight."
+    return any(b in ROWS + COLS + ('S',) for b, _ in a.named_buffers())
+
+def _rebuilds(a: Variant, now: dict) -> bool:
+    "Whether the weight recorded as `now` still gives the bases `a` holds: the one they were computed from, in that dtype or one that holds it (not rounded by a `model.to(bfloat16)` since)."
+    src = a.__dict__.get(BASIS_FROM)
+    if src is None: return True
+    same = src['dtype'] == now['dtype'] or (src['dtype'] in DTYPES and now['dtype'] in DTYPES and _holds(DTYPES[now['dtype']], DTYPES[src['dtype']]))
+    # float32 sums on another device differ by ~1e-7; bfloat16 rounding moves a sketch by ~1e-3, float16 by ~3e-4
+    return same and abs(now['norm'] - src['norm']) <= 1e-5 * src['norm'] and \
+        max(abs(x - y) for x, y in zip(now['sketch'], src['sketch'])) <= 1e-5 * math.sqrt(sum(y * y for y in src['sketch']) / 8) + 1e-12
+
 # %% ../nbs/03_runtime.ipynb #b8f391a7
 def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Module | None = None) -> None:
     "Put built adapters on the model: containers, hooks, grad flags (`outer`: the model as the caller passed it). Rolled back if anything fails."
@@ -493,12 +584,15 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
             for p in m.parameters(): p.requires_grad_(False)
             m.register_forward_pre_hook(_root_hook, with_kwargs=True)
             m.register_forward_hook(_root_post, with_kwargs=True)
+            m._register_load_state_dict_pre_hook(_refuse_merged_load, with_module=True)
             st.layouts = hold_layouts(m)   # no bitsandbytes CPU rewrite while attached (see antipasto.layers)
         st.named[name] = _Named(cfg, dict(targets), dict(adp), calibrated)
         added = first
         for n, l in targets.items():
             if ADAPTER not in l._modules: l.add_module(ADAPTER, _container())
             l._modules[ADAPTER][name] = adp[n]
+            if BASIS_FROM not in adp[n].__dict__ and _has_bases(adp[n]):
+                adp[n].__dict__[BASIS_FROM] = _weight_record(l)   # bases a file can leave out; a load may have set it from the file
             pre = adp[n].forward_input is not None
             if not _has_hook(l._forward_pre_hooks if pre else l._forward_hooks, _pre_hook if pre else _post_hook):
                 if pre: l.register_forward_pre_hook(_pre_hook, with_kwargs=True)
@@ -540,6 +634,8 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
         for p, flag in st.requires_grad: p.requires_grad_(flag)
     release_layouts(m, st.layouts)
     _remove_hook(m, _root_hook, pre=True); _remove_hook(m, _root_post, pre=False)
+    for k in [k for k, h in m._load_state_dict_pre_hooks.items() if getattr(h, 'hook', h) is _refuse_merged_load]:
+        del m._load_state_dict_pre_hooks[k]
     for x in st.ckpt_layers:
         f = x.__dict__.get('_gradient_checkpointing_func')
         if isinstance(f, _SteerCheckpoint): x._gradient_checkpointing_func = f.fn
@@ -609,7 +705,7 @@ def steer(model: nn.Module, coeff):
 # %% ../nbs/03_runtime.ipynb #893224e0
 @torch.no_grad()
 def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    "The float32 change `(dW, db)` the unmerged adapters `name` (None: all) make on one layer's map `x -> W x + b`, read through their forward."
+    "The change `(dW, db)` (float32; float64 on a float64 weight) the unmerged adapters `name` (None: all) make on one layer's map `x -> W x + b`, read through their forward."
     st = _state(model)
     sel = _select(st, name)
     ads = [(k, st.named[k].adapters[layer_name]) for k in sel if layer_name in st.named[k].adapters]
@@ -621,27 +717,28 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
     # would truncate the change to 0)
     xdt = W.dtype if layer_kind(layer) in ('linear', 'conv1d') else (getattr(layer, 'compute_dtype', None) or torch.float32)
     reads_y = any(not a.delta_from_input for k, a in ads)
+    acc = torch.float64 if W.dtype == torch.float64 else torch.float32   # a float64 model merges in float64
     def change(x):
         y = layer.forward(x) if reads_y else None   # .forward: the base layer, no hooks
         out = 0.
         for k, a in ads:
             c = current_coeff(a)
             if a.delta_from_input:   # a change of the input alone: read on a zero output, without W x or its rounding
-                out = out + _run(a, layer, x, x.new_zeros(x.shape[0], d_out, dtype=torch.float32), c).float()
+                out = out + _run(a, layer, x, x.new_zeros(x.shape[0], d_out, dtype=acc), c).to(acc)
                 continue
             if a.forward_input is not None: y_new = layer.forward(a.forward_input(layer, x) if (a.steerable or c == 1.0) else x + c * (a.forward_input(layer, x) - x))
             else: y_new = _run(a, layer, x, y, c)
-            out = out + (y_new.float() - y.float())
+            out = out + (y_new.to(acc) - y.to(acc))
         return out
     db = change(torch.zeros(1, d_in, dtype=xdt, device=W.device))[0]   # an output gate also scales the bias
-    dW = torch.zeros(d_out, d_in, dtype=torch.float32, device=W.device)
+    dW = torch.zeros(d_out, d_in, dtype=acc, device=W.device)
     for i in range(0, d_in, chunk):
         dW[:, i:i + chunk] = (change(torch.eye(d_in, dtype=xdt, device=W.device)[i:i + chunk]) - db).T
     return dW, db
 
 # %% ../nbs/03_runtime.ipynb #5af8f169
 def delta_weight(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> torch.Tensor:
-    "The float32 weight change `dW` (d_out x d_in) the unmerged adapters `name` (None: all) make on one layer."
+    "The weight change `dW` (d_out x d_in; float32, float64 on a float64 weight) the unmerged adapters `name` (None: all) make on one layer."
     return _affine_delta(model, layer_name, name, chunk)[0]
 
 # %% ../nbs/03_runtime.ipynb #b0b8330b
@@ -680,6 +777,9 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: its weight is shared with {tied[:2]} (tied weights, "
                                  "such as an output layer tied to the input embeddings), so writing W + dW would change that "
                                  "too; keep the adapter live on this layer, or untie the weights before attaching")
+    if isinstance(coeff, dict) and set(coeff) != set(todo):   # a name left out would merge at its own coefficient unnoticed
+        raise ValueError(f"coeff={coeff!r} must give a coefficient for exactly the adapters being merged, {todo} (missing: "
+                         f"{sorted(set(todo) - set(coeff))}, not being merged: {sorted(set(coeff) - set(todo))}); or pass one number")
     _check_partial_merge(st, todo)
     ctx = steer(m, coeff if isinstance(coeff, dict) else {k: coeff for k in todo}) if coeff is not None else _nullctx()
     layers = {n: l for k in todo for n, l in st.named[k].layers.items()}
@@ -698,8 +798,8 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
         if n not in st.merged:
             st.merged[n] = (l, l.weight.detach().to('cpu', copy=True), None if l.bias is None else l.bias.detach().to('cpu', copy=True))
         dW = dW.T if layer_kind(l) == 'conv1d' else dW   # Conv1D stores its weight (d_in, d_out)
-        l.weight.copy_((l.weight.float() + dW).to(l.weight.dtype))
-        if l.bias is not None: l.bias.copy_((l.bias.float() + db).to(l.bias.dtype))
+        l.weight.copy_((l.weight.to(dW.dtype) + dW).to(l.weight.dtype))
+        if l.bias is not None: l.bias.copy_((l.bias.to(db.dtype) + db).to(l.bias.dtype))
     for k in todo:
         for a in st.named[k].adapters.values(): a.merged = True; a.__dict__[MERGED_AT] = at[k]
 
@@ -731,23 +831,6 @@ def _nullctx(): yield
 FORMAT = 'antipasto/2'
 MAX_TENSORS, MAX_META_CHARS, MAX_ERR = 200_000, 1 << 20, 300   # 1 MiB of metadata: configs, layer names, fingerprints of ~3000 targets
 
-# %% ../nbs/03_runtime.ipynb #ac5ef205
-def _full(t: torch.Tensor) -> torch.Tensor:
-    "A whole tensor from a sharded one (FSDP2's DTensor gathers; every rank must call save)."
-    return t.full_tensor() if hasattr(t, 'full_tensor') else t
-
-# %% ../nbs/03_runtime.ipynb #da42b977
-@torch.no_grad()
-def fingerprint(W: torch.Tensor) -> dict:
-    "A few numbers that identify a base weight (d_out x d_in): its Frobenius norm and 8 seeded bilinear sketches `u^T W v`."
-    W = W.detach().float()
-    d_out, d_in = W.shape
-    g = torch.Generator().manual_seed(d_out * 1_000_003 + d_in)
-    u, v = torch.randn(8, d_out, generator=g).to(W.device), torch.randn(8, d_in, generator=g).to(W.device)
-    s = ((u @ W) * v).sum(1).double().cpu() / math.sqrt(d_in * d_out)
-    short = lambda x: float(f'{x:.9g}')   # float32's precision: the checks compare to 1e-3, and the file stays small
-    return {'norm': short(W.double().norm().item()), 'sketch': [short(x) for x in s.tolist()]}
-
 # %% ../nbs/03_runtime.ipynb #41a1bf29
 def _base_weight(st, n, layer) -> torch.Tensor:
     "A layer's base weight as a dense d_out x d_in tensor (the stored one while merged)."
@@ -763,11 +846,6 @@ def _fingerprint_mismatch(fp: dict, now: dict) -> str | None:
     if (a - b).abs().max() > 1e-2 * b.square().mean().sqrt() + 1e-12: return "weight sketch differs"
     return None
 
-# %% ../nbs/03_runtime.ipynb #11eaf853
-ROWS, COLS = ('Vh', 'A0', 'P'), ('U', 'B0')   # a direction's sign is shared by row i of Vh/A0/P and column i of U/B0
-SIGN_PAIRS = (('Vh', 'U'), ('A0', 'B0'), ('P', 'U'))
-SIGN_SURE = 1e-3   # a saved sketch under this fraction of the sketches' rms does not decide its direction's sign
-
 # %% ../nbs/03_runtime.ipynb #66c2db4b
 def _z(n: int) -> torch.Tensor:
     return torch.randn(n, generator=torch.Generator().manual_seed(7919 + n), dtype=torch.float64)
@@ -778,18 +856,14 @@ def sketch(buffer: str, t: torch.Tensor) -> torch.Tensor:
     return (t @ _z(t.shape[1])).float()
 
 # %% ../nbs/03_runtime.ipynb #37477d14
-def _recomputable(e: _Named, a: Variant) -> tuple[list[str], bool]:
-    "The frozen buffers `load` rebuilds from the base weight, and whether that needs the directions the calibration data picked."
+def _recomputable(e: _Named, a: Variant, fps: dict) -> tuple[list[str], bool]:
+    "The frozen buffers `load` rebuilds from the base weight (recorded now as `fps`), and whether that needs the directions the calibration data picked."
     picked = all(x.selected is not None for x in e.adapters.values())
     if e.calibrated and not picked: return [], False   # a basis the data itself shaped (CorDA's P) is stored
     if any(x.basis_rounded for x in e.adapters.values()): return [], False   # rounded by casts: the weight gives other values
-    return [b for b, _ in a.named_buffers() if b in ROWS + COLS + ('S',)], e.calibrated
+    if not all(_rebuilds(x, fps[n]) for n, x in e.adapters.items()): return [], False   # the weight was rounded since
 
-# %% ../nbs/03_runtime.ipynb #14a94d5d
-def _dtype_str(layer: nn.Module) -> str:
-    "A layer's base precision as a file records it: its weight's dtype ('float32', 'bfloat16'), or 'bnb4' / 'bnb8' (whatever dtype packs the codes)."
-    k = layer_kind(layer)
-    return k if k.startswith('bnb') else str(layer.weight.dtype).removeprefix('torch.')
+    return [b for b, _ in a.named_buffers() if b in ROWS + COLS + ('S',)], e.calibrated
 
 # %% ../nbs/03_runtime.ipynb #27a6cc1e
 def _index_dtype(a: Variant) -> torch.dtype:
@@ -805,6 +879,12 @@ def _file_keys(name, adp: dict, recomputed, selected: bool = False):
             if k in recomputed and k not in ROWS: continue   # U, S / B0 follow from W and the checked rows Vh / A0
             if k in recomputed: yield f'{name}/{n}.{k}#sketch', a, 'sketch', k, v
             else: yield f'{name}/{n}.{k}', a, 'tensor', k, v
+
+# %% ../nbs/03_runtime.ipynb #c0eff5a1
+def _own_coeffs(e: _Named) -> dict:
+    "Per layer, the coefficient its adapter runs with outside steer blocks (`a.coeff = c`), where it is not the config's."
+    dflt = float(getattr(e.cfg, 'coeff', 1.0))
+    return {n: a._coeff for n, a in e.adapters.items() if a._coeff != dflt}
 
 # %% ../nbs/03_runtime.ipynb #5bb41ff3
 def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -> None:
@@ -824,14 +904,17 @@ def _save(model, path, name=None, basis: bool = False, write: bool = True, meta:
                                "state dict it offloads from). Nothing was written; attach after dispatching, with the target "
                                "layers kept in memory")
         fps = {n: {**fingerprint(_base_weight(st, n, l)), 'dtype': _dtype_str(l)} for n, l in e.layers.items()}
-        recomputed, picked = ([], False) if basis else _recomputable(e, next(iter(e.adapters.values())))
+        recomputed, picked = ([], False) if basis else _recomputable(e, next(iter(e.adapters.values())), fps)
         for key, a, kind, b, v in _file_keys(k, e.adapters, recomputed, picked):
             tensors[key] = (a.selected.to('cpu', _index_dtype(a)).contiguous().clone() if kind == 'selected' else
                             sketch(b, v) if kind == 'sketch' else _full(v).detach().to('cpu').contiguous().clone())
         held = [] if recomputed else [dtype_name(d) for d in next(iter(e.adapters.values())).held_in]   # every adapter of a name is cast together
+        own = _own_coeffs(e)
+        src = {} if recomputed else {n: a.__dict__[BASIS_FROM] for n, a in e.adapters.items() if not _rebuilds(a, fps[n])}
         entries.append({'name': k, 'config': e.cfg.to_dict(), 'layers': list(e.layers), 'fingerprints': fps,
                         'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked,
-                        **({'held_in': held} if held else {})})
+                        **({'held_in': held} if held else {}), **({'coeffs': own} if own else {}),
+                        **({BASIS_FROM: src} if src else {})})
     if not write: return
     path = str(path)
     tmp = f'{path}.tmp{os.getpid()}'
@@ -859,6 +942,12 @@ def _finite(x) -> bool:
     try: return math.isfinite(x)
     except OverflowError: return False
 
+def _record_ok(v) -> bool:
+    "A weight record from a file is well formed: a dict with a finite norm >= 0, 8 finite sketches, and a dtype name if any."
+    return (isinstance(v, dict) and _finite(v.get('norm')) and v['norm'] >= 0 and isinstance(v.get('sketch'), list)
+            and len(v['sketch']) == 8 and all(_finite(x) for x in v['sketch'])
+            and (v.get('dtype') is None or (isinstance(v['dtype'], str) and re.fullmatch(r'[a-z0-9_]{1,32}', v['dtype']) is not None)))
+
 def _entries(path, meta: dict) -> list[dict]:
     "The file's adapters as validated dicts: name, config (an AdapterConfig), layers (names), fingerprints."
     if sum(len(k) + len(v) for k, v in meta.items()) > MAX_META_CHARS: raise _bad(path, 'metadata too large')
@@ -885,11 +974,7 @@ def _entries(path, meta: dict) -> list[dict]:
         layers, fps = e.get('layers'), e.get('fingerprints')
         if layers is not None and not (isinstance(layers, list) and layers and all(isinstance(l, str) and _LAYER_OK.fullmatch(l) for l in layers)):
             raise _bad(path, f"layers of {name!r} must be a non-empty list of module names")
-        if fps is not None and not (isinstance(fps, dict) and all(
-                isinstance(v, dict) and _finite(v.get('norm')) and v['norm'] >= 0 and isinstance(v.get('sketch'), list)
-                and len(v['sketch']) == 8 and all(_finite(x) for x in v['sketch'])
-                and (v.get('dtype') is None or (isinstance(v['dtype'], str) and re.fullmatch(r'[a-z0-9_]{1,32}', v['dtype'])))
-                for v in fps.values())):
+        if fps is not None and not (isinstance(fps, dict) and all(_record_ok(v) for v in fps.values())):
             raise _bad(path, f"fingerprints of {name!r} are malformed")
         if fmt == FORMAT and fps is None: raise _bad(path, f"fingerprints of {name!r} are missing (ap.save always writes them)")
         rec, cal, sel = e.get('recomputed', []), e.get('calibrated', True), e.get('selected', False)
@@ -902,8 +987,17 @@ def _entries(path, meta: dict) -> list[dict]:
         if not (isinstance(held, list) and len(held) <= len(DTYPES) and all(isinstance(d, str) and d in DTYPES for d in held)
                 and not (held and rec)):
             raise _bad(path, f"'held_in' of {name!r} must be a list of dtype names ({list(DTYPES)}), on a file that stores its bases")
+        src = e.get(BASIS_FROM, {})
+        if not (isinstance(src, dict) and not (src and rec) and all(isinstance(n, str) and (n in layers if layers else _LAYER_OK.fullmatch(n))
+                                                                    and _record_ok(v) and isinstance(v.get('dtype'), str) for n, v in src.items())):
+            raise _bad(path, f"'{BASIS_FROM}' of {name!r} must map some of its layers to weight records, on a file that stores its bases")
+        co = e.get('coeffs', {})
+        if not (isinstance(co, dict) and all(isinstance(n, str) and (n in layers if layers else _LAYER_OK.fullmatch(n))
+                                             and _finite(c) and abs(c) <= COEFF_MAX for n, c in co.items())):
+            raise _bad(path, f"'coeffs' of {name!r} must map some of its layers to finite coefficients (|c| <= {COEFF_MAX:g})")
         out.append({'name': name, 'cfg': cfg, 'layers': layers, 'fingerprints': fps, 'recomputed': rec, 'calibrated': cal,
-                    'selected': sel, 'held_in': tuple(DTYPES[d] for d in held)})
+                    'selected': sel, 'held_in': tuple(DTYPES[d] for d in held), 'coeffs': {n: float(c) for n, c in co.items()},
+                    BASIS_FROM: src})
     if len({e['name'] for e in out}) != len(out): raise _bad(path, "two adapters share a name")
     return out
 
@@ -1047,7 +1141,10 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
         if check_base and e['fingerprints'] is not None: _check_base(str(path), e, targets, lambda n, l: dense_weight(l))
         if e['recomputed']: _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'], e['fingerprints'])
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'])
-        for a in adp.values(): a.__dict__['held_in'] = e['held_in']   # stored bases a cast rounded: a compact save stores them again
+        for n, a in adp.items():
+            a.__dict__['held_in'] = e['held_in']   # stored bases a cast rounded: a compact save stores them again
+            a._coeff = e['coeffs'].get(n, a._coeff)   # the coefficient it ran with when saved
+            if n in e[BASIS_FROM]: a.__dict__[BASIS_FROM] = e[BASIS_FROM][n]   # stored bases of a weight since rounded
         built.append((cfg, targets, adp, e['name'], e['calibrated']))
     done = []
     try:
@@ -1155,8 +1252,11 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
                     raise AdapterFileError(f"{path}: the basis {b!r} of adapter {e['name']!r} at {n!r} differs from the attached one")
     for e in sel:
         _fill(str(path), e['name'], st.named[e['name']].adapters, ts, e['recomputed'], e['selected'])
+        for n, ad in st.named[e['name']].adapters.items(): ad._coeff = e['coeffs'].get(n, float(getattr(e['cfg'], 'coeff', 1.0)))
         if not e['recomputed']:   # the file's stored bases replaced the attached ones, with their history
-            for ad in st.named[e['name']].adapters.values(): ad.__dict__['held_in'] = e['held_in']
+            for n, ad in st.named[e['name']].adapters.items():
+                ad.__dict__['held_in'] = e['held_in']
+                if _has_bases(ad): ad.__dict__[BASIS_FROM] = e[BASIS_FROM].get(n) or _weight_record(st.named[e['name']].layers[n])
 
 # %% ../nbs/03_runtime.ipynb #b2d6ccae
 ADAPTER_FILE = 'antipasto_adapter.safetensors'

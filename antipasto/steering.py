@@ -8,7 +8,8 @@ import contextlib, itertools, random, re
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import check_coeff
+import numbers
+from .core import check_coeff, real_number
 from .runtime import adapters, steer, unwrap
 from .targets import layer_index
 
@@ -226,6 +227,9 @@ def can_flip(adapter) -> bool:
 def flip_sign(model: nn.Module, name: str | None = None) -> None:
     "Swap what +1 and -1 do, exactly, by negating the tensors `FLIP` names on every attached adapter."
     adp = _adapters(model, name)
+    merged = sorted(n for n, a in adp.items() if getattr(a, 'merged', False))
+    if merged: raise ValueError(f"the adapter is merged into the base weights ({len(merged)} layers, e.g. {merged[0]!r}), which "
+                                "would keep the old sign while its tensors flip; call ap.unmerge(model) first (and ap.merge after)")
     bad = sorted({a.name for a in adp.values() if not can_flip(a)})
     if bad: raise ValueError(f"cannot flip the sign of {bad}: its change is not odd in tensors it owns (flippable: "
                              f"{sorted(FLIP)}, without suppress_only); steer it with the opposite coefficient instead")
@@ -237,6 +241,8 @@ def flip_sign(model: nn.Module, name: str | None = None) -> None:
 DEFAULTS = {'encoder': dict(margin=0.5, threshold=0.25), 'causal': dict(margin=0.2, threshold=0.1)}
 
 # %% ../nbs/26_steering.ipynb #457ec1b8
+def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)   # True is an int to Python
+
 def _check_pairs(pairs) -> list:
     pairs = list(pairs)
     if len(pairs) < 2: raise ValueError(f"pairs has {len(pairs)} pair(s); give at least 2 (positive text, negative text) pairs")
@@ -384,6 +390,14 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
                    record: list | None = None) -> list[float]:
     "Train the attached steerable adapter self-supervised on (positive, negative) text pairs with the anti-parallel objective; returns the loss per step."
     pairs = _check_pairs(pairs)
+    for nm, v in (('steps', steps), ('batch_size', batch_size), ('k', k), ('max_length', max_length)):
+        if not (_is_int(v) and v >= 1): raise ValueError(f"{nm}={v!r} must be a positive int")
+    if not _is_int(seed): raise ValueError(f"seed={seed!r} must be an int")
+    lr = real_number(lr, 'lr', 0, lo_open=True, fix='the default is lr=1e-2')
+    margin, threshold = (None if v is None else real_number(v, nm, 0, fix='None takes the model kind\'s default (DEFAULTS)')
+                         for nm, v in (('margin', margin), ('threshold', threshold)))
+    w_mono, w_coh = (real_number(v, nm, 0, fix='a weight of the loss is a number >= 0') for nm, v in (('w_mono', w_mono), ('w_coh', w_coh)))
+    clip = None if clip is None else real_number(clip, 'clip', 0, lo_open=True, fix='None turns the clipping off')
     adp = _adapters(model, name)
     merged = sorted(n for n, a in adp.items() if getattr(a, 'merged', False))
     if merged: raise ValueError(f"the adapter is merged into the base weights ({len(merged)} layers, e.g. {merged[0]!r}): training "
@@ -396,7 +410,7 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     if not params: raise ValueError("the attached adapter has no trainable tensors")
     n_blocks = len(blocks(model))
     layer = default_layer(model, name) if layer is None else layer
-    if not (isinstance(layer, int) and 0 <= layer < n_blocks):
+    if not (_is_int(layer) and 0 <= layer < n_blocks):
         raise ValueError(f"layer={layer!r} must be a block index in [0, {n_blocks - 1}]")
     flippable = all(can_flip(a) for a in adp.values())
     if orient is None: orient = 'free' if flippable else 'fixed'
@@ -404,8 +418,6 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
         raise ValueError(f"orient={orient!r}; use 'free' (either way round, flipped at the end) or 'fixed' (+1 must raise)")
     if orient == 'free' and not flippable:
         raise ValueError(f"orient='free' needs variants whose sign can be flipped at the end ({sorted(FLIP)}); use orient='fixed'")
-    for nm, v in (('steps', steps), ('batch_size', batch_size), ('k', k), ('max_length', max_length)):
-        if not (isinstance(v, int) and v >= 1): raise ValueError(f"{nm}={v!r} must be a positive int")
     model_kind(model)  # refuses an encoder-decoder
     _check_tokens(tokenizer, pairs, max_length)
     dev = params[0].device
@@ -434,7 +446,7 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
             terms = steering_step(model, batch, B, layer, Q, ref, margin, threshold, orient, w_mono, w_coh, name, kind)
             opt.zero_grad(set_to_none=True)
             terms['loss'].backward()
-            if clip: torch.nn.utils.clip_grad_norm_(params, clip)
+            if clip is not None: torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
             hist.append(terms['loss'].item())
             if record is not None: record.append({k_: float(v.detach()) for k_, v in terms.items()})

@@ -138,7 +138,7 @@ _TRANSIENT = (_fired, _watch_pre, _watch_post)   # the runtime's first-forward w
 
 def _hooks(m):
     "How many hooks module `m` holds, of every kind (the runtime's transient first-forward watch not counted)."
-    n = len(m._backward_hooks)
+    n = len(m._backward_hooks) + len(m._state_dict_hooks) + len(m._load_state_dict_pre_hooks) + len(m._load_state_dict_post_hooks)
     for a, kw in (('_forward_hooks', '_forward_hooks_with_kwargs'), ('_forward_pre_hooks', '_forward_pre_hooks_with_kwargs')):
         hooks = getattr(m, a)   # the *_with_kwargs dicts flag hooks by id: a transient one's flag is not counted either
         n += sum(h not in _TRANSIENT for h in hooks.values()) + sum(hooks.get(k) not in _TRANSIENT for k in getattr(m, kw))
@@ -146,7 +146,10 @@ def _hooks(m):
 
 def snapshot(model: nn.Module) -> dict:
     "Everything `assert_unchanged` compares, copied."
-    return {'sd': {k: v.detach().clone() for k, v in model.state_dict().items()},
+    ts = {f'{n}.{k}'.lstrip('.'): v for n, m in model.named_modules(remove_duplicate=False)   # state_dict's tensors, read directly:
+          for k, v in [*m._parameters.items(), *m._buffers.items()]                          # state_dict() is refused while merged
+          if v is not None and k not in m._non_persistent_buffers_set}
+    return {'sd': {k: v.detach().clone() for k, v in ts.items()},
             'grad': {n: p.requires_grad for n, p in model.named_parameters()},
             'hooks': {n: _hooks(m) for n, m in model.named_modules()},
             'attrs': {n: sorted(k for k in m.__dict__ if k not in (WATCH, FIRED, CROSS, OPEN_STEERS)) + sorted(m._modules) for n, m in model.named_modules()},
