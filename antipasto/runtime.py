@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_runtime.ipynb #b47931c3
 from __future__ import annotations
-import contextvars, copy, gc, json, math, numbers, os, re, tempfile, uuid, warnings
+import contextvars, copy, functools, gc, json, math, numbers, os, re, tempfile, uuid, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -360,12 +360,22 @@ def _drop_adapter_keys(module, state_dict, prefix, local_metadata):
         raise RuntimeError(f"state_dict() while an antipasto adapter is merged into {prefix[:-len(ADAPTER) - 2]!r}: {_MERGED_CKPT}")
     for k in [k for k in state_dict if k.startswith(prefix)]: del state_dict[k]
 
-def _refuse_merged_load(module, state_dict, prefix, *args):
-    "Load-state-dict pre-hook on the model: refused while an adapter is merged, before any tensor is written."
-    st = module.__dict__.get(STATE)
-    if st is not None and st.merged:
-        raise RuntimeError(f"load_state_dict while antipasto adapters are merged into {list(st.merged)[:2]}: it would overwrite the "
-                           "merged weights and leave the adapters idle, as merged. ap.unmerge(model) first, then load, then merge again")
+def _refuse_merged_load(layers, module, state_dict, prefix, *args):
+    "Load-state-dict pre-hook, while merged, on every module a load of a merged layer can start from: refused before any tensor is written."
+    raise RuntimeError(f"load_state_dict while antipasto adapters are merged into {list(layers)[:2]}: it would overwrite the merged "
+                       "weights and leave the adapters idle, as merged (ap.unmerge would then put the old base back over them). "
+                       "ap.unmerge(model) first, then load, then merge again")
+
+def _guard_loads(m: nn.Module) -> None:
+    "Put `_refuse_merged_load` on the model, each merged layer and every module between them (a load may start at any), replacing the old ones; none when nothing is merged."
+    for x in m.modules():
+        hs = x._load_state_dict_pre_hooks
+        for k in [k for k, h in hs.items() if getattr(getattr(h, 'hook', None), 'func', None) is _refuse_merged_load]: del hs[k]
+    st = m.__dict__.get(STATE)
+    if st is None or not st.merged: return
+    names = tuple(st.merged)
+    for p in sorted({'.'.join(n.split('.')[:i]) for n in names for i in range(n.count('.') + 2)}):
+        m.get_submodule(p)._register_load_state_dict_pre_hook(functools.partial(_refuse_merged_load, names), with_module=True)
 
 # %% ../nbs/03_runtime.ipynb #44d9dde9
 RELOADED = '_antipasto_base_reloaded'   # on an adapter: a state dict (which never holds it) was loaded over its model since
@@ -529,13 +539,13 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def fingerprint(W: torch.Tensor) -> dict:
     "A few numbers that identify a base weight (d_out x d_in): its Frobenius norm and 8 seeded bilinear sketches `u^T W v`."
-    W = W.detach().float()
+    W = W.detach().double()   # float64: the same numbers on any device and under TF32 (a save compares them to 1e-5)
     d_out, d_in = W.shape
     g = torch.Generator().manual_seed(d_out * 1_000_003 + d_in)
-    u, v = torch.randn(8, d_out, generator=g).to(W.device), torch.randn(8, d_in, generator=g).to(W.device)
-    s = ((u @ W) * v).sum(1).double().cpu() / math.sqrt(d_in * d_out)
+    u, v = (torch.randn(8, k, generator=g).to(W.device, torch.float64) for k in (d_out, d_in))   # float32 draws, as files record
+    s = ((u @ W) * v).sum(1).cpu() / math.sqrt(d_in * d_out)
     short = lambda x: float(f'{x:.9g}')   # float32's precision: the checks compare to 1e-3, and the file stays small
-    return {'norm': short(W.double().norm().item()), 'sketch': [short(x) for x in s.tolist()]}
+    return {'norm': short(W.norm().item()), 'sketch': [short(x) for x in s.tolist()]}
 
 # %% ../nbs/03_runtime.ipynb #11eaf853
 ROWS, COLS = ('Vh', 'A0', 'P'), ('U', 'B0')   # a direction's sign is shared by row i of Vh/A0/P and column i of U/B0
@@ -559,11 +569,16 @@ def _has_bases(a: Variant) -> bool:
     "Whether `a` holds frozen bases a file may leave out, to be rebuilt from the weight."
     return any(b in ROWS + COLS + ('S',) for b, _ in a.named_buffers())
 
+def _stored_from(e: dict, n: str, layer: nn.Module) -> dict:
+    "The weight the bases a file stores for layer `n` came from: its `basis_from` record, else the base it was saved on (its fingerprint), else `layer`'s."
+    return e[BASIS_FROM].get(n) or (e['fingerprints'] or {}).get(n) or _weight_record(layer)
+
 def _rebuilds(a: Variant, now: dict) -> bool:
     "Whether the weight recorded as `now` still gives the bases `a` holds: the one they were computed from, in that dtype or one that holds it (not rounded by a `model.to(bfloat16)` since)."
     src = a.__dict__.get(BASIS_FROM)
     if src is None: return True
-    same = src['dtype'] == now['dtype'] or (src['dtype'] in DTYPES and now['dtype'] in DTYPES and _holds(DTYPES[now['dtype']], DTYPES[src['dtype']]))
+    d = src.get('dtype') or now['dtype']   # a file from before dtypes were recorded: its fingerprint alone
+    same = d == now['dtype'] or (d in DTYPES and now['dtype'] in DTYPES and _holds(DTYPES[now['dtype']], DTYPES[d]))
     # float32 sums on another device differ by ~1e-7; bfloat16 rounding moves a sketch by ~1e-3, float16 by ~3e-4
     return same and abs(now['norm'] - src['norm']) <= 1e-5 * src['norm'] and \
         max(abs(x - y) for x, y in zip(now['sketch'], src['sketch'])) <= 1e-5 * math.sqrt(sum(y * y for y in src['sketch']) / 8) + 1e-12
@@ -584,7 +599,6 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
             for p in m.parameters(): p.requires_grad_(False)
             m.register_forward_pre_hook(_root_hook, with_kwargs=True)
             m.register_forward_hook(_root_post, with_kwargs=True)
-            m._register_load_state_dict_pre_hook(_refuse_merged_load, with_module=True)
             st.layouts = hold_layouts(m)   # no bitsandbytes CPU rewrite while attached (see antipasto.layers)
         st.named[name] = _Named(cfg, dict(targets), dict(adp), calibrated)
         added = first
@@ -634,8 +648,6 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
         for p, flag in st.requires_grad: p.requires_grad_(flag)
     release_layouts(m, st.layouts)
     _remove_hook(m, _root_hook, pre=True); _remove_hook(m, _root_post, pre=False)
-    for k in [k for k, h in m._load_state_dict_pre_hooks.items() if getattr(h, 'hook', h) is _refuse_merged_load]:
-        del m._load_state_dict_pre_hooks[k]
     for x in st.ckpt_layers:
         f = x.__dict__.get('_gradient_checkpointing_func')
         if isinstance(f, _SteerCheckpoint): x._gradient_checkpointing_func = f.fn
@@ -802,6 +814,7 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
         if l.bias is not None: l.bias.copy_((l.bias.to(db.dtype) + db).to(l.bias.dtype))
     for k in todo:
         for a in st.named[k].adapters.values(): a.merged = True; a.__dict__[MERGED_AT] = at[k]
+    _guard_loads(m)
 
 # %% ../nbs/03_runtime.ipynb #8e89605f
 @torch.no_grad()
@@ -814,6 +827,7 @@ def unmerge(model: nn.Module) -> None:
         l.weight.copy_(w.to(l.weight.device))
         if b is not None: l.bias.copy_(b.to(l.bias.device))
     st.merged.clear()
+    _guard_loads(m)
     for e in st.named.values():
         for a in e.adapters.values(): a.merged = False; a.__dict__.pop(MERGED_AT, None)
 
@@ -1144,7 +1158,7 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
         for n, a in adp.items():
             a.__dict__['held_in'] = e['held_in']   # stored bases a cast rounded: a compact save stores them again
             a._coeff = e['coeffs'].get(n, a._coeff)   # the coefficient it ran with when saved
-            if n in e[BASIS_FROM]: a.__dict__[BASIS_FROM] = e[BASIS_FROM][n]   # stored bases of a weight since rounded
+            if not e['recomputed'] and _has_bases(a): a.__dict__[BASIS_FROM] = _stored_from(e, n, targets[n])
         built.append((cfg, targets, adp, e['name'], e['calibrated']))
     done = []
     try:
@@ -1256,7 +1270,7 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
         if not e['recomputed']:   # the file's stored bases replaced the attached ones, with their history
             for n, ad in st.named[e['name']].adapters.items():
                 ad.__dict__['held_in'] = e['held_in']
-                if _has_bases(ad): ad.__dict__[BASIS_FROM] = e[BASIS_FROM].get(n) or _weight_record(st.named[e['name']].layers[n])
+                if _has_bases(ad): ad.__dict__[BASIS_FROM] = _stored_from(e, n, st.named[e['name']].layers[n])
 
 # %% ../nbs/03_runtime.ipynb #b2d6ccae
 ADAPTER_FILE = 'antipasto_adapter.safetensors'
