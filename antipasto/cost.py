@@ -589,5 +589,5 @@ def main(argv=None) -> int:
     write_tsv(rows, a.out)
     failed = [r['variant'] for r in rows if r['error']]
     log(f"wrote {a.out}" + (f"; rows that could not be measured: {failed}" + ('' if a.strict else " (exit status 0; --strict makes it 1)")
-                            if failed else ''))
-    return 1 if a.strict and failed else 0
+                            if failed and len(failed) < len(rows) else f"; no row could be measured: {failed}" if failed else ''))
+    return 1 if failed and (a.strict or len(failed) == len(rows)) else 0   # no row measured: nothing was

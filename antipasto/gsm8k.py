@@ -254,6 +254,10 @@ def load_model(name: str, dtype: torch.dtype, device):
     except (OSError, ValueError, KeyError) as e:   # no such folder or hub model, no tokenizer files, a config transformers cannot read
         first = (str(e).strip().splitlines() or [''])[0][:200]
         raise ValueError(f"--model {name}: cannot load a tokenizer and causal LM from it ({type(e).__name__}: {first})") from None
+    ids = tok("Question: what is 2 + 3? Answer: 5", add_special_tokens=False)['input_ids']
+    if not ids or max(ids) >= model.get_input_embeddings().num_embeddings:   # a placeholder tokenizer: no ids, every row empty
+        raise ValueError(f"--model {name}: its tokenizer ({type(tok).__name__}) gives {'no token ids' if not ids else 'ids past the model vocabulary'} "
+                         "for a line of text; save the model's own tokenizer into the folder (tokenizer.save_pretrained)")
     if tok.pad_token_id is None: tok.pad_token = tok.eos_token
     if tok.eos_token_id is None: raise ValueError(f"the tokenizer of {name} has no end-of-text token; set one")
     return model.to(device), tok

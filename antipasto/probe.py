@@ -259,7 +259,9 @@ def parse_probe_args(argv=None) -> argparse.Namespace:
     p.add_argument('--lr', type=positive_float, default=1e-3)
     p.add_argument('--device', type=device_arg, help="cpu or cuda (default: cuda when available)")
     p.add_argument('--json', action='store_true', help="print the findings as JSON instead of text")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.max_length < 2: p.error(f"--max-length must be at least 2 (a next-token loss needs two tokens), got {a.max_length}")
+    return a
 
 # %% ../nbs/42_probe.ipynb #62728fc9
 def probe_main(argv: list[str] | None = None) -> int:
@@ -277,6 +279,9 @@ def probe_main(argv: list[str] | None = None) -> int:
         dtype = getattr(torch, a.dtype)
         make = lambda: load_pretrained(a.model, dtype).to(device)
         model = make()
+        if getattr(model.config, 'is_encoder_decoder', False):
+            raise ValueError(f"--model {a.model}: {type(model).__name__} is an encoder-decoder model, which the probe's batches "
+                             "(decoder-only and encoder inputs) cannot drive; the runtime itself supports T5 (the architectures notebook)")
         tok, why = usable_tokenizer(a.tokenizer or a.model, vocab_size(model))
         if tok is None and a.tokenizer:
             print(f"antipasto-bench probe: --tokenizer {a.tokenizer}: {why}", file=sys.stderr); return 2

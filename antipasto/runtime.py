@@ -52,6 +52,7 @@ class _State:
     merged: dict = field(default_factory=dict)           # layer name -> (layer, weight before merge)
     layouts: dict = field(default_factory=dict)          # bitsandbytes' CPU-rewrite flags held off while attached
     frozen_told: bool = False                            # warned that every adapter is frozen in a training forward
+    slots: list = field(default_factory=list)            # (parent, attribute, layer, name) of every adapted layer
 
 # %% ../nbs/03_runtime.ipynb #318cd204
 _WRAPPER_ATTRS = (('DistributedDataParallel', 'module'), ('DataParallel', 'module'),
@@ -210,6 +211,10 @@ def _cache_of(kwargs: dict):
     if cache is None: cache = kwargs.get('past_key_values')
     return cache if hasattr(cache, 'get_seq_length') and hasattr(cache, '__dict__') else None
 
+def _coeffs(tag: tuple) -> dict:
+    "Per adapter name, the coefficient in a cache tag: merged at c or live at c is the same function of the input."
+    return {k: c for k, c, _ in tag}
+
 def _check_cache(st: _State, kwargs: dict) -> None:
     "Tag a fresh KV cache with the steering it is filled at; warn when a forward continues it at another one."
     cache = _cache_of(kwargs)
@@ -219,13 +224,31 @@ def _check_cache(st: _State, kwargs: dict) -> None:
         warnings.warn(f"this forward continues a KV cache that was filled without these adapters (before the attach, or by "
                       f"a model without them), and runs at {({k: c for k, c, _ in now})}: the cached positions carry no "
                       "steering. Rebuild the cache with the adapters on, unless you prefill unsteered on purpose", stacklevel=2)
-    elif tag is not None and tag != now and _filled(cache) is not False:
-        was = {k: c for k, c, _ in tag}; to = {k: c for k, c, _ in now}
+    elif tag is not None and _coeffs(tag) != _coeffs(now) and _filled(cache) is not False:
+        was, to = _coeffs(tag), _coeffs(now)
         warnings.warn(f"this forward continues a KV cache whose keys and values were computed with adapter coefficients {was}, "
-                      f"and runs at {to} (merged or attached adapters may differ too): the cached positions keep the old "
+                      f"and runs at {to} (or with other adapters attached): the cached positions keep the old "
                       "steering. Rebuild the cache under the new coefficient, unless you prefill at one coefficient on purpose",
                       stacklevel=2)
     cache.__dict__[CACHE_TAG] = now
+
+# %% ../nbs/03_runtime.ipynb #a1d3e5f7
+def _holds_layer(x, layer) -> bool:
+    "Whether module `x` is `layer` or wraps it as peft does (`base_layer`, any depth)."
+    while x is not None:
+        if x is layer: return True
+        x = x._modules.get('base_layer')
+    return False
+
+def _check_layers(st: _State) -> None:
+    "Refuse a forward when an adapted layer is no longer where it was (replaced after the attach): its adapter would not run."
+    if torch.compiler.is_compiling(): return
+    gone = [n for parent, attr, l, n in st.slots if not _holds_layer(parent._modules.get(attr), l)]
+    if gone:
+        raise RuntimeError(f"the layers {gone[:3]}{' and more' if len(gone) > 3 else ''} that antipasto adapters were attached to "
+                           "were replaced since (model.dequantize(), a module swap, a re-quantization), so their adapters no longer "
+                           "run and this forward would silently be the base's there. ap.detach(model) (it works through the "
+                           "layers it recorded), then attach again, or ap.load the adapter's file, on the new layers")
 
 # %% ../nbs/03_runtime.ipynb #f402e11d
 def _check_frozen(st: _State, model: nn.Module) -> None:
@@ -275,13 +298,19 @@ def _root_hook(model, args, kwargs):
     _check_context(st)
     _check_cache(st, kwargs)
     _check_frozen(st, model)
+    _check_layers(st)
     return None
 
 # %% ../nbs/03_runtime.ipynb #6c4a4ad8
+def _out_cache(out):
+    "The KV cache a model output carries: `cache` (transformers >= 5.2x, whose `past_key_values` property logs a deprecation), else `past_key_values`."
+    if isinstance(out, dict) and 'cache' in out: return out['cache']
+    return getattr(out, 'cache', None) if hasattr(type(out), 'cache') else getattr(out, 'past_key_values', None)
+
 def _root_post(model, args, kwargs, out):
     "Root hook after the forward: a KV cache the model made itself (none was passed in) is tagged with the forward's steering."
     st = model.__dict__.get(STATE)
-    cache = getattr(out, 'past_key_values', None)
+    cache = _out_cache(out)
     if st is None or not (hasattr(cache, 'get_seq_length') and hasattr(cache, '__dict__')): return None
     cache.__dict__.setdefault(CACHE_TAG, _steering_now(st))
     return None
@@ -614,6 +643,10 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
                 added = True
             for p in adp[n].parameters(): p.requires_grad_(True)
         _watch(m, targets)
+        for n, l in targets.items():
+            pn, _, attr = n.rpartition('.')
+            parent = m.get_submodule(pn)
+            if _holds_layer(parent._modules.get(attr), l): st.slots.append((parent, attr, l, n))
         _set_ddp_ignore(m, st)
         if added: hooks_changed(m if outer is None else outer)   # not `or`: a wrapper's truth is its len()
     except BaseException:
@@ -634,6 +667,8 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
     for k in sel:
         e = st.named.pop(k, None)
         if e is None: continue
+        kept = {id(l) for x in st.named.values() for l in x.layers.values()}
+        st.slots[:] = [s for s in st.slots if id(s[2]) in kept]
         for n, l in e.layers.items():
             c = l._modules.get(ADAPTER)
             if c is not None and k in c: del c[k]
@@ -1126,10 +1161,15 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
             err = torch.where(sure[b], s - w, s.abs() - w.abs()).abs().max().item()
             if err > 1e-3 * w.square().mean().sqrt().item() + 1e-12:
                 now, base_dtype = _dtype_str(targets[n]), ((fps or {}).get(n) or {}).get('dtype')
+                how = ("quantize the base as the file's was" if now.startswith('bnb') else
+                       "cast after (model.to(...) keeps the adapter's dtype)")
                 why = (f"the file was saved on a {base_dtype} base and this one is {now}: a compact file rebuilds its basis from "
                        "the weight, and rounding the weight moves its singular directions. Load it into the "
-                       f"{base_dtype} base and cast after (model.to(...) keeps the adapter's dtype), or save it with "
+                       f"{base_dtype} base and {how}, or save it with "
                        "ap.save(..., basis=True), which loads into either" if base_dtype not in (None, now) else
+                       f"was the base quantized another way (quant type, double quantization, block size), or the file saved by "
+                       "another antipasto version, whose decomposition differed? Save the adapter with ap.save(..., basis=True) to "
+                       "store the basis itself" if now.startswith('bnb') else
                        "was the file saved by another antipasto version, whose decomposition differed? Save the adapter "
                        "with ap.save(..., basis=True) to store the basis itself")
                 raise AdapterFileError(f"{path}: the basis {b!r} of adapter {name!r} at layer {n!r}, recomputed from the base "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, datetime, os, re, sys, time
 import torch
 import torch.nn.functional as F
-from .core import config_for
+from .core import config_for, COEFF_MAX
 from .runtime import attach, detach, steer, adapters
 from .steering import builtin_pairs, train_steering, SteeringVector, embed, ByteTokenizer, preference, HELD_OUT
 from .bench import write_tsv
@@ -235,6 +235,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     bad = [m for m in a.methods if m not in METHODS]
     if bad: p.error(f"--methods: unknown {bad}; choose from {list(METHODS)}")
     if not {-1.0, 0.0, 1.0} <= set(a.coeffs): p.error(f"--coeffs must include -1, 0 and 1, got {a.coeffs}")
+    big = [c for c in a.coeffs if abs(c) > COEFF_MAX]   # refused by ap.steer only after training
+    if big: p.error(f"--coeffs {big} exceed |c| <= {COEFF_MAX:g}, the steering coefficient's bound")
     n = len(builtin_pairs('sentiment'))
     if a.pairs > n: p.error(f"--pairs must be at most {n} (the built-in sentiment pairs), got {a.pairs}")
     if a.batch_size > a.pairs:   # training draws at most every pair per step: say so, rather than record a batch size never used
