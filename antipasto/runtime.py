@@ -233,11 +233,13 @@ def _check_cache(st: _State, kwargs: dict) -> None:
     cache.__dict__[CACHE_TAG] = now
 
 # %% ../nbs/03_runtime.ipynb #a1d3e5f7
+_WRAPS = ('base_layer', '_orig_mod', '_fsdp_wrapped_module', '_checkpoint_wrapped_module', 'module')   # peft, compile, FSDP1, checkpoint_wrapper, DDP
+
 def _holds_layer(x, layer) -> bool:
-    "Whether module `x` is `layer` or wraps it as peft does (`base_layer`, any depth)."
+    "Whether module `x` is `layer` or wraps it in place (peft's `base_layer`, `torch.compile`, FSDP1, a checkpoint wrapper; any depth)."
     while x is not None:
         if x is layer: return True
-        x = x._modules.get('base_layer')
+        x = next((x._modules[k] for k in _WRAPS if x._modules.get(k) is not None), None)
     return False
 
 def _check_layers(st: _State) -> None:
@@ -305,6 +307,7 @@ def _root_hook(model, args, kwargs):
 def _out_cache(out):
     "The KV cache a model output carries: `cache` (transformers >= 5.2x, whose `past_key_values` property logs a deprecation), else `past_key_values`."
     if isinstance(out, dict) and 'cache' in out: return out['cache']
+    if isinstance(out, tuple): return next((x for x in out if hasattr(x, 'get_seq_length')), None)   # return_dict=False
     return getattr(out, 'cache', None) if hasattr(type(out), 'cache') else getattr(out, 'past_key_values', None)
 
 def _root_post(model, args, kwargs, out):
@@ -646,7 +649,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
         for n, l in targets.items():
             pn, _, attr = n.rpartition('.')
             parent = m.get_submodule(pn)
-            if _holds_layer(parent._modules.get(attr), l): st.slots.append((parent, attr, l, n))
+            if _holds_layer(parent._modules.get(attr), l) and all(s[2] is not l for s in st.slots): st.slots.append((parent, attr, l, n))
         _set_ddp_ignore(m, st)
         if added: hooks_changed(m if outer is None else outer)   # not `or`: a wrapper's truth is its len()
     except BaseException:
