@@ -116,23 +116,24 @@ def layer_svd(layer: nn.Module, r: int | None = None) -> tuple[torch.Tensor, tor
 # %% ../nbs/20_basis.ipynb #04043a0b
 POOLS = ('rms', 'mean_abs')
 
-def check_enough_tokens(n: int, need: int, variant: str) -> None:
-    "A clear error when the calibration data has fewer real tokens than a variant needs."
+def check_enough_tokens(n: int, need: int, variant: str, layer: str | None = None) -> None:
+    "A clear error when the calibration data has fewer real tokens (at `layer`, when given) than a variant needs."
     if n < need:
-        raise ValueError(f"{variant}: calibration data has {n} real (non-padding) tokens; it needs at least {need} "
+        at = f" at layer {layer!r}" if layer else ''
+        raise ValueError(f"{variant}: calibration data has {n} real (non-padding) tokens{at}; it needs at least {need} "
                          "(one per kept direction; many more give better statistics). Pass more or longer batches")
 
 # %% ../nbs/20_basis.ipynb #f2eb651b
-def activation_scores(model, layers: dict, Vhs: dict, data, pool: str = 'rms') -> tuple[dict, int]:
-    "Per layer, `pool_n |x_n . v_i|` for every row `v_i` of `Vhs[name]`, from one streamed pass; and the token count."
+def activation_scores(model, layers: dict, Vhs: dict, data, pool: str = 'rms') -> tuple[dict, dict]:
+    "Per layer, `pool_n |x_n . v_i|` over its own real tokens for every row `v_i` of `Vhs[name]`, from one streamed pass; and each layer's token count."
     check_pool(pool)
     acc = {n: torch.zeros(Vhs[n].shape[0], dtype=torch.float64) for n in layers}
     V32 = {n: Vhs[n].to(torch.float32) for n in layers}   # once per pass: a float64 copy per batch cost about the product
     def fn(name, x):
         proj = (x.float() @ V32[name].T.to(x.device)).double()
         acc[name] += (proj.square() if pool == 'rms' else proj.abs()).sum(0).cpu()   # summed where x is: r numbers move
-    n = calibration_pass(model, layers, fn, data)
-    return {k: (v / n).sqrt() if pool == 'rms' else v / n for k, v in acc.items()}, n
+    ns = calibration_pass(model, layers, fn, data)
+    return {k: (v / ns[k]).sqrt() if pool == 'rms' else v / ns[k] for k, v in acc.items()}, ns
 
 # %% ../nbs/20_basis.ipynb #ac828f3b
 def top_directions(S: torch.Tensor, act: torch.Tensor, r: int) -> torch.Tensor:
@@ -173,14 +174,14 @@ def pick(W: torch.Tensor, sp: Spectrum, index) -> tuple[torch.Tensor, torch.Tens
     return U.to(dtype), S.to(dtype), Vh.to(dtype)
 
 # %% ../nbs/20_basis.ipynb #eb03157b
-def second_moments(model, layers: dict, data) -> tuple[dict, int]:
-    "Per layer, the uncentred input second moment `E[x x^T]` (float64, CPU) over real tokens; and the token count."
+def second_moments(model, layers: dict, data) -> tuple[dict, dict]:
+    "Per layer, the uncentred input second moment `E[x x^T]` (float64, CPU) over its own real tokens; and each layer's token count."
     acc = {n: torch.zeros(dims(l)[0], dims(l)[0], dtype=torch.float64) for n, l in layers.items()}
     def fn(name, x):
         x = x.double().cpu()
         acc[name].addmm_(x.T, x)   # in place: no d_in x d_in temporary per batch (1.5 GiB for a 14336-wide input)
-    n = calibration_pass(model, layers, fn, data)
-    return {k: v / n for k, v in acc.items()}, n
+    ns = calibration_pass(model, layers, fn, data)
+    return {k: v / ns[k] for k, v in acc.items()}, ns
 
 # %% ../nbs/20_basis.ipynb #914bfd6b
 def corda_basis(W: torch.Tensor, C: torch.Tensor, r: int, eps: float = 1e-3):
@@ -215,7 +216,8 @@ def orient(model, targets: dict, cfg, calibration_data, variant: str) -> None:
     sizes = {n: 8 * dims(l)[0] ** 2 for n, (l, a) in targets.items()}   # a float64 d_in x d_in accumulator each
     for names in pass_groups(sizes, cfg.cov_budget_gb, calibration_data, variant, 'float64 second moments'):
         Cs, ntok = second_moments(model, {n: targets[n][0] for n in names}, calibration_data)
-        check_enough_tokens(ntok, cfg.r, variant)
+        for n in names:
+            check_enough_tokens(ntok[n], cfg.r, variant, n)
         for n in names:
             l, a = targets[n]
             U, S, P = corda_basis(dense_weight(l), Cs.pop(n), cfg.r, cfg.cov_eps)
@@ -326,7 +328,7 @@ class SVDVariant(Variant):
             sps = {n: spectrum(dense_weight(targets[n][0])) for n in names}
             acts, ntok = activation_scores(model, {n: targets[n][0] for n in names}, {n: sp.Vh for n, sp in sps.items()},
                                            calibration_data, cfg.act_pool)
-            check_enough_tokens(ntok, cfg.r, cls.name)
+            for n in names: check_enough_tokens(ntok[n], cfg.r, cls.name, n)
             for n in names:   # the weight is read again rather than held for every target through the pass
                 (l, a), sp = targets[n], sps.pop(n)
                 a.keep(dense_weight(l), sp, top_directions(sp.S, acts[n], cfg.r))

@@ -23,6 +23,10 @@ BATCH_HELP = "a batch must be a dict of model kwargs (e.g. tokenizer(texts, retu
 def calibration_batches(data) -> Iterable:
     "`data` as an iterable of batches (a lone mapping, such as a tokenizer's output, or a tensor is one batch); a clear error for what cannot be one."
     if isinstance(data, (Mapping, torch.Tensor)): return [data]
+    if isinstance(data, tuple) and any(isinstance(b, torch.Tensor) for b in data):
+        raise TypeError(f"calibration_data is a tuple of {len(data)} items holding tensors: it reads as one batch of positional "
+                        "args, such as (ids, mask), as well as several batches of ids, and the two differ without an error; "
+                        "pass a list: [(ids, mask)] for one batch of positional args, [ids_1, ids_2] for several batches")
     if isinstance(data, (str, bytes)):
         raise TypeError(f"calibration_data is raw text ({type(data).__name__}); tokenize it first: {BATCH_HELP}")
     if data is None or not hasattr(data, '__iter__'):
@@ -93,8 +97,9 @@ def real_tokens(x: torch.Tensor, mask: torch.Tensor | None, name: str = '') -> t
     if x.dim() == 2 and x.shape[0] == m.numel(): return x[m.reshape(-1)]
     raise ValueError(f"calibration input of layer {name!r} has shape {tuple(x.shape)}, which does not line up with "
                      f"attention_mask {tuple(m.shape)}: this layer does not see one row per token (a pooler or a head "
-                     f"reads one position per sequence), so its padding cannot be masked. Exclude it from the targets "
-                     f"(e.g. add its name to exclude_names)")
+                     f"reads one position per sequence; a mixture-of-experts router hands an expert a subset of the tokens), "
+                     f"so its padding cannot be masked. Exclude it from the targets (e.g. add its name to exclude_names), "
+                     f"or pass batches without padding")
 
 # %% ../nbs/02_calibration.ipynb #9837526a
 class _Streams:
@@ -105,10 +110,16 @@ class _Streams:
         self.enc_mods = set(enc.modules()) if enc is not None else None
         self.enc_out, self.handle = None, None
         if enc is not None: self.handle = enc.register_forward_hook(lambda m, a, out: setattr(self, 'enc_out', out[0]))
-    def mask(self, mod, x, kwargs_batch: dict, mask):
-        "The encoder's `attention_mask` for encoder layers and for cross-attention reading the encoder's output; else `decoder_attention_mask` (None: every decoder position is real)."
+    def start(self, named: dict) -> None:
+        "Before a batch's forward: an `encoder_outputs` it passes is what cross-attention reads (the encoder does not run)."
+        eo = named.get('encoder_outputs')
+        self.enc_out = eo if eo is None or isinstance(eo, torch.Tensor) else eo[0]
+    def mask(self, mod, x, named: dict, mask):
+        "The encoder's `attention_mask` for encoder layers and for cross-attention reading the encoder's output; else `decoder_attention_mask`, or `labels != -100` without one (None: every decoder position is real)."
         if self.enc_mods is None or mod in self.enc_mods or x is self.enc_out: return mask
-        return kwargs_batch.get('decoder_attention_mask')
+        dec, labels = named.get('decoder_attention_mask'), named.get('labels')
+        if dec is None and isinstance(labels, torch.Tensor): return labels != -100   # how seq2seq collators mark padding
+        return dec
     def remove(self):
         if self.handle is not None: self.handle.remove()
 
@@ -140,11 +151,11 @@ def _head(model: nn.Module, layers: dict[str, nn.Module]) -> nn.Module | None:
 
 @torch.no_grad()
 def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callable[[str, torch.Tensor], None],
-                     data: Iterable) -> int:
-    "Run `data` through `model`, calling `fn(name, x_real)` at each layer's input; returns the real-token count."
+                     data: Iterable) -> dict[str, int]:
+    "Run `data` through `model`, calling `fn(name, x_real)` at each layer's input; returns each layer's real-token count."
     data = calibration_batches(data)
     device = next(model.parameters()).device
-    first, state = next(iter(layers), None), {'mask': None, 'kwargs': {}, 'n': 0, 'i': -1}
+    counts, state = dict.fromkeys(layers, 0), {'mask': None, 'kwargs': {}, 'i': -1, 'stopped': False}
     streams, head, fired = _Streams(model), _head(model, layers), set()
     stance = getattr(torch.compiler, 'set_stance', None)   # torch >= 2.6: compiled code runs eagerly inside the pass
     def hook(name):
@@ -156,7 +167,7 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
                 raise ValueError(f"calibration_data batch {state['i']} gives non-finite (nan/inf) inputs at layer {name!r} "
                                  f"on {int(bad.sum())} of {x.shape[0]} real tokens; remove or fix that batch (or look for an "
                                  "overflow in the model's dtype)")
-            if name == first: state['n'] += x.shape[0]
+            counts[name] += x.shape[0]
             fired.add(name)
             fn(name, x)
         return pre
@@ -172,8 +183,9 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
             for i, batch in enumerate(data):
                 state['i'] = i; fired.clear()
                 args, kwargs, state['kwargs'], state['mask'] = _split_batch(batch, i, model)
+                streams.start(state['kwargs'])
                 try: model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
-                except StopPass: break
+                except StopPass: state['stopped'] = True; break
                 except _HeadReached: continue
                 except Exception as e:
                     if f'calibration_data batch {i}' not in str(e):   # our own checks name the batch already
@@ -186,8 +198,17 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
         streams.remove()
         if handles and stance is None: hooks_changed(model)
         for m, t in flags.items(): m.training = t
-    if state['n'] == 0: raise ValueError("calibration_data produced no real tokens (empty iterable, or all padding)")
-    return state['n']
+    if not any(counts.values()):
+        never = f"; or the forward never calls {', '.join(map(repr, list(layers)[:8]))}" if state['i'] >= 0 else ''
+        raise ValueError(f"calibration_data produced no real tokens at the targets ({state['i'] + 1} batch(es) read: an empty "
+                         f"iterable, or all padding{never})")
+    missed = [n for n, c in counts.items() if c == 0]
+    if missed and not state['stopped']:   # a zero statistic would silently pick arbitrary directions
+        raise ValueError(f"calibration_data reached {len(missed)} of {len(layers)} target layers with no real token: "
+                         f"{', '.join(map(repr, missed[:8]))}{', ...' if len(missed) > 8 else ''}. The forward never calls "
+                         "them, or routes no token to them (a mixture-of-experts expert); pass data that reaches them, or "
+                         "leave them out of the targets (exclude_names, layers)")
+    return counts
 
 # %% ../nbs/02_calibration.ipynb #c0a7e1f2
 def count_tokens(model: nn.Module, name: str, layer: nn.Module, data: Iterable, enough: int) -> int:

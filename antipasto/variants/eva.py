@@ -57,9 +57,10 @@ class EVA(LoRA):
             calibration_pass(model, {n: targets[n][0] for n in names}, accumulate, calibration_data)
             for n in names:
                 seen = stats[n][0] if n in stats else 0
-                if seen < cfg.r:
-                    raise ValueError(f"eva: layer {n!r} saw {seen} real calibration tokens, fewer than r={cfg.r}, so its "
-                                     f"{cfg.r} principal directions are not determined; pass more calibration data or lower r")
+                if seen <= cfg.r:   # centred on their mean, n tokens span at most n - 1 directions
+                    raise ValueError(f"eva: layer {n!r} saw {seen} real calibration tokens; its {cfg.r} principal directions "
+                                     f"need at least r + 1 = {cfg.r + 1} (centred on their mean, n tokens span n - 1 "
+                                     "directions); pass more calibration data or lower r")
                 comps[n] = pca_components(*stats.pop(n), cfg.r)
         for n, (_, a) in targets.items():   # written once every group has passed its checks
             a.A.copy_(comps[n].to(device=a.A.device, dtype=a.A.dtype))
