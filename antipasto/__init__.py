@@ -8,7 +8,7 @@ __all__ = []
 
 # %% ../nbs/99_api.ipynb #c9e2f53b
 from .core import (AdapterConfig, SteerableConfig, ParamSpec, Variant, REGISTRY, register, config_for,
-                            variant_cls, init_tensor, dense_weight, DTYPES)
+                            variant_cls, init_tensor, dense_weight, DTYPES, UnknownVariant)
 from .targets import find_targets, role_of, layer_index, is_linear_like
 from .calibration import calibration_pass
 from .export import export_peft

@@ -59,8 +59,9 @@ def arch_batch(arch: str, n: int = 3, seq: int = 10, seed: int = 0) -> dict:
     "Right-padded token ids for `tiny_arch(arch)`; for T5 also right-padded decoder ids with their own mask."
     b = tiny_batch(n, seq, seed, vocab=128)
     if arch == 't5':  # two streams, two masks: calibration follows each (calibration notebook)
-        dm = (torch.arange(6)[None] < 6 - torch.arange(n)[:, None] % 3).long()   # decoder lengths 6, 5, 4, 6, ...
-        return {**b, 'decoder_input_ids': b['input_ids'][:, :6].clamp(min=1) * dm, 'decoder_attention_mask': dm}
+        k = seq - 2   # decoder lengths k, k-1, k-2, k, ...: the decoder's own real tokens must reach each decoder target's r
+        dm = (torch.arange(k)[None] < k - torch.arange(n)[:, None] % 3).long()
+        return {**b, 'decoder_input_ids': b['input_ids'][:, :k].clamp(min=1) * dm, 'decoder_attention_mask': dm}
     return b
 
 # %% ../nbs/06_architectures.ipynb #23f50666

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
-from .calibration import calibration_pass, count_tokens, pass_groups, check_budget_gb
+from .calibration import calibration_pass, count_tokens, pass_groups, check_budget_gb, across_ranks
 
 # %% auto #0
 __all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_eigh', 'gram_svd', 'svd', 'subspace_iteration',
@@ -133,6 +133,7 @@ def activation_scores(model, layers: dict, Vhs: dict, data, pool: str = 'rms') -
         proj = (x.float() @ V32[name].T.to(x.device)).double()
         acc[name] += (proj.square() if pool == 'rms' else proj.abs()).sum(0).cpu()   # summed where x is: r numbers move
     ns = calibration_pass(model, layers, fn, data)
+    across_ranks(*acc.values())   # data sharded per rank: the same scores, so the same directions, on every rank
     return {k: (v / ns[k]).sqrt() if pool == 'rms' else v / ns[k] for k, v in acc.items()}, ns
 
 # %% ../nbs/20_basis.ipynb #ac828f3b
@@ -181,6 +182,7 @@ def second_moments(model, layers: dict, data) -> tuple[dict, dict]:
         x = x.double().cpu()
         acc[name].addmm_(x.T, x)   # in place: no d_in x d_in temporary per batch (1.5 GiB for a 14336-wide input)
     ns = calibration_pass(model, layers, fn, data)
+    across_ranks(*acc.values())
     return {k: v / ns[k] for k, v in acc.items()}, ns
 
 # %% ../nbs/20_basis.ipynb #914bfd6b
@@ -268,6 +270,7 @@ class FamilyConfig(SteerableConfig):
 class SVDVariant(Variant):
     "Family base class: a frozen rank-r basis `U, S, B` of the layer (`cfg.basis`) and the delta form `y + U core_delta(B x)`."
     calibration, delta_from_input = 'optional', True   # U core(B x): the layer's weight is never read
+    weight_bases = ('U', 'S', 'Vh', 'P')   # init derives them from the weight: a compact file leaves them out (P: unless calibrated)
 
     def __init__(self, cfg, d_in: int, d_out: int, device=None):
         super().__init__(cfg, d_in, d_out, device)

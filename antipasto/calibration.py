@@ -14,8 +14,8 @@ from torch import nn
 from .layers import layouts_held
 
 # %% auto #0
-__all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'hooks_changed', 'StopPass', 'calibration_pass', 'count_tokens',
-           'check_budget_gb', 'budget_groups', 'pass_groups']
+__all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'hooks_changed', 'across_ranks', 'StopPass', 'calibration_pass',
+           'count_tokens', 'check_budget_gb', 'budget_groups', 'pass_groups']
 
 # %% ../nbs/02_calibration.ipynb #0c0e08c3
 BATCH_HELP = "a batch must be a dict of model kwargs (e.g. tokenizer(texts, return_tensors='pt', padding=True), as it comes), a tuple of positional args, or a tensor of token ids"
@@ -129,6 +129,17 @@ def hooks_changed(model: nn.Module) -> None:
     if any(x.__dict__.get('_is_torch_compile') or x.__dict__.get('_compiled_call_impl') is not None for x in model.modules()):
         torch.compiler.reset()
 
+# %% ../nbs/02_calibration.ipynb #ce44cb53
+def across_ranks(*ts: torch.Tensor) -> None:
+    "Sum `ts` in place over the ranks of an initialised process group of more than one rank (else nothing): every rank gets the statistic of all ranks' data."
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return
+    dev = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+    for t in ts:
+        x = t.to(dev)   # NCCL reduces GPU tensors only
+        dist.all_reduce(x)
+        t.copy_(x)
+
 # %% ../nbs/02_calibration.ipynb #f12da6b9
 class StopPass(Exception):
     "Raised by a `calibration_pass` accumulator to end the pass there: the rest of that forward and the later batches do not run."
@@ -198,6 +209,10 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
         streams.remove()
         if handles and stance is None: hooks_changed(model)
         for m, t in flags.items(): m.training = t
+    if counts:
+        total = torch.tensor(list(counts.values()), dtype=torch.int64)
+        across_ranks(total)   # each rank's shard of the data: the statistics are summed over ranks, and so are the counts
+        counts = dict(zip(counts, total.tolist()))
     if not any(counts.values()):
         never = f"; or the forward never calls {', '.join(map(repr, list(layers)[:8]))}" if state['i'] >= 0 else ''
         raise ValueError(f"calibration_data produced no real tokens at the targets ({state['i'] + 1} batch(es) read: an empty "

@@ -4,17 +4,17 @@
 
 # %% ../nbs/00_core.ipynb #9a848947
 from __future__ import annotations
-import contextlib, contextvars, copy, dataclasses, math, numbers, re
+import contextlib, contextvars, copy, dataclasses, dis, math, numbers, re, types
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar
 import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'OPEN_STEERS', 'REGISTRY', 'dtype_name', 'real_number',
-           'check_number', 'check_int', 'check_bool', 'check_choice', 'check_patterns', 'check_layers', 'AdapterConfig',
-           'SteerableConfig', 'ParamSpec', 'init_tensor', 'Constant', 'check_coeff', 'current_coeff', 'Variant',
-           'register', 'variant_cls', 'config_for', 'attach_scope', 'memo']
+__all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'OPEN_STEERS', 'SPEC_INITS', 'REGISTRY', 'dtype_name',
+           'real_number', 'check_number', 'check_int', 'check_bool', 'check_choice', 'check_patterns', 'check_layers',
+           'AdapterConfig', 'SteerableConfig', 'ParamSpec', 'init_tensor', 'Constant', 'check_coeff', 'current_coeff',
+           'Variant', 'check_specs', 'register', 'UnknownVariant', 'variant_cls', 'config_for', 'attach_scope', 'memo']
 
 # %% ../nbs/00_core.ipynb #4e0abd63
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
@@ -297,6 +297,7 @@ class Variant(nn.Module):
         self.cfg, self.d_in, self.d_out = cfg, d_in, d_out
         self._coeff, self.merged = float(getattr(cfg, 'coeff', 1.0)), False
         self.specs = self.param_specs(cfg, d_in, d_out)
+        check_specs(self.specs, self)   # before any tensor: a bad spec names the variant, not torch.empty's argument
         for n, s in self.specs.items():
             t = torch.empty(tuple(s.shape), dtype=s.dtype or cfg.torch_dtype, device=device)
             if s.trainable: self.register_parameter(n, nn.Parameter(t))
@@ -305,7 +306,8 @@ class Variant(nn.Module):
     @classmethod
     def param_specs(cls, cfg, d_in: int, d_out: int) -> dict[str, ParamSpec]:
         "The tensors this variant owns on a `d_in -> d_out` layer."
-        raise NotImplementedError
+        raise NotImplementedError(f"{cls.__name__} must define the classmethod param_specs(cls, cfg, d_in, d_out) -> "
+                                  "{tensor name: ParamSpec}")
 
     @classmethod
     def requires_calibration(cls, cfg) -> bool:
@@ -397,27 +399,145 @@ class Variant(nn.Module):
 
     def extra_repr(self): return f"{self.name}: {self.d_in}->{self.d_out}, r={self.cfg.r}"
 
+# %% ../nbs/00_core.ipynb #228e4513
+SPEC_INITS = ('zeros', 'ones', 'near_zero', 'near_one', 'kaiming')
+
+def check_specs(specs, adapter: nn.Module) -> dict:
+    "Raise a `ValueError` naming the variant, the tensor and the fix unless `specs` is `{identifier: ParamSpec}` with int shapes `>= 0`."
+    cls = type(adapter)
+    where = f"{getattr(cls, 'name', '') or cls.__name__}: param_specs"
+    if not isinstance(specs, dict):
+        raise ValueError(f"{where} returned a {type(specs).__name__}; return a dict {{tensor name: ParamSpec(shape, init, trainable)}}")
+    # torch refuses a tensor named like an attribute only when it registers it; checked here, nothing is built yet
+    taken = {k for c in cls.__mro__ for k in vars(c)} | set(vars(adapter))
+    for n, s in specs.items():
+        if not (isinstance(n, str) and n.isidentifier()):
+            raise ValueError(f"{where}: tensor name {n!r} must be a Python identifier (no '.', '/' or spaces): it becomes an "
+                             "attribute of the adapter and the last part of its `layer.tensor` key in a file, e.g. 'lora_A'")
+        if n in taken:
+            raise ValueError(f"{where}: tensor name {n!r} clashes with the adapter's attribute {cls.__name__}.{n}; rename the "
+                             f"tensor, e.g. {n + '_'!r}")
+        if not isinstance(s, ParamSpec):
+            raise ValueError(f"{where}: {n!r} is a {type(s).__name__} ({s!r:.60}), not a ParamSpec; write "
+                             f"{n!r}: ParamSpec(shape, init, trainable)")
+        if not (isinstance(s.shape, (tuple, list, torch.Size))
+                and all(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 0 for k in s.shape)):
+            raise ValueError(f"{where}: {n!r} has shape={s.shape!r}; a shape is a tuple of ints >= 0 computed from cfg.r, d_in "
+                             "and d_out (// for a division), e.g. ParamSpec((cfg.r, d_in))")
+        if not (callable(s.init) or (isinstance(s.init, str) and s.init in SPEC_INITS)):
+            raise ValueError(f"{where}: {n!r} has init={s.init!r}; use one of {SPEC_INITS}, Constant(v) or a picklable "
+                             "callable (shape, dtype, generator) -> tensor")
+        if s.init == 'kaiming' and len(s.shape) != 2:
+            raise ValueError(f"{where}: {n!r} has init='kaiming' on shape {tuple(s.shape)}; kaiming needs a 2-D "
+                             "(fan_out, fan_in) shape, use near_zero or a Constant for other shapes")
+        if not isinstance(s.trainable, bool):
+            raise ValueError(f"{where}: {n!r} has trainable={s.trainable!r}; use True (a Parameter) or False (a buffer)")
+        if not (s.dtype is None or isinstance(s.dtype, torch.dtype)):
+            raise ValueError(f"{where}: {n!r} has dtype={s.dtype!r}; use None (the config's dtype) or a torch.dtype")
+        if s.trainable and s.dtype is not None and not (s.dtype.is_floating_point or s.dtype.is_complex):
+            raise ValueError(f"{where}: {n!r} is trainable with dtype={s.dtype}, which cannot take a gradient; use a float "
+                             "dtype, or trainable=False for an integer buffer")
+    return specs
+
+# %% ../nbs/00_core.ipynb #a872d8c9
+_JUMPS = frozenset(getattr(dis, 'hasjump', dis.hasjrel + dis.hasjabs))
+
+def _ops(code: types.CodeType) -> list:
+    "`code`'s instructions as (operation, argument), jumps as instruction indices and a method load as an attribute load."
+    ins = list(dis.get_instructions(code))
+    at = {i.offset: k for k, i in enumerate(ins)}
+    # `F.linear(x)` compiles to LOAD_ATTR where `F` was imported in the same unit (an exported module) and to LOAD_METHOD
+    # where it was not (a notebook cell), which also moves the jump offsets: the same code, compiled two ways
+    return [('LOAD_ATTR' if i.opname == 'LOAD_METHOD' else i.opname,
+             at.get(i.argval) if i.opcode in _JUMPS else
+             None if i.opname == 'EXTENDED_ARG' or isinstance(i.argval, types.CodeType) else i.argval) for i in ins]
+
+# %% ../nbs/00_core.ipynb #4991232a
+_EMPTY = object()   # an empty closure cell, or a slot never set
+
+def _attrs(o) -> dict | None:
+    "An object's own state (`__dict__` and `__slots__`), or None when it has neither."
+    slots = [s for c in type(o).__mro__ for s in ((lambda v: (v,) if isinstance(v, str) else v)(vars(c).get('__slots__', ())))]
+    d = getattr(o, '__dict__', None)
+    if d is None and not slots: return None
+    return {**(d or {}), **{s: getattr(o, s, _EMPTY) for s in slots}}
+
+# %% ../nbs/00_core.ipynb #9151c4c8
+_NOT_CODE = frozenset({'__module__', '__qualname__', '__dict__', '__weakref__', '__firstlineno__', '__static_attributes__',
+                       'variant', '__slotnames__'})   # where and when it was defined, the config's owner, which `register` itself
+                                                    # sets, and copyreg's cache, which a copy or pickle of an instance adds
+
+def _same_code(a, b, seen: dict | None = None) -> bool:
+    "Whether `a` and `b` are the same definitions: classes by name, bases and own members, functions by code, defaults and closure, values by `==`."
+    if a is b: return True
+    if type(a) is not type(b): return False
+    seen = {} if seen is None else seen
+    if (id(a), id(b)) in seen: return True   # being compared further up: a method's `__class__` cell, a config's own class
+    seen[id(a), id(b)] = a, b   # held, so that no temporary compared here frees its id for another to reuse
+    same = lambda x, y: _same_code(x, y, seen)
+    if isinstance(a, type):
+        va, vb = ({k: v for k, v in vars(c).items() if k not in _NOT_CODE} for c in (a, b))
+        return (a.__qualname__ == b.__qualname__ and va.keys() == vb.keys() and same(a.__bases__, b.__bases__)
+                and all(same(va[k], vb[k]) for k in va))
+    if isinstance(a, types.CodeType):
+        return (_ops(a) == _ops(b) and (a.co_names, a.co_varnames, a.co_freevars) == (b.co_names, b.co_varnames, b.co_freevars)
+                and same(a.co_consts, b.co_consts))
+    if isinstance(a, types.FunctionType):   # a decorator's wrapper (torch.no_grad) holds the function in its closure
+        cells = lambda f: tuple(getattr(c, 'cell_contents', _EMPTY) for c in f.__closure__ or ())
+        return same((a.__code__, a.__defaults__, a.__kwdefaults__, cells(a)), (b.__code__, b.__defaults__, b.__kwdefaults__, cells(b)))
+    if isinstance(a, (classmethod, staticmethod)): return same(a.__func__, b.__func__)
+    if isinstance(a, types.MethodType): return same((a.__func__, a.__self__), (b.__func__, b.__self__))
+    if isinstance(a, property): return same((a.fget, a.fset, a.fdel), (b.fget, b.fset, b.fdel))
+    if isinstance(a, (tuple, list)): return len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, dict): return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, types.ModuleType): return a.__name__ == b.__name__
+    if isinstance(a, torch.Tensor): return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
+    try:
+        if a == b: return True
+    except Exception: pass   # an `==` that raises or returns an array: compare the state instead
+    sa, sb = _attrs(a), _attrs(b)
+    return sa is not None and sb is not None and same(sa, sb)
+
 # %% ../nbs/00_core.ipynb #45ea1daf
 REGISTRY: dict[str, type[Variant]] = {}
+_VARIANT_NAME = re.compile(r'[A-Za-z0-9_-]+')
 
 def register(cls: type[Variant]) -> type[Variant]:
-    "Class decorator: add a variant to `REGISTRY` under `cls.name` and tie its config class to it."
+    "Class decorator: check a variant class, add it to `REGISTRY` under `cls.name` and tie its config class to it (nothing changes if a check fails)."
     if not (isinstance(cls, type) and issubclass(cls, Variant)): raise TypeError(f"{cls!r} is not a Variant subclass")
-    if not cls.name: raise ValueError(f"{cls.__name__} needs a `name`")
+    who, name = cls.__name__, cls.name
+    if not (isinstance(name, str) and _VARIANT_NAME.fullmatch(name)):
+        raise ValueError(f"{who}.name={name!r}: a variant needs a name of letters, digits, '_' and '-' (it is the `variant` "
+                         "of its configs and adapter files, and what config_for and --variant take), e.g. name = 'my_variant'")
+    c = cls.config_cls
+    if not (isinstance(c, type) and issubclass(c, AdapterConfig) and dataclasses.is_dataclass(c)):
+        raise TypeError(f"{who}.config_cls={c!r} must be a @dataclass subclassing AdapterConfig (or SteerableConfig)")
     if cls.calibration not in ('none', 'optional', 'required'):
-        raise ValueError(f"{cls.__name__}.calibration={cls.calibration!r}; use 'none', 'optional' or 'required'")
-    if cls.forward is Variant.forward and cls.forward_input is None:
-        raise TypeError(f"{cls.__name__} must define forward(layer, x, y) or forward_input(layer, x)")
-    other = REGISTRY.get(cls.name)
-    if other is not None and other.__qualname__ != cls.__qualname__:
-        raise ValueError(f"variant name {cls.name!r} is taken by {other.__qualname__}")
-    owner = vars(cls.config_cls).get('variant', '')  # its own: a subclass of a registered config is free (antipasto_corda's)
-    if owner not in ('', cls.name):
-        raise ValueError(f"{cls.config_cls.__name__} already belongs to variant {owner!r}")
-    cls.config_cls.variant = cls.name
-    REGISTRY[cls.name] = cls
-    if other is not None and other is not cls:  # a redefinition (a notebook re-running its cell, a reload) wins everywhere
-        _rebind(other, cls); _rebind(other.config_cls, cls.config_cls)
+        raise ValueError(f"{who}.calibration={cls.calibration!r}; use 'none', 'optional' or 'required'")
+    if getattr(cls.param_specs, '__func__', None) is Variant.param_specs.__func__:
+        raise TypeError(f"{who} must define the classmethod param_specs(cls, cfg, d_in, d_out) returning {{tensor name: "
+                        "ParamSpec} ({} for a variant with no tensors)")
+    out, pre = cls.forward is not Variant.forward, cls.forward_input is not None
+    if not (out or pre): raise TypeError(f"{who} must define forward(layer, x, y) or forward_input(layer, x)")
+    if out and pre:
+        raise TypeError(f"{who} defines both forward and forward_input, and only forward_input would run; keep one (a subclass "
+                        "that switches to the input hook sets forward = Variant.forward)")
+    other = REGISTRY.get(name)
+    # another class may take a registered name only as a redefinition of it: from the same module (a notebook re-running an
+    # edited cell, importlib.reload), or with the same code (nbdev_test runs a variant notebook's exported cells in __main__);
+    # a same-named class of a user's own would otherwise replace the built-in everywhere
+    if other is not None and other is not cls and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__) \
+            and not _same_code(other, cls):
+        raise ValueError(f"variant name {name!r} is taken by {other.__module__}.{other.__qualname__}, and "
+                         f"{cls.__module__}.{cls.__qualname__} is a different class; give your variant its own name, e.g. "
+                         f"name = 'my_{name}' (editing antipasto's own notebook for {name!r}? run nbdev_export first: a notebook's "
+                         "class replaces the installed one only while their code is the same)")
+    owner = vars(c).get('variant', '')  # its own: a subclass of a registered config is free (antipasto_corda's)
+    if owner not in ('', name): raise ValueError(f"{c.__name__} already belongs to variant {owner!r}")
+    c.variant = name
+    REGISTRY[name] = cls
+    if other is not None and other is not cls:  # a redefinition wins everywhere
+        _rebind(other, cls); _rebind(other.config_cls, c)
     return cls
 
 # %% ../nbs/00_core.ipynb #391825e2
@@ -430,15 +550,22 @@ def _rebind(old, new) -> None:
         for k, v in list(vars(m).items()):
             if v is old: setattr(m, k, new)
 
+# %% ../nbs/00_core.ipynb #e1fa117c
+class UnknownVariant(ValueError):
+    "No variant is registered under this name in this process: a typo, or the module that defines and registers it was not imported."
+
 # %% ../nbs/00_core.ipynb #019e40b9
 def variant_cls(name_or_cfg) -> type[Variant]:
-    "The registered class for a variant name or config."
-    name = name_or_cfg if isinstance(name_or_cfg, str) else getattr(name_or_cfg, 'variant', None)
-    if name not in REGISTRY:
-        raise ValueError(f"unknown variant {name!r}; registered: {sorted(REGISTRY)}")
+    "The registered class for a variant name or config (`UnknownVariant` if none is registered under it)."
+    name = name_or_cfg if isinstance(name_or_cfg, str) else getattr(name_or_cfg, 'variant', name_or_cfg)
+    if not isinstance(name, str) or name not in REGISTRY:
+        # key=str: a name written into REGISTRY by hand, not through `register`, must not break the message itself
+        raise UnknownVariant(f"unknown variant {name!r}: it is not registered in this process; registered: "
+                             f"{sorted(REGISTRY, key=str)}. A variant of your own (or a plugin's) is registered when the module "
+                             "that defines it is imported: import that module first")
     cls = REGISTRY[name]
     # compared by name: a notebook that re-runs a variant's exported cells defines equal, new classes
-    if not isinstance(name_or_cfg, str) and type(name_or_cfg).__qualname__ != cls.config_cls.__qualname__:
+    if name is not name_or_cfg and type(name_or_cfg).__qualname__ != cls.config_cls.__qualname__:
         t = type(name_or_cfg)
         raise TypeError(f"config is a {t.__module__}.{t.__qualname__}, variant {name!r} expects "
                         f"{cls.config_cls.__module__}.{cls.config_cls.__qualname__}")

@@ -141,16 +141,17 @@ def _peft_config(parts: dict, base_name):
     if len(kinds) != 1: raise ValueError(f"export_peft: the layers need different peft types {sorted(kinds)}")
     kind = kinds.pop()
     common = dict(target_modules=names, base_model_name_or_path=base_name, inference_mode=True)
+    fifo = all(p.options.get('fan_in_fan_out', False) for p in parts.values())   # GPT-2's Conv1D stores W^T
     if kind == 'LORA':
         ranks = {n: p.rank for n, p in parts.items()}
         r = max(set(ranks.values()), key=list(ranks.values()).count)
         pat = {re.escape(n): k for n, k in ranks.items() if k != r}
         dora = any('lora_magnitude_vector' in p.tensors for p in parts.values())
         return peft.LoraConfig(r=r, lora_alpha=r, rank_pattern=pat, alpha_pattern=dict(pat), lora_dropout=0.0, bias='none',
-                               use_dora=dora, **common)
+                               use_dora=dora, fan_in_fan_out=fifo, **common)
     if kind == 'IA3':
         ff = [n for n, p in parts.items() if p.options['feedforward']]
-        return peft.IA3Config(feedforward_modules=ff, **common)
+        return peft.IA3Config(feedforward_modules=ff, fan_in_fan_out=fifo, **common)
     opts = {(p.options['variant'], p.options['group_size']) for p in parts.values()}
     (variant, gs), = opts
     return peft.RoadConfig(variant=variant, group_size=gs, **common)
@@ -203,9 +204,14 @@ def export_peft(model: nn.Module, path, coeff: float | None = None, name: str | 
     if merged: raise ValueError(f"export_peft: an adapter is merged into the base at {merged[:2]}; ap.unmerge(model) first, "
                                 "so the export is the adapter's change, read off the base weights")
     # `layers` are the modules the adapters hook, recorded at attach: a peft wrapper added since now holds the same name
-    odd = [f"{n} ({type(l).__name__})" for n, l in layers.items() if not isinstance(l, nn.Linear)]
-    if odd: raise ValueError(f"export_peft: this export writes peft adapters for nn.Linear targets (bitsandbytes' too), not "
-                             f"{odd[:2]}; exclude those layers from the adapter or keep it in antipasto")
+    from transformers.pytorch_utils import Conv1D   # the class peft wraps (with fan_in_fan_out=True)
+    odd = [f"{n} ({type(l).__name__})" for n, l in layers.items() if not isinstance(l, (nn.Linear, Conv1D))]
+    if odd: raise ValueError(f"export_peft: this export writes peft adapters for nn.Linear targets (bitsandbytes' too) and "
+                             f"transformers' Conv1D, not {odd[:2]}; exclude those layers from the adapter or keep it in antipasto")
+    conv = {n for n, l in layers.items() if isinstance(l, Conv1D)}
+    road = [n for n in conv if ad[n].name == 'road']
+    if road: raise ValueError(f"export_peft: peft's RoAD wraps only nn.Linear, and {road[:2]} are Conv1D (GPT-2); exclude those "
+                              "layers from the road adapter, or use a variant with a LoRA or IA3 form")
     # peft's names are the plain base's: a layer attached under peft's wrapper is that wrapper's `base_layer`
     pn = {n: n.removesuffix('.base_layer') for n in ad}
     if any(isinstance(a, SVDVariant) for a in ad.values()):
@@ -213,5 +219,6 @@ def export_peft(model: nn.Module, path, coeff: float | None = None, name: str | 
             parts = {pn[n]: peft_part(a, layers[n], a.coeff) for n, a in ad.items()}
     else:
         parts = {pn[n]: peft_part(a, layers[n], c if c is not None else _current(a)) for n, a in ad.items()}
+    for n in conv: parts[pn[n]].options['fan_in_fan_out'] = True
     base = unwrap(model)  # the model inside DDP / FSDP / torch.compile / peft wrappers, for its name
     return write_peft(parts, path, getattr(getattr(base, 'config', None), 'name_or_path', None) or None)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/42_probe.ipynb #5951c146
 from __future__ import annotations
-import argparse, ast, copy, json, math, os, sys, tempfile, time, traceback
+import argparse, ast, copy, json, math, os, random, sys, tempfile, time, traceback
 from dataclasses import dataclass
 from typing import Callable
 import torch
@@ -20,8 +20,8 @@ from .train import positive_int, positive_float, str_list, device_arg
 # %% auto #0
 __all__ = ['ulp', 'reload_tol', 'ProbeRun', 'start_probe', 'check_targets', 'check_trainable_only', 'check_grads', 'check_train',
            'check_perturb', 'check_save_load', 'check_detach', 'run_check', 'probe', 'text_batch',
-           'padded_random_batch', 'tokenizer_problem', 'usable_tokenizer', 'format_report', 'parse_probe_args',
-           'probe_main']
+           'padded_random_batch', 'n_real', 'running_text', 'text_calibration', 'random_calibration',
+           'tokenizer_problem', 'usable_tokenizer', 'format_report', 'parse_probe_args', 'probe_main']
 
 # %% ../nbs/42_probe.ipynb #d59b094d
 def ulp(y: torch.Tensor) -> float:
@@ -197,6 +197,31 @@ def padded_random_batch(model: nn.Module, n: int = 4, seq: int = 16, seed: int =
     b['input_ids'] = b['input_ids'] * b['attention_mask']
     return b
 
+# %% ../nbs/42_probe.ipynb #219bee98
+def n_real(batches) -> int:
+    "Real (non-padding) tokens in a list of batches, by their attention masks."
+    return sum(int(b['attention_mask'].sum()) for b in batches)
+
+# %% ../nbs/42_probe.ipynb #adaeebe1
+def running_text(n: int, texts=SENTENCES[4:], seed: int = 0) -> list[str]:
+    "`n` rows of running text, each all of `texts` joined in its own shuffled order, so rows differ from their first tokens on."
+    rng = random.Random(seed)
+    return [' '.join(rng.sample(list(texts), len(texts))) for _ in range(n)]
+
+# %% ../nbs/42_probe.ipynb #64a935ee
+def text_calibration(tok, need: int, max_length: int = 32, rows: int = 16) -> list[dict]:
+    "The probe's calibration batches from a tokenizer: the sentences after the first four (padded), then `running_text` rows until `need` real tokens."
+    out = [text_batch(tok, SENTENCES[4:], max_length)]
+    while n_real(out) < need: out.append(text_batch(tok, running_text(rows, seed=len(out)), max_length))
+    return out
+
+# %% ../nbs/42_probe.ipynb #eb2bc1da
+def random_calibration(model: nn.Module, need: int, seq: int = 16, rows: int = 16) -> list[dict]:
+    "The probe's calibration batches without a tokenizer: 12 padded rows of random ids, then full rows until `need` real tokens."
+    out = [padded_random_batch(model, 12, seq, seed=1)]
+    while n_real(out) < need: out.append(random_batch(model, rows, seq, seed=1 + len(out)))
+    return out
+
 # %% ../nbs/42_probe.ipynb #958d0c35
 def tokenizer_problem(tok, vocab: int) -> str | None:
     "Why `tok` cannot make the probe's batch for a model of `vocab` ids (no ids, ids out of range, a far smaller vocabulary, mostly unknown tokens), else None."
@@ -273,6 +298,7 @@ def probe_main(argv: list[str] | None = None) -> int:
     over = {k: _value(v) for k, v in over.items()}
     if a.r is not None: over['r'] = a.r
     if a.targets: over['target_names'] = tuple(a.targets)
+    use, calib = False, []
     try:
         cfg = config_for(a.variant, **over)
         device = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -286,18 +312,21 @@ def probe_main(argv: list[str] | None = None) -> int:
         if tok is None and a.tokenizer:
             print(f"antipasto-bench probe: --tokenizer {a.tokenizer}: {why}", file=sys.stderr); return 2
         if tok is None: print(f"note: random token ids, not the tokenizer of {a.model}: {why}", file=sys.stderr)
+        need = r if isinstance(r := getattr(cfg, 'r', None), int) else 0   # a variant keeping r directions needs r real tokens
         if tok is not None:
             batch = text_batch(tok, SENTENCES[:4], a.max_length)
-            calib = [text_batch(tok, SENTENCES[4:], a.max_length)]
+            calib = text_calibration(tok, need, a.max_length)
         else:
             batch = padded_random_batch(model, 4, min(16, a.max_length))
-            calib = [padded_random_batch(model, 12, min(16, a.max_length), seed=1)]
+            calib = random_calibration(model, need, min(16, a.max_length))
         batch = {k: v.to(device) for k, v in batch.items()}
         calib = [{k: v.to(device) for k, v in c.items()} for c in calib]
         use = variant_cls(a.variant).calibration != 'none' if a.calibrate == 'auto' else a.calibrate == 'yes'
         res = probe(model, cfg, batch, calib if use else None, fresh=make, steps=a.steps, lr=a.lr)
     except (ValueError, TypeError, RuntimeError, OSError, ImportError) as e:
-        print(f"antipasto-bench probe: {type(e).__name__}: {e}", file=sys.stderr)
+        fix = (f" (the probe passed {n_real(calib)} real calibration tokens: rerun with --calibrate no, as the wiring checks do "
+               "not need calibrated statistics, or with a smaller --r)") if use and 'calibration' in str(e) else ''
+        print(f"antipasto-bench probe: {type(e).__name__}: {e}{fix}", file=sys.stderr)
         return 2
     except Exception as e:   # a bug (ours or the model's code): said with where it happened, not a traceback exiting 1 like a failed check
         at = traceback.extract_tb(e.__traceback__)[-1]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_runtime.ipynb #b47931c3
 from __future__ import annotations
-import contextvars, copy, functools, gc, json, math, numbers, os, re, tempfile, uuid, warnings
+import contextlib, contextvars, copy, functools, gc, json, math, numbers, os, re, tempfile, uuid, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import DTYPES, dtype_name, AdapterConfig, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS, _holds
+from .core import DTYPES, dtype_name, AdapterConfig, UnknownVariant, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS, _holds
 from .targets import find_targets, wraps_base
 from .calibration import calibration_batches, hooks_changed
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
@@ -471,10 +471,56 @@ def _renamed(e: dict, ts: dict, names: dict) -> tuple[dict, dict]:
     return {**e, 'fingerprints': fps, 'coeffs': {names.get(n, n): c for n, c in e['coeffs'].items()},
             BASIS_FROM: {names.get(n, n): t for n, t in e[BASIS_FROM].items()}}, {key(k): v for k, v in ts.items()}
 
+# %% ../nbs/03_runtime.ipynb #f3a9c2d1
+def _live(find):
+    "`find()` (a scan of gc's objects), run again after a collection if it found something: an object dropped into a reference cycle waits there, not live."
+    return find() and (gc.collect(), find())[1]
+
+_DP_WRAPPERS = ('DistributedDataParallel', 'FullyShardedDataParallel')
+
+def _data_parallel_wrapper(m: nn.Module) -> str | None:
+    "The data-parallel wrapper over `m` or inside it (DDP or FSDP, found among the live modules; FSDP2's `fully_shard` marks the modules it shards), if any; None without a process group."
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return None
+    try: from torch.distributed.fsdp import FSDPModule   # public from torch 2.6
+    except ImportError:
+        try: from torch.distributed._composable.fsdp import FSDPModule
+        except ImportError: FSDPModule = type('_NoFSDP2', (), {})
+    if any(isinstance(x, FSDPModule) for x in m.modules()): return 'FSDP2 (fully_shard)'
+    mine = {id(x) for x in m.modules()}
+    def holder():
+        for o in gc.get_objects():
+            if issubclass(type(o), nn.Module) and (type(o).__name__ in _DP_WRAPPERS or issubclass(type(o), FSDPModule)):
+                if any(id(x) in mine for x in o.modules()): return 'FSDP2 (fully_shard)' if issubclass(type(o), FSDPModule) else type(o).__name__
+        return None
+    return _live(holder)
+
+# %% ../nbs/03_runtime.ipynb #8cd5fd4f
+def _refuse_wrapped(model: nn.Module, what: str) -> None:
+    "Refuse `what` (attach, load, detach) while a data-parallel wrapper holds the model or FSDP2 shards it: the set of adapter tensors it registered would change under it."
+    m = unwrap(model)
+    wrapper = type(model).__name__ if type(model).__name__ in _DP_WRAPPERS else _data_parallel_wrapper(m)
+    if wrapper is None and any(hasattr(p, 'full_tensor') for p in m.parameters()): wrapper = 'FSDP2 (fully_shard)'
+    if wrapper is None: return
+    how = ("shard the model after attaching or loading on every rank; to take the adapter off a sharded model, save it "
+           "(ap.save, on every rank) and load it onto an unsharded base" if wrapper.startswith('FSDP') else
+           "attach or load on every rank before wrapping (DDP(model), accelerator.prepare); to detach after training, "
+           "drop the wrapper first (del ddp_model: the adapters stay on the model inside)")
+    raise RuntimeError(f"{what} under {wrapper}: it registered the model's trainable tensors when it was built, so an adapter "
+                       f"added or removed now would not be averaged (each rank would silently train its own) or would leave "
+                       f"it waiting for gradients that never come. Nothing was changed; {how}")
+
+@contextmanager
+def _no_autocast():
+    "Autocast off inside: a decomposition run in bfloat16 moves the basis by ~1e-2 (and a compact file's check with it)."
+    with contextlib.ExitStack() as s:
+        for d in ('cpu', 'cuda') if torch.cuda.is_available() else ('cpu',): s.enter_context(torch.autocast(d, enabled=False))
+        yield
+
 # %% ../nbs/03_runtime.ipynb #b8206f9f
 def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tuple[nn.Module, type, AdapterConfig, dict, dict]:
     "Validate a named attach and build its adapters (not yet initialised) off the model; nothing on `model` changes (`pending`: (name, variant class, targets) of adapters a `load` built before this one, not yet on the model)."
     m, name = unwrap(model), _check_name(name)
+    _refuse_wrapped(model, 'load' if where is not None else 'attach')
     st = m.__dict__.get(STATE)
     if st is not None and name in st.named:
         raise RuntimeError(f"an adapter named {name!r} is already attached; call ap.detach(model, name={name!r}) first "
@@ -567,6 +613,19 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     "A whole tensor from a sharded one (FSDP2's DTensor gathers; every rank must call save)."
     return t.full_tensor() if hasattr(t, 'full_tensor') else t
 
+# %% ../nbs/03_runtime.ipynb #c89179ad
+def _check_whole(n: str, layer: nn.Module, what: str) -> None:
+    "Refuse `what` (save, merge) on a layer whose weight this rank holds only a shard of: FSDP1 outside `summon_full_params`, or FSDP2 for a merge."
+    w = layer.weight
+    if hasattr(w, 'full_tensor'):
+        if what == 'save': return   # `_full` gathers it (collective: every rank saves)
+        raise RuntimeError(f"{what} of layer {n!r}: FSDP2 (fully_shard) shards its weight across ranks, where a merged weight "
+                           "cannot be written; load the adapter file onto an unsharded copy of the base and merge there")
+    if layer_kind(layer) in ('linear', 'conv1d') and w.dim() != 2:
+        raise RuntimeError(f"{what} of layer {n!r}: this rank holds a flat shard {tuple(w.shape)} of its weight and of the "
+                           f"adapter's tensors (FSDP1 FullyShardedDataParallel); call ap.{what} inside "
+                           "`with FullyShardedDataParallel.summon_full_params(model):` on every rank")
+
 # %% ../nbs/03_runtime.ipynb #da42b977
 @torch.no_grad()
 def fingerprint(W: torch.Tensor) -> dict:
@@ -597,9 +656,14 @@ def _weight_record(layer: nn.Module) -> dict:
     "What a file records of a base weight: its `fingerprint` and its dtype (`_dtype_str`)."
     return {**fingerprint(_full(dense_weight(layer))), 'dtype': _dtype_str(layer)}
 
+def _weight_bases(a: Variant) -> list[str]:
+    "The frozen buffers of `a` that its class declares (`weight_bases`) as derived from the layer's weight alone: a file may leave them out, to be rebuilt."
+    own = getattr(type(a), 'weight_bases', ())   # declared, not guessed from a name: a user's frozen random `U` is stored
+    return [b for b, _ in a.named_buffers() if b in own and b in ROWS + COLS + ('S',)]
+
 def _has_bases(a: Variant) -> bool:
     "Whether `a` holds frozen bases a file may leave out, to be rebuilt from the weight."
-    return any(b in ROWS + COLS + ('S',) for b, _ in a.named_buffers())
+    return bool(_weight_bases(a))
 
 def _stored_from(e: dict, n: str, layer: nn.Module) -> dict:
     "The weight the bases a file stores for layer `n` came from: its `basis_from` record, else the base it was saved on (its fingerprint), else `layer`'s."
@@ -659,7 +723,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
 def attach(model: nn.Module, cfg: AdapterConfig, calibration_data=None, name: str = DEFAULT) -> dict[str, Variant]:
     "Freeze `model` and add the adapters `cfg` describes under `name`; returns them by layer name."
     m, vcls, cfg, targets, adp = _prepare(model, cfg, name)
-    _init(m, vcls, cfg, targets, adp, calibration_data)
+    with _no_autocast(): _init(m, vcls, cfg, targets, adp, calibration_data)
     _install(m, cfg, targets, adp, name, calibrated=calibration_data is not None, outer=model)
     return adp
 
@@ -699,6 +763,7 @@ def detach(model: nn.Module, name: str | None = None) -> None:
     m = unwrap(model)
     st = _state(m)
     sel = _select(st, name)
+    _refuse_wrapped(model, 'detach')
     for k in sel:
         for n, l in st.named[k].layers.items():
             c = l._modules.get(ADAPTER)
@@ -811,9 +876,14 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     sel = _select(st, name)
     todo = [k for k in sel if not any(a.merged for a in st.named[k].adapters.values())]
     if not todo: raise RuntimeError(f"adapters {sel} are already merged; ap.unmerge(model) first")
+    steered = [k for k in todo if any(a.__dict__.get(OPEN_STEERS) for a in st.named[k].adapters.values())]
+    if steered:   # the block's later forwards would run at the merge's coefficient, not the block's
+        raise RuntimeError(f"merge while an ap.steer block is open on adapters {steered} (in this thread or another): its "
+                           "forwards after the merge would run at the merge's coefficient. Merge outside steer blocks")
     params = list(m.named_parameters(remove_duplicate=False))   # a tied weight is one Parameter under two names
     for k in todo:
         for n, l in st.named[k].layers.items():
+            _check_whole(n, l, 'merge')
             if layer_kind(l) not in ('linear', 'conv1d') or not l.weight.is_floating_point():
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: it is a {type(l).__name__} with a {l.weight.dtype} "
                                  "weight; merging needs a dense weight (keep the live adapter on a quantized base)")
@@ -915,7 +985,7 @@ def _recomputable(e: _Named, a: Variant, fps: dict) -> tuple[list[str], bool]:
     if any(x.basis_rounded for x in e.adapters.values()): return [], False   # rounded by casts: the weight gives other values
     if not all(_rebuilds(x, fps[n]) for n, x in e.adapters.items()): return [], False   # the weight was rounded since
 
-    return [b for b, _ in a.named_buffers() if b in ROWS + COLS + ('S',)], e.calibrated
+    return _weight_bases(a), e.calibrated
 
 # %% ../nbs/03_runtime.ipynb #27a6cc1e
 def _index_dtype(a: Variant) -> torch.dtype:
@@ -955,6 +1025,7 @@ def _save(model, path, name=None, basis: bool = False, write: bool = True, meta:
                                "dispatch_model or cpu_offload after the attach offloads them, and the adapter is not in the "
                                "state dict it offloads from). Nothing was written; attach after dispatching, with the target "
                                "layers kept in memory")
+        for n, l in e.layers.items(): _check_whole(n, l, 'save')
         fps = {n: {**fingerprint(_base_weight(st, n, l)), 'dtype': _dtype_str(l)} for n, l in e.layers.items()}
         recomputed, picked = ([], False) if basis else _recomputable(e, next(iter(e.adapters.values())), fps)
         for key, a, kind, b, v in _file_keys(k, e.adapters, recomputed, picked):
@@ -1022,6 +1093,8 @@ def _entries(path, meta: dict) -> list[dict]:
         if not isinstance(c, dict): raise _bad(path, f"config of {name!r} must be a JSON object")
         if 'name' in c: raise _bad(path, f"config of {name!r} has a 'name' key; the adapter's name is not a config field")
         try: cfg = AdapterConfig.from_dict(c)
+        except UnknownVariant as err:   # a sound file of a variant this process has not imported, not a damaged one
+            raise AdapterFileError(f"{path}: adapter {name!r}: {err}") from None
         except Exception as err: raise _bad(path, f"config of {name!r}: {err}") from None
         layers, fps = e.get('layers'), e.get('fingerprints')
         if layers is not None and not (isinstance(layers, list) and layers and all(isinstance(l, str) and _LAYER_OK.fullmatch(l) for l in layers)):
@@ -1096,7 +1169,7 @@ def _expected(name, adp: dict, recomputed, selected: bool = False) -> dict:
 def _fill(path, name, adp: dict, ts: dict, recomputed=(), selected: bool = False, copy_in: bool = True) -> None:
     "Check every expected tensor (present, no extras, dtype, shape, finite), then copy them into the built adapters."
     a0 = next(iter(adp.values()))
-    rebuilt = [b for b, _ in a0.named_buffers() if b in ROWS + COLS + ('S',)]
+    rebuilt = _weight_bases(a0)
     if recomputed and sorted(recomputed) != sorted(rebuilt):
         raise _bad(path, f"adapter {name!r} lists {list(recomputed)} as rebuilt from the base weight; a compact "
                          f"{a0.name} file rebuilds exactly {rebuilt}")
@@ -1196,7 +1269,8 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
                                                pending=[(b[3], variant_cls(b[0]), b[1]) for b in built])
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'], copy_in=False)
         if check_base and e['fingerprints'] is not None: _check_base(str(path), e, targets, lambda n, l: dense_weight(l))
-        if e['recomputed']: _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'], e['fingerprints'])
+        if e['recomputed']:
+            with _no_autocast(): _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'], e['fingerprints'])
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'])
         for n, a in adp.items():
             a.__dict__['held_in'] = e['held_in']   # stored bases a cast rounded: a compact save stores them again
@@ -1211,29 +1285,6 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
         if st is not None and done: _remove(m, st, done, model)
         raise
     return adapters(m, built[0][3]) if len(built) == 1 else adapters(m, [b[3] for b in built])
-
-# %% ../nbs/03_runtime.ipynb #f3a9c2d1
-def _live(find):
-    "`find()` (a scan of gc's objects), run again after a collection if it found something: an object dropped into a reference cycle waits there, not live."
-    return find() and (gc.collect(), find())[1]
-
-_DP_WRAPPERS = ('DistributedDataParallel', 'FullyShardedDataParallel')
-
-def _data_parallel_wrapper(m: nn.Module) -> str | None:
-    "The data-parallel wrapper over `m` or inside it (DDP or FSDP, found among the live modules; FSDP2's `fully_shard` marks the modules it shards), if any; None without a process group."
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return None
-    try: from torch.distributed.fsdp import FSDPModule   # public from torch 2.6
-    except ImportError:
-        try: from torch.distributed._composable.fsdp import FSDPModule
-        except ImportError: FSDPModule = type('_NoFSDP2', (), {})
-    if any(isinstance(x, FSDPModule) for x in m.modules()): return 'FSDP2 (fully_shard)'
-    mine = {id(x) for x in m.modules()}
-    def holder():
-        for o in gc.get_objects():
-            if issubclass(type(o), nn.Module) and (type(o).__name__ in _DP_WRAPPERS or issubclass(type(o), FSDPModule)):
-                if any(id(x) in mine for x in o.modules()): return 'FSDP2 (fully_shard)' if issubclass(type(o), FSDPModule) else type(o).__name__
-        return None
-    return _live(holder)
 
 # %% ../nbs/03_runtime.ipynb #b8c4e2f7
 def _optimizers_holding(ids: set) -> list[str]:

@@ -10,21 +10,25 @@ from .core import AdapterConfig, ROLES
 from .layers import is_linear_like, dims
 
 # %% auto #0
-__all__ = ['WRITER_NAMES', 'READER_NAMES', 'ROUTER_NAMES', 'config_width', 'hidden_size_of', 'tower_widths', 'width_at',
-           'layer_index', 'role_of', 'wraps_base', 'candidates', 'find_targets']
+__all__ = ['WIDTH_FIELDS', 'WRITER_NAMES', 'READER_NAMES', 'ROUTER_NAMES', 'config_width', 'hidden_size_of', 'tower_widths',
+           'width_at', 'layer_index', 'role_of', 'wraps_base', 'candidates', 'find_targets']
 
 # %% ../nbs/01_targets.ipynb #d32e0f85
-def config_width(cfg) -> int | None:
-    "The residual-stream width a config gives (`hidden_size`, `d_model`, `n_embd` or `dim`), or None."
-    for k in ('hidden_size', 'd_model', 'n_embd', 'dim'):
-        v = getattr(cfg, k, None)
-        if isinstance(v, int) and not isinstance(v, bool): return v
-    return None
+WIDTH_FIELDS = ('hidden_size', 'd_model', 'n_embd', 'dim', 'embed_dim')
+
+def config_width(cfg, shapes=()) -> int | None:
+    "The residual width among a config's `WIDTH_FIELDS`: the one most `shapes` (linear layers' `(in, out)`) touch, the first on a tie; None if none."
+    ws = list(dict.fromkeys(v for k in WIDTH_FIELDS if isinstance(v := getattr(cfg, k, None), int) and not isinstance(v, bool)))
+    if not ws: return None
+    shapes = list(shapes)
+    # the stream is read and written in every block; a field naming another width (Qwen2-VL vision's hidden_size) in a head at most
+    return max(ws, key=lambda w: (sum(w in s for s in shapes), -ws.index(w)))
 
 # %% ../nbs/01_targets.ipynb #1fa95a2b
 def hidden_size_of(model: nn.Module) -> int | None:
-    "The model width d: from its config, else from its input embeddings; None if neither gives it."
-    if (v := config_width(getattr(model, 'config', None))) is not None: return v
+    "The model width d: from its config (`config_width` against its linear-like layers), else from its input embeddings; None if neither."
+    shapes = [dims(m) for m in model.modules() if is_linear_like(m)]
+    if (v := config_width(getattr(model, 'config', None), shapes)) is not None: return v
     try: emb = model.get_input_embeddings() if hasattr(model, 'get_input_embeddings') else None
     except NotImplementedError: return None   # transformers' answer for a model of several towers (CLIPModel)
     return getattr(emb, 'embedding_dim', None)
@@ -32,7 +36,14 @@ def hidden_size_of(model: nn.Module) -> int | None:
 # %% ../nbs/01_targets.ipynb #ab051215
 def tower_widths(model: nn.Module) -> dict[str, int]:
     "The width of each submodule whose `config` gives one, by name, and the model's own under `''` (`hidden_size_of`)."
-    out = {n: w for n, m in model.named_modules() if n and (w := config_width(getattr(m, 'config', None))) is not None}
+    mods = list(model.named_modules())
+    shapes = lambda t: [dims(m) for n, m in mods if n.startswith(t + '.') and is_linear_like(m)]
+    decided, out = {}, {}
+    for n, m in mods:
+        if not n or (cfg := getattr(m, 'config', None)) is None: continue
+        # named_modules lists the outermost holder of a config first: its layers, the whole tower's, decide the width
+        if id(cfg) not in decided: decided[id(cfg)] = config_width(cfg, shapes(n))
+        if decided[id(cfg)] is not None: out[n] = decided[id(cfg)]
     if (h := hidden_size_of(model)) is not None: out[''] = h
     return out
 
@@ -51,7 +62,7 @@ def layer_index(name: str) -> int | None:
 
 # %% ../nbs/01_targets.ipynb #2ef121b8
 WRITER_NAMES = (r'(o_proj|out_proj|down_proj|dense_4h_to_h|c_proj|fc2|wo|w2|output\.dense|Attention\.o|attention\.dense|out_lin|lin2|'
-                r'attention\.output)$')
+                r'attention\.output|attn\.proj)$')
 READER_NAMES = (r'(q_proj|k_proj|v_proj|qkv_proj|gate_proj|up_proj|gate_up_proj|query|key|value|c_attn|c_fc|fc1|wq|wk|wv|w1|w3|'
                 r'wi|wi_0|wi_1|dense_h_to_4h|intermediate\.dense|Attention\.[qkv]|query_key_value|[qkv]_lin|lin1|receptance)$')
 ROUTER_NAMES = r'(^|\.)(gate|router|shared_expert_gate)(\.[^.]+)?$'   # and their own linear: router.layer, router.classifier

@@ -40,6 +40,7 @@ def worker(mode: str, out_dir: str) -> None:
     dist.init_process_group('gloo')
     try:
         rank = dist.get_rank()
+        if mode == 'calib': return _calib(rank, out_dir)
         torch.manual_seed(0)
         model = tiny_lm()
         ap.attach(model, ap.config_for('antipasto', r=8))
@@ -88,6 +89,26 @@ def worker(mode: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+def _calib(rank: int, out_dir: str) -> None:
+    "Each rank calibrates on its own batch; a reference passes both batches on every rank (twice the data, the same statistics)."
+    import torch.distributed as dist
+    import antipasto as ap
+    from antipasto.testing import tiny_lm, tiny_batch
+    mine, both = [tiny_batch(seed=100 + rank)], [tiny_batch(seed=100), tiny_batch(seed=101)]
+    res = {}
+    for v in ('antipasto', 'antipasto_corda', 'eva'):
+        got = {}
+        for tag, data in (('sharded', mine), ('reference', both)):
+            m = tiny_lm()
+            got[tag] = {f'{n}.{k}': t.detach().clone() for n, a in ap.attach(m, ap.config_for(v, r=4), data).items()
+                        for k, t in a.state_dict().items()}
+        h = hashlib.sha256(b''.join(got['sharded'][k].numpy().tobytes() for k in sorted(got['sharded']))).hexdigest()
+        res[v] = {'sha': h, 'vs_reference': max((got['sharded'][k].double() - got['reference'][k].double()).abs().max().item()
+                                                  for k in got['sharded'])}
+    with open(os.path.join(out_dir, f'calib_rank{rank}.json'), 'w') as f: json.dump(res, f)
+    dist.barrier()
+
+
 def _run(mode, tmp_path):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1',
            'TOKENIZERS_PARALLELISM': 'false'}
@@ -117,6 +138,61 @@ def test_fsdp2_steer_train_save(tmp_path):
     saved, cb = load_file(tmp_path / 'fsdp_rank0.safetensors'), load_file(tmp_path / 'cb0' / 'checkpoint-3' / 'antipasto_adapter.safetensors')
     assert saved.keys() == cb.keys() and all(torch.equal(saved[k], cb[k]) for k in saved)
     assert not (tmp_path / 'cb1' / 'checkpoint-3' / 'antipasto_adapter.safetensors').exists()   # rank 1 gathered, wrote nothing
+
+
+def test_calibration_sharded_per_rank(tmp_path):
+    """Each rank passes its own calibration batch (a DistributedSampler's shard): the statistics are summed over the
+    ranks, so the selected directions (antipasto), CorDA's basis and EVA's A are the same on every rank (bitwise), and
+    equal to an attach that saw all the data (to float32 rounding of the stored tensors: 1e-5). Before, each rank kept
+    the basis of its own shard (they differed by 0.8) and DDP, which does not broadcast the frozen bases, never noticed."""
+    res = _run('calib', tmp_path)
+    for v in ('antipasto', 'antipasto_corda', 'eva'):
+        assert res[0][v]['sha'] == res[1][v]['sha'], v
+        assert res[0][v]['vs_reference'] <= 1e-5, (v, res[0][v])
+
+
+WRAPPED = r'''
+import gc, os, tempfile, torch, torch.distributed as dist
+os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=os.environ.get('PORT', '29561'))
+dist.init_process_group('gloo', rank=0, world_size=1)
+import antipasto as ap
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from antipasto.testing import tiny_lm, snapshot, assert_unchanged
+def refused(f, words):
+    try: f(); return 'accepted'
+    except RuntimeError as e: return 'refused' if words in str(e) else repr(e)
+res, d = [], tempfile.mkdtemp()
+m = tiny_lm(); ap.attach(m, ap.config_for('antipasto', r=8)); ap.save(m, os.path.join(d, 'a.st'))
+ddp = DDP(m)
+snap = snapshot(m)
+res.append(refused(lambda: ap.attach(ddp, ap.config_for('lora', r=4), name='more'), 'attach under DistributedDataParallel'))
+res.append(refused(lambda: ap.load(ddp, os.path.join(d, 'a.st'), name='default'), 'load under DistributedDataParallel'))
+res.append(refused(lambda: ap.detach(m), 'detach under DistributedDataParallel'))
+assert_unchanged(m, snap)
+del ddp; gc.collect()
+ap.detach(m); res.append('detached')                 # the wrapper is gone: fine
+f = tiny_lm(); ap.attach(f, ap.config_for('antipasto', r=8))
+fully_shard(f, mesh=init_device_mesh('cpu', (1,)))
+res.append(refused(lambda: ap.merge(f), 'FSDP2 (fully_shard) shards its weight'))
+res.append(refused(lambda: ap.attach(f, ap.config_for('lora', r=4), name='more'), 'attach under FSDP2'))
+g = tiny_lm(); fully_shard(g, mesh=init_device_mesh('cpu', (1,)))
+res.append(refused(lambda: ap.attach(g, ap.config_for('lora', r=4)), 'attach under FSDP2'))
+print(*res)
+dist.destroy_process_group()
+os._exit(0)
+'''
+
+
+def test_adapters_not_changed_under_a_wrapper():
+    """attach, load and detach under a live DDP, and attach or merge on a model FSDP2 has sharded: refused with the model
+    unchanged. Accepted, DDP never averaged the new adapter's gradients (each rank trained its own, spread 6e-3 after
+    three steps) and a detach left it waiting for gradients; FSDP2 failed deep in torch with mixed Tensor and DTensor."""
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'PORT': str(29961 + os.getpid() % 400)}
+    p = subprocess.run([sys.executable, '-c', WRAPPED], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split()[-7:] == ['refused'] * 3 + ['detached'] + ['refused'] * 3, p.stdout[-800:]
 
 
 if __name__ == '__main__':

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import torch
 from ..core import AdapterConfig, register
-from ..calibration import calibration_pass, pass_groups, check_budget_gb
+from ..calibration import calibration_pass, pass_groups, check_budget_gb, across_ranks
 from .lora import LoRA
 
 # %% auto #0
@@ -48,19 +48,19 @@ class EVA(LoRA):
         comps = {}
         sizes = {n: 8 * a.A.shape[1] ** 2 for n, (l, a) in targets.items()}   # A is (r, d_in): a d_in x d_in float64 sum each
         for names in pass_groups(sizes, cfg.cov_budget_gb, calibration_data, cls.name, 'float64 input sums'):
-            stats = {}
+            stats = {n: [torch.zeros(d := targets[n][1].A.shape[1], dtype=torch.float64, device=targets[n][1].A.device),
+                         torch.zeros(d, d, dtype=torch.float64, device=targets[n][1].A.device)] for n in names}
             def accumulate(name, x):
-                x = x.to(torch.float64)
-                if name not in stats: stats[name] = [0, x.new_zeros(x.shape[1]), x.new_zeros(x.shape[1], x.shape[1])]
-                st = stats[name]
-                st[0] += x.shape[0]; st[1] += x.sum(0); st[2].addmm_(x.T, x)   # in place: no d_in x d_in temporary
-            calibration_pass(model, {n: targets[n][0] for n in names}, accumulate, calibration_data)
+                x = x.to(stats[name][0].device, torch.float64)
+                stats[name][0] += x.sum(0); stats[name][1].addmm_(x.T, x)   # in place: no d_in x d_in temporary
+            counts = calibration_pass(model, {n: targets[n][0] for n in names}, accumulate, calibration_data)
+            across_ranks(*(t for n in names for t in stats[n]))   # data sharded per rank: every rank the same A
             for n in names:
-                seen = stats[n][0] if n in stats else 0
+                seen = counts[n]
                 if seen <= cfg.r:   # centred on their mean, n tokens span at most n - 1 directions
                     raise ValueError(f"eva: layer {n!r} saw {seen} real calibration tokens; its {cfg.r} principal directions "
                                      f"need at least r + 1 = {cfg.r + 1} (centred on their mean, n tokens span n - 1 "
                                      "directions); pass more calibration data or lower r")
-                comps[n] = pca_components(*stats.pop(n), cfg.r)
+                comps[n] = pca_components(seen, *stats.pop(n), cfg.r)
         for n, (_, a) in targets.items():   # written once every group has passed its checks
             a.A.copy_(comps[n].to(device=a.A.device, dtype=a.A.dtype))

@@ -33,6 +33,7 @@ class PiSSAConfig(AdapterConfig):
 class PiSSA(LoRA):
     "LoRA initialised from the top-`r` SVD of `W`, in delta form: `y + s (B A - B0 A0) x`, the base weight untouched."
     name, config_cls = 'pissa', PiSSAConfig
+    weight_bases = ('A0', 'B0')   # the weight's own top-r split: a compact file leaves them out and load rebuilds them
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):
