@@ -129,7 +129,7 @@ def hooks_changed(model: nn.Module) -> None:
     if any(x.__dict__.get('_is_torch_compile') or x.__dict__.get('_compiled_call_impl') is not None for x in model.modules()):
         torch.compiler.reset()
 
-# %% ../nbs/02_calibration.ipynb #ce44cb53
+# %% ../nbs/02_calibration.ipynb #08141c0a
 def across_ranks(*ts: torch.Tensor) -> None:
     "Sum `ts` in place over the ranks of an initialised process group of more than one rank (else nothing): every rank gets the statistic of all ranks' data."
     dist = torch.distributed

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_runtime.ipynb #b47931c3
 from __future__ import annotations
-import contextlib, contextvars, copy, functools, gc, json, math, numbers, os, re, tempfile, uuid, warnings
+import contextlib, contextvars, copy, functools, gc, json, math, numbers, os, re, tempfile, threading, uuid, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -264,6 +264,56 @@ def _check_frozen(st: _State, model: nn.Module) -> None:
                   "that is not its own. To train it too: for a in ap.adapters(model).values(): a.requires_grad_(True); if you "
                   "froze it on purpose (training only what sits on top of it), ignore this", stacklevel=3)
 
+# %% ../nbs/03_runtime.ipynb #310d678b
+_BUSY = threading.Lock()   # guards the two tables below
+_INFLIGHT: dict = {}       # id(model) -> {thread id: forwards of that model running in it}
+_CHANGING: dict = {}       # id(model) -> the thread attaching, loading, detaching, merging or casting its adapters
+
+def _enter(model) -> None:
+    "A forward of `model` starts: refused while another thread changes its adapters (it would run some layers before the change, some after)."
+    tid = threading.get_ident()
+    with _BUSY:
+        if _CHANGING.get(id(model), tid) != tid:
+            raise RuntimeError("a forward of this model started while another thread is changing its adapters (attach, load, "
+                               "detach, merge, unmerge, cast or restore), so it would run some layers with the change and some "
+                               "without; take a lock around the forwards and the changes")
+        d = _INFLIGHT.setdefault(id(model), {})
+        d[tid] = d.get(tid, 0) + 1
+
+def _leave(model) -> None:
+    "A forward of `model` ended (or raised)."
+    tid = threading.get_ident()
+    with _BUSY:
+        d = _INFLIGHT.get(id(model), {})
+        if d.get(tid, 0) > 1: d[tid] -= 1
+        else:
+            d.pop(tid, None)
+            if not d: _INFLIGHT.pop(id(model), None)
+
+@contextmanager
+def _exclusive(model, what: str):
+    "Inside, `what` changes the adapters of `model` (unwrapped): refused while another thread runs a forward of it, and forwards from other threads are refused until it ends."
+    m, tid = unwrap(model), threading.get_ident()
+    with _BUSY:
+        others = [t for t, n in _INFLIGHT.get(id(m), {}).items() if n and t != tid]
+        if others or _CHANGING.get(id(m), tid) != tid:
+            raise RuntimeError(f"{what} while {'a forward of this model runs' if others else 'another change runs'} in another "
+                               "thread: the forward would run some layers with the change and some without. Nothing was "
+                               "changed; take a lock around the forwards and the changes (a server swapping adapters)")
+        outer = id(m) in _CHANGING
+        _CHANGING[id(m)] = tid
+    try: yield
+    finally:
+        if not outer:
+            with _BUSY: _CHANGING.pop(id(m), None)
+
+def _changes(fn):
+    "Run `fn(model, ...)` `_exclusive`ly."
+    @functools.wraps(fn)
+    def run(model, *args, **kwargs):
+        with _exclusive(model, f'ap.{fn.__name__}'): return fn(model, *args, **kwargs)
+    return run
+
 # %% ../nbs/03_runtime.ipynb #d9d97013
 def _check_context(st: _State) -> None:
     "Warn when a forward runs outside every steer block while one is open on the same adapters in another context (a thread)."
@@ -295,6 +345,7 @@ def _root_hook(model, args, kwargs):
     "Root pre-hook: checkpoint functions see the forward's steering, KV caches remember theirs, a lost steering or adapter is told."
     st = model.__dict__.get(STATE)
     if st is None: return None
+    if not torch.compiler.is_compiling(): _enter(model)
     _wrap_checkpointing(st)
     _check_reloaded(st)
     _check_context(st)
@@ -313,6 +364,7 @@ def _out_cache(out):
 def _root_post(model, args, kwargs, out):
     "Root hook after the forward: a KV cache the model made itself (none was passed in) is tagged with the forward's steering."
     st = model.__dict__.get(STATE)
+    if not torch.compiler.is_compiling(): _leave(model)   # also when the forward raised (registered with always_call)
     cache = _out_cache(out)
     if st is None or not (hasattr(cache, 'get_seq_length') and hasattr(cache, '__dict__')): return None
     cache.__dict__.setdefault(CACHE_TAG, _steering_now(st))
@@ -694,7 +746,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
             m.__dict__[STATE] = st
             for p in m.parameters(): p.requires_grad_(False)
             m.register_forward_pre_hook(_root_hook, with_kwargs=True)
-            m.register_forward_hook(_root_post, with_kwargs=True)
+            m.register_forward_hook(_root_post, with_kwargs=True, always_call=True)
             st.layouts = hold_layouts(m)   # no bitsandbytes CPU rewrite while attached (see antipasto.layers)
         st.named[name] = _Named(cfg, dict(targets), dict(adp), calibrated)
         added = first
@@ -720,6 +772,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
         _remove(m, st, [name], outer); raise
 
 # %% ../nbs/03_runtime.ipynb #68a33340
+@_changes
 def attach(model: nn.Module, cfg: AdapterConfig, calibration_data=None, name: str = DEFAULT) -> dict[str, Variant]:
     "Freeze `model` and add the adapters `cfg` describes under `name`; returns them by layer name."
     m, vcls, cfg, targets, adp = _prepare(model, cfg, name)
@@ -758,6 +811,7 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
     del m.__dict__[STATE]
 
 # %% ../nbs/03_runtime.ipynb #7537f63f
+@_changes
 def detach(model: nn.Module, name: str | None = None) -> None:
     "Remove adapter `name` (None: all) and restore the base exactly; refuses before changing anything if it cannot."
     m = unwrap(model)
@@ -868,6 +922,7 @@ def _check_partial_merge(st: _State, todo: list) -> None:
                                  f"[{k!r}, {other!r}])) or detach {other!r} first")
 
 # %% ../nbs/03_runtime.ipynb #152f39f1
+@_changes
 @torch.no_grad()
 def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     "Write adapters `name` (None: all) at `coeff` (None: the current one) into the base weights; hooks idle until `unmerge`."
@@ -925,6 +980,7 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     _guard_loads(m)
 
 # %% ../nbs/03_runtime.ipynb #8e89605f
+@_changes
 @torch.no_grad()
 def unmerge(model: nn.Module) -> None:
     "Give every merged layer back its exact base weight (bitwise) and make the adapters live again."
@@ -1252,6 +1308,7 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
                                        f"weight, does not reproduce the saved one (sketch error {err:.3g}): {why}")
 
 # %% ../nbs/03_runtime.ipynb #8d95119b
+@_changes
 def load(model: nn.Module, path, name: str | None = None, check_base: bool = True) -> dict[str, Variant]:
     "Attach the adapters stored at `path` (`name`: just that one); refuses a damaged file or a different base."
     entries, ts = _read(path)
@@ -1293,6 +1350,7 @@ def _optimizers_holding(ids: set) -> list[str]:
                    for p, s in list(o.state.items()) if id(p) in ids and any(isinstance(v, torch.Tensor) for v in s.values())})
 
 # %% ../nbs/03_runtime.ipynb #8e362966
+@_changes
 @torch.no_grad()
 def cast(model: nn.Module, dtype, name: str | None = None) -> None:
     "Give adapters `name` (None: all) the adapter dtype `dtype` (their tensors and config), e.g. bfloat16 to serve on a bfloat16 base."
@@ -1321,6 +1379,7 @@ def cast(model: nn.Module, dtype, name: str | None = None) -> None:
         for a in st.named[k].adapters.values(): a.cast(cfgs[k])
 
 # %% ../nbs/03_runtime.ipynb #a2033f1c
+@_changes
 @torch.no_grad()
 def restore(model: nn.Module, path, name: str | None = None) -> None:
     "Copy the tensors stored at `path` into the adapters already attached under the same names (a Trainer resume)."
