@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
-from .calibration import calibration_pass, count_tokens, pass_groups, check_budget_gb, across_ranks
+from .calibration import calibration_pass, count_tokens, pass_groups, check_budget_gb, across_ranks, pooled
 
 # %% auto #0
 __all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_eigh', 'gram_svd', 'svd', 'subspace_iteration',
@@ -324,7 +324,7 @@ class SVDVariant(Variant):
         if cfg.basis == 'corda': return orient(model, targets, cfg, calibration_data, cls.name)
         sizes = {n: spectrum_bytes(l) for n, (l, a) in targets.items()}
         groups = pass_groups(sizes, cfg.cov_budget_gb, calibration_data, cls.name, 'spectra')
-        if isinstance(calibration_data, (list, tuple, Mapping, torch.Tensor)):   # read twice the same: counted before any eigh
+        if isinstance(calibration_data, (list, tuple, Mapping, torch.Tensor)) and not pooled():   # read twice the same: counted before any eigh (pooled over ranks: by the pass, summed)
             n0, (l0, _) = next(iter(targets.items()))
             check_enough_tokens(count_tokens(model, n0, l0, calibration_data, cfg.r), cfg.r, cls.name)
         for names in groups:

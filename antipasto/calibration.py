@@ -5,6 +5,7 @@
 # %% ../nbs/02_calibration.ipynb #f9f12669
 from __future__ import annotations
 import contextlib
+import contextvars
 import inspect
 import math
 from collections.abc import Mapping
@@ -14,8 +15,9 @@ from torch import nn
 from .layers import layouts_held
 
 # %% auto #0
-__all__ = ['BATCH_HELP', 'calibration_batches', 'real_tokens', 'hooks_changed', 'across_ranks', 'StopPass', 'calibration_pass',
-           'count_tokens', 'check_budget_gb', 'budget_groups', 'pass_groups']
+__all__ = ['BATCH_HELP', 'POOL_RANKS', 'calibration_batches', 'real_tokens', 'hooks_changed', 'pooled', 'check_same_targets',
+           'across_ranks', 'StopPass', 'calibration_pass', 'count_tokens', 'check_budget_gb', 'budget_groups',
+           'pass_groups']
 
 # %% ../nbs/02_calibration.ipynb #0c0e08c3
 BATCH_HELP = "a batch must be a dict of model kwargs (e.g. tokenizer(texts, return_tensors='pt', padding=True), as it comes), a tuple of positional args, or a tensor of token ids"
@@ -118,7 +120,8 @@ class _Streams:
         "The encoder's `attention_mask` for encoder layers and for cross-attention reading the encoder's output; else `decoder_attention_mask`, or `labels != -100` without one (None: every decoder position is real)."
         if self.enc_mods is None or mod in self.enc_mods or x is self.enc_out: return mask
         dec, labels = named.get('decoder_attention_mask'), named.get('labels')
-        if dec is None and isinstance(labels, torch.Tensor): return labels != -100   # how seq2seq collators mark padding
+        if dec is None and isinstance(labels, torch.Tensor) and labels.dim() == 2 and tuple(labels.shape) == tuple(x.shape[:2]):
+            return labels != -100   # how seq2seq collators mark padding; a classifier's labels (one per sequence) are not a mask
         return dec
     def remove(self):
         if self.handle is not None: self.handle.remove()
@@ -130,10 +133,27 @@ def hooks_changed(model: nn.Module) -> None:
         torch.compiler.reset()
 
 # %% ../nbs/02_calibration.ipynb #08141c0a
-def across_ranks(*ts: torch.Tensor) -> None:
-    "Sum `ts` in place over the ranks of an initialised process group of more than one rank (else nothing): every rank gets the statistic of all ranks' data."
+POOL_RANKS = contextvars.ContextVar('antipasto_pool_ranks', default=True)   # `attach(..., across_ranks=False)` sets it off
+
+def pooled() -> bool:
+    "Whether calibration statistics are summed over ranks now: a process group of more than one rank, and not turned off."
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return
+    return POOL_RANKS.get() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+def check_same_targets(names: list) -> None:
+    "Refuse, on every rank alike, a pooled pass whose ranks calibrate different targets (their sums would be added position by position)."
+    got = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(got, list(names))
+    bad = [i for i, g in enumerate(got) if g != got[0]]
+    if bad:
+        raise ValueError(f"calibration across ranks: rank {bad[0]} calibrates targets {got[bad[0]][:3]}..., rank 0 {got[0][:3]}...; "
+                         "the statistics are summed over ranks, so every rank must attach the same targets (or pass "
+                         "across_ranks=False to ap.attach to calibrate each rank on its own data alone)")
+
+def across_ranks(*ts: torch.Tensor) -> None:
+    "Sum `ts` in place over the ranks when `pooled()` (else nothing): every rank gets the statistic of all ranks' data."
+    dist = torch.distributed
+    if not pooled(): return
     dev = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
     for t in ts:
         x = t.to(dev)   # NCCL reduces GPU tensors only
@@ -209,7 +229,8 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
         streams.remove()
         if handles and stance is None: hooks_changed(model)
         for m, t in flags.items(): m.training = t
-    if counts:
+    if counts and pooled():
+        check_same_targets(list(counts))
         total = torch.tensor(list(counts.values()), dtype=torch.int64)
         across_ranks(total)   # each rank's shard of the data: the statistics are summed over ranks, and so are the counts
         counts = dict(zip(counts, total.tolist()))

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from .core import DTYPES, dtype_name, AdapterConfig, UnknownVariant, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS, _holds
 from .targets import find_targets, wraps_base
-from .calibration import calibration_batches, hooks_changed
+from .calibration import calibration_batches, hooks_changed, POOL_RANKS
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
 
 # %% auto #0
@@ -548,15 +548,16 @@ def _data_parallel_wrapper(m: nn.Module) -> str | None:
 
 # %% ../nbs/03_runtime.ipynb #8cd5fd4f
 def _refuse_wrapped(model: nn.Module, what: str) -> None:
-    "Refuse `what` (attach, load, detach) while a data-parallel wrapper holds the model or FSDP2 shards it: the set of adapter tensors it registered would change under it."
+    "Refuse `what` (attach, load, a partial detach) while a data-parallel wrapper holds the model or FSDP2 shards it: the set of adapter tensors it registered would change under it."
     m = unwrap(model)
     wrapper = type(model).__name__ if type(model).__name__ in _DP_WRAPPERS else _data_parallel_wrapper(m)
     if wrapper is None and any(hasattr(p, 'full_tensor') for p in m.parameters()): wrapper = 'FSDP2 (fully_shard)'
     if wrapper is None: return
     how = ("shard the model after attaching or loading on every rank; to take the adapter off a sharded model, save it "
            "(ap.save, on every rank) and load it onto an unsharded base" if wrapper.startswith('FSDP') else
-           "attach or load on every rank before wrapping (DDP(model), accelerator.prepare); to detach after training, "
-           "drop the wrapper first (del ddp_model: the adapters stay on the model inside)")
+           "attach or load on every rank before wrapping (DDP(model), accelerator.prepare); to detach one adapter of "
+           "several after training, drop the wrapper first (del ddp_model; a Trainer holds it: del trainer), or detach "
+           "them all, which is allowed")
     raise RuntimeError(f"{what} under {wrapper}: it registered the model's trainable tensors when it was built, so an adapter "
                        f"added or removed now would not be averaged (each rank would silently train its own) or would leave "
                        f"it waiting for gradients that never come. Nothing was changed; {how}")
@@ -773,10 +774,15 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
 
 # %% ../nbs/03_runtime.ipynb #68a33340
 @_changes
-def attach(model: nn.Module, cfg: AdapterConfig, calibration_data=None, name: str = DEFAULT) -> dict[str, Variant]:
-    "Freeze `model` and add the adapters `cfg` describes under `name`; returns them by layer name."
+def attach(model: nn.Module, cfg: AdapterConfig, calibration_data=None, name: str = DEFAULT,
+           across_ranks: bool = True) -> dict[str, Variant]:
+    "Freeze `model` and add the adapters `cfg` describes under `name`; returns them by layer name (`across_ranks`: sum calibration statistics over a process group's ranks)."
+    if not isinstance(across_ranks, bool): raise TypeError(f"across_ranks={across_ranks!r} must be True or False")
     m, vcls, cfg, targets, adp = _prepare(model, cfg, name)
-    with _no_autocast(): _init(m, vcls, cfg, targets, adp, calibration_data)
+    token = POOL_RANKS.set(across_ranks)
+    try:
+        with _no_autocast(): _init(m, vcls, cfg, targets, adp, calibration_data)
+    finally: POOL_RANKS.reset(token)
     _install(m, cfg, targets, adp, name, calibrated=calibration_data is not None, outer=model)
     return adp
 
@@ -817,7 +823,7 @@ def detach(model: nn.Module, name: str | None = None) -> None:
     m = unwrap(model)
     st = _state(m)
     sel = _select(st, name)
-    _refuse_wrapped(model, 'detach')
+    if set(sel) != set(st.named): _refuse_wrapped(model, 'detach')   # all of them: the base comes back, nothing of ours trains
     for k in sel:
         for n, l in st.named[k].layers.items():
             c = l._modules.get(ADAPTER)

@@ -94,7 +94,8 @@ def _calib(rank: int, out_dir: str) -> None:
     import torch.distributed as dist
     import antipasto as ap
     from antipasto.testing import tiny_lm, tiny_batch
-    mine, both = [tiny_batch(seed=100 + rank)], [tiny_batch(seed=100), tiny_batch(seed=101)]
+    small = {'input_ids': tiny_batch(seed=101)['input_ids'][:1, :3]}   # 3 real tokens, fewer than r: the sum over ranks counts
+    mine, both = [tiny_batch(seed=100) if rank == 0 else small], [tiny_batch(seed=100), small]
     res = {}
     for v in ('antipasto', 'antipasto_corda', 'eva'):
         got = {}
@@ -105,6 +106,10 @@ def _calib(rank: int, out_dir: str) -> None:
         h = hashlib.sha256(b''.join(got['sharded'][k].numpy().tobytes() for k in sorted(got['sharded']))).hexdigest()
         res[v] = {'sha': h, 'vs_reference': max((got['sharded'][k].double() - got['reference'][k].double()).abs().max().item()
                                                   for k in got['sharded'])}
+    try: ap.attach(tiny_lm(), ap.config_for('antipasto', r=4, layers=[rank]), mine); res['other_targets'] = 'accepted'
+    except ValueError as e: res['other_targets'] = 'refused' if 'every rank must attach the same targets' in str(e) else repr(e)
+    own = ap.attach(tiny_lm(), ap.config_for('antipasto_corda', r=2), [tiny_batch(seed=100 + rank)], across_ranks=False)
+    res['alone'] = hashlib.sha256(b''.join(a.P.numpy().tobytes() for a in own.values())).hexdigest()
     with open(os.path.join(out_dir, f'calib_rank{rank}.json'), 'w') as f: json.dump(res, f)
     dist.barrier()
 
@@ -143,12 +148,16 @@ def test_fsdp2_steer_train_save(tmp_path):
 def test_calibration_sharded_per_rank(tmp_path):
     """Each rank passes its own calibration batch (a DistributedSampler's shard): the statistics are summed over the
     ranks, so the selected directions (antipasto), CorDA's basis and EVA's A are the same on every rank (bitwise), and
-    equal to an attach that saw all the data (to float32 rounding of the stored tensors: 1e-5). Before, each rank kept
+    equal to an attach that saw all the data (to float32 rounding of the stored tensors: 1e-5), also when one rank's
+    shard alone has fewer tokens than r. Before, each rank kept
     the basis of its own shard (they differed by 0.8) and DDP, which does not broadcast the frozen bases, never noticed."""
     res = _run('calib', tmp_path)
     for v in ('antipasto', 'antipasto_corda', 'eva'):
         assert res[0][v]['sha'] == res[1][v]['sha'], v
         assert res[0][v]['vs_reference'] <= 1e-5, (v, res[0][v])
+    # ranks calibrating different layers: refused on every rank (their sums would be added position by position)
+    assert [r['other_targets'] for r in res] == ['refused', 'refused'], res
+    assert res[0]['alone'] != res[1]['alone']   # across_ranks=False: each rank its own data, no collective
 
 
 WRAPPED = r'''
@@ -169,10 +178,12 @@ ddp = DDP(m)
 snap = snapshot(m)
 res.append(refused(lambda: ap.attach(ddp, ap.config_for('lora', r=4), name='more'), 'attach under DistributedDataParallel'))
 res.append(refused(lambda: ap.load(ddp, os.path.join(d, 'a.st'), name='default'), 'load under DistributedDataParallel'))
-res.append(refused(lambda: ap.detach(m), 'detach under DistributedDataParallel'))
-assert_unchanged(m, snap)
-del ddp; gc.collect()
-ap.detach(m); res.append('detached')                 # the wrapper is gone: fine
+m2 = tiny_lm(); ap.attach(m2, ap.config_for('antipasto', r=8)); ap.attach(m2, ap.config_for('lora', r=4), name='b')
+ddp2 = DDP(m2); snap2 = snapshot(m2)
+res.append(refused(lambda: ap.detach(m2, name='b'), 'detach under DistributedDataParallel'))   # one of two: DDP would wait
+assert_unchanged(m, snap); assert_unchanged(m2, snap2)
+ap.detach(m); res.append('detached')                 # every adapter: the base comes back, which a live wrapper does not mind
+del ddp2; gc.collect(); ap.detach(m2, name='b')      # the wrapper is gone: fine
 f = tiny_lm(); ap.attach(f, ap.config_for('antipasto', r=8))
 fully_shard(f, mesh=init_device_mesh('cpu', (1,)))
 res.append(refused(lambda: ap.merge(f), 'FSDP2 (fully_shard) shards its weight'))
@@ -186,7 +197,7 @@ os._exit(0)
 
 
 def test_adapters_not_changed_under_a_wrapper():
-    """attach, load and detach under a live DDP, and attach or merge on a model FSDP2 has sharded: refused with the model
+    """attach, load and a partial detach under a live DDP, and attach or merge on a model FSDP2 has sharded: refused with the model
     unchanged. Accepted, DDP never averaged the new adapter's gradients (each rank trained its own, spread 6e-3 after
     three steps) and a detach left it waiting for gradients; FSDP2 failed deep in torch with mixed Tensor and DTensor."""
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'PORT': str(29961 + os.getpid() % 400)}
