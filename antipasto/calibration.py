@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
+import threading
 import math
 from collections.abc import Mapping
 from typing import Callable, Iterable
@@ -187,10 +188,12 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
     data = calibration_batches(data)
     device = next(model.parameters()).device
     counts, state = dict.fromkeys(layers, 0), {'mask': None, 'kwargs': {}, 'i': -1, 'stopped': False}
+    owner = threading.get_ident()
     streams, head, fired = _Streams(model), _head(model, layers), set()
     stance = getattr(torch.compiler, 'set_stance', None)   # torch >= 2.6: compiled code runs eagerly inside the pass
     def hook(name):
         def pre(mod, args, kwargs):
+            if threading.get_ident() != owner: return None   # another thread's forward of the model: not calibration data
             raw = args[0] if args else kwargs['input']
             x = real_tokens(raw.detach(), streams.mask(mod, raw, state['kwargs'], state['mask']), name)
             bad = ~torch.isfinite(x).all(dim=-1)
@@ -203,7 +206,7 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
             fn(name, x)
         return pre
     def at_head(mod, args):
-        if len(fired) == len(layers): raise _HeadReached   # every target has had this batch: skip the logits
+        if threading.get_ident() == owner and len(fired) == len(layers): raise _HeadReached   # every target has had this batch: skip the logits
     flags, handles = {m: m.training for m in model.modules()}, []  # every module's own flag, not one for all
     try:
         model.eval()

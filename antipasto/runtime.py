@@ -295,7 +295,9 @@ def _exclusive(model, what: str):
     "Inside, `what` changes the adapters of `model` (unwrapped): refused while another thread runs a forward of it, and forwards from other threads are refused until it ends."
     m, tid = unwrap(model), threading.get_ident()
     with _BUSY:
-        others = [t for t, n in _INFLIGHT.get(id(m), {}).items() if n and t != tid]
+        if STATE not in m.__dict__: _INFLIGHT.pop(id(m), None)   # no root hook counts its forwards: an entry is stale (an id reused)
+        alive = {t.ident for t in threading.enumerate()}
+        others = [t for t, n in _INFLIGHT.get(id(m), {}).items() if n and t != tid and t in alive]
         if others or _CHANGING.get(id(m), tid) != tid:
             raise RuntimeError(f"{what} while {'a forward of this model runs' if others else 'another change runs'} in another "
                                "thread: the forward would run some layers with the change and some without. Nothing was "
@@ -815,6 +817,7 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
     if st.ddp_ignore is None: m.__dict__.pop('_ddp_params_and_buffers_to_ignore', None)
     else: m._ddp_params_and_buffers_to_ignore = st.ddp_ignore
     del m.__dict__[STATE]
+    with _BUSY: _INFLIGHT.pop(id(m), None)   # its root hooks are gone (a detach inside a forward never reaches the post hook)
 
 # %% ../nbs/03_runtime.ipynb #7537f63f
 @_changes
@@ -824,6 +827,13 @@ def detach(model: nn.Module, name: str | None = None) -> None:
     st = _state(m)
     sel = _select(st, name)
     if set(sel) != set(st.named): _refuse_wrapped(model, 'detach')   # all of them: the base comes back, nothing of ours trains
+    else:
+        try: _refuse_wrapped(model, 'detach')
+        except RuntimeError as e:
+            wrapper = str(e).split(':')[0].removeprefix('detach under ')
+            warnings.warn(f"ap.detach under {wrapper}: the base parameters get back their trainable flags, but the wrapper "
+                          "was built around the adapter's and does not average theirs; to train the base on, wrap it again "
+                          "(for inference, ignore this)", stacklevel=3)
     for k in sel:
         for n, l in st.named[k].layers.items():
             c = l._modules.get(ADAPTER)
