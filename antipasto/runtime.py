@@ -549,11 +549,16 @@ def _data_parallel_wrapper(m: nn.Module) -> str | None:
     return _live(holder)
 
 # %% ../nbs/03_runtime.ipynb #8cd5fd4f
-def _refuse_wrapped(model: nn.Module, what: str) -> None:
-    "Refuse `what` (attach, load, a partial detach) while a data-parallel wrapper holds the model or FSDP2 shards it: the set of adapter tensors it registered would change under it."
+def _wrapper_over(model: nn.Module) -> str | None:
+    "The data-parallel wrapper that holds `model` (as passed, or live around the module inside), or 'FSDP2 (fully_shard)' for sharded parameters; None if none."
     m = unwrap(model)
     wrapper = type(model).__name__ if type(model).__name__ in _DP_WRAPPERS else _data_parallel_wrapper(m)
     if wrapper is None and any(hasattr(p, 'full_tensor') for p in m.parameters()): wrapper = 'FSDP2 (fully_shard)'
+    return wrapper
+
+def _refuse_wrapped(model: nn.Module, what: str) -> None:
+    "Refuse `what` (attach, load, a partial detach) while a data-parallel wrapper holds the model or FSDP2 shards it: the set of adapter tensors it registered would change under it."
+    wrapper = _wrapper_over(model)
     if wrapper is None: return
     how = ("shard the model after attaching or loading on every rank; to take the adapter off a sharded model, save it "
            "(ap.save, on every rank) and load it onto an unsharded base" if wrapper.startswith('FSDP') else
@@ -826,14 +831,9 @@ def detach(model: nn.Module, name: str | None = None) -> None:
     m = unwrap(model)
     st = _state(m)
     sel = _select(st, name)
-    if set(sel) != set(st.named): _refuse_wrapped(model, 'detach')   # all of them: the base comes back, nothing of ours trains
-    else:
-        try: _refuse_wrapped(model, 'detach')
-        except RuntimeError as e:
-            wrapper = str(e).split(':')[0].removeprefix('detach under ')
-            warnings.warn(f"ap.detach under {wrapper}: the base parameters get back their trainable flags, but the wrapper "
-                          "was built around the adapter's and does not average theirs; to train the base on, wrap it again "
-                          "(for inference, ignore this)", stacklevel=3)
+    wrapper = None
+    if set(sel) != set(st.named): _refuse_wrapped(model, 'detach')
+    else: wrapper = _wrapper_over(model)   # all of them: allowed (inference after training), the base comes back
     for k in sel:
         for n, l in st.named[k].layers.items():
             c = l._modules.get(ADAPTER)
@@ -849,6 +849,10 @@ def detach(model: nn.Module, name: str | None = None) -> None:
                                "ap.unmerge(model) first, then detach, then merge what stays")
         unmerge(m)   # every merged adapter is going: the base weights come back bitwise
     _remove(m, st, sel, model)
+    if wrapper is not None:
+        warnings.warn(f"ap.detach under {wrapper}: the base parameters get back their trainable flags, but the wrapper was "
+                      "built around the adapter's and does not average theirs; to train the base on, wrap it again (for "
+                      "inference, ignore this)", stacklevel=3)
 
 # %% ../nbs/03_runtime.ipynb #096f3b0d
 @contextmanager
@@ -1370,7 +1374,7 @@ def _optimizers_holding(ids: set) -> list[str]:
 @torch.no_grad()
 def cast(model: nn.Module, dtype, name: str | None = None) -> None:
     "Give adapters `name` (None: all) the adapter dtype `dtype` (their tensors and config), e.g. bfloat16 to serve on a bfloat16 base."
-    wrapper = type(model).__name__ if type(model).__name__ in _DP_WRAPPERS else _data_parallel_wrapper(unwrap(model))
+    wrapper = _wrapper_over(model)
     if wrapper:
         raise RuntimeError(f"cast under {wrapper}: it holds buckets or shards of the adapter's tensors in their dtype, which a cast "
                            "would leave behind (DDP silently stops averaging their gradients, FSDP2 puts its float32 shards "
