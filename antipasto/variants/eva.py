@@ -48,8 +48,8 @@ class EVA(LoRA):
         comps = {}
         sizes = {n: 8 * a.A.shape[1] ** 2 for n, (l, a) in targets.items()}   # A is (r, d_in): a d_in x d_in float64 sum each
         for names in pass_groups(sizes, cfg.cov_budget_gb, calibration_data, cls.name, 'float64 input sums'):
-            stats = {n: [torch.zeros(d := targets[n][1].A.shape[1], dtype=torch.float64, device=targets[n][1].A.device),
-                         torch.zeros(d, d, dtype=torch.float64, device=targets[n][1].A.device)] for n in names}
+            zeros = lambda a, *shape: torch.zeros(*shape, dtype=torch.float64, device=a.A.device)
+            stats = {n: [zeros(a, a.d_in), zeros(a, a.d_in, a.d_in)] for n in names for a in [targets[n][1]]}   # every rank alike
             def accumulate(name, x):
                 x = x.to(stats[name][0].device, torch.float64)
                 stats[name][0] += x.sum(0); stats[name][1].addmm_(x.T, x)   # in place: no d_in x d_in temporary
