@@ -315,7 +315,7 @@ def recovery(variants=None, teachers=None, objectives=DEFAULT_OBJECTIVES, steps:
     "Train every variant (default: all registered) against every teacher, per objective, on MiniLM (or `encoder`); one row per run (`calibrate=False`: optional calibration is skipped)."
     from transformers import AutoTokenizer
     from antipasto.testing import minilm, minilm_path
-    names = variant_names(variants)
+    names = variant_names(variants, references=None)   # no reference rows here: a peft name is refused, not dropped
     teachers, objectives = list(teachers or TEACHERS), list(objectives)
     bad = [t for t in teachers if t not in TEACHERS] + [o for o in objectives if o not in OBJECTIVES]
     if bad: raise ValueError(f"unknown teacher(s)/objective(s) {bad}; teachers are {list(TEACHERS)}, objectives {list(OBJECTIVES)}")
@@ -428,6 +428,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--threads', type=positive_int, help="torch CPU threads (default: torch's)")
     a = p.parse_args(argv)
     if a.heldout >= a.sentences: p.error(f"--heldout ({a.heldout}) must be less than --sentences ({a.sentences}): the rest are the training sentences")
+    if a.variants is not None:
+        try: variant_names(a.variants, references=None)
+        except ValueError as e: p.error(str(e))
     return a
 
 def main(argv=None) -> int:
@@ -459,8 +462,8 @@ def main(argv=None) -> int:
     table = '\n\n'.join(f"## {titles[o]}\n\n{markdown_table(rows, o)}" for o in _ordered(rows, 'objective'))
     cpu = sum(r.get('train_cpu_s') or 0 for r in rows)
     lr_used = 'per-variant lr (BENCH_LR)' if a.lr is None else f"lr {a.lr:g} for every variant (--lr)"
-    head = (f"# antipasto-bench recovery `{rid}`\n\nMiniLM-L6, blocks {list(layers)} edited (q/v); {a.steps} steps x 8 "
-            f"sentences; r={a.r} (LoRA-likes), family r<={a.family_r}, {lr_used}. Cells: fraction of the teacher-base "
+    head = (f"# antipasto-bench recovery `{rid}`\n\nMiniLM-L6, blocks {list(layers)} edited (q/v); {a.steps} steps, each a batch "
+            f"of up to 8 training sentences of one token length; r={a.r} (LoRA-likes), family r<={a.family_r}, {lr_used}. Cells: fraction of the teacher-base "
             f"gap closed on {a.heldout} held-out sentences. Wall {wall:.0f} s ({cpu:.0f} s of process CPU time in "
             f"training), {torch.get_num_threads()} threads. antipasto {prov['version']}, commit {prov['git_commit']}.\n")
     print(head); print(table)

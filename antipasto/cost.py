@@ -22,10 +22,10 @@ from .train import run_config, has_rank, csv_list, str_list, writable_file, devi
 # %% auto #0
 __all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'LLAMA3_8B', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'NOCALIB', 'M_MMAP_THRESHOLD',
            'GOALS', 'PRESETS', 'qwen3_06b_shaped', 'load_pretrained', 'vocab_size', 'random_batch', 'task_loss',
-           'llama8b_shaped', 'TensorMemory', 'backprop_to_inputs', 'forward_flops', 'step_peak_bytes', 'step_times',
-           'decode_times', 'merged_times', 'variant_names', 'is_family', 'cost_config', 'timed_group_init',
-           'timed_attach', 'pin_malloc', 'warm_linalg', 'cost_report', 'markdown_table', 'write_tsv', 'peak_meaning',
-           'target_ratios', 'parse_args', 'main']
+           'llama8b_shaped', 'TensorMemory', 'backprop_to_inputs', 'forward_flops', 'marginal_flops', 'step_peak_bytes',
+           'step_times', 'decode_times', 'merged_times', 'variant_names', 'is_family', 'cost_config', 'check_no_calib',
+           'timed_group_init', 'timed_attach', 'pin_malloc', 'warm_linalg', 'warm_peft', 'cost_report',
+           'markdown_table', 'write_tsv', 'peak_meaning', 'target_ratios', 'parse_args', 'main']
 
 # %% ../nbs/40_cost.ipynb #81ca3d2f
 QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -152,6 +152,14 @@ def forward_flops(model: nn.Module, batch: dict) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as fc: model_out(model, batch)
     return fc.get_total_flops()
 
+# %% ../nbs/40_cost.ipynb #985b8a7d
+def marginal_flops(model: nn.Module, batch: dict) -> float:
+    "FLOPs per token by which a no-grad forward's count grows: `forward_flops` on `batch` minus on its first sequence, over the tokens that adds."
+    first = {k: v[:1] for k, v in batch.items()}
+    added = batch['input_ids'].numel() - first['input_ids'].numel()
+    if added < 1: raise ValueError(f"marginal_flops: batch has {len(batch['input_ids'])} sequence(s); give at least 2")
+    return (forward_flops(model, batch) - forward_flops(model, first)) / added
+
 # %% ../nbs/40_cost.ipynb #bc33f00f
 def step_peak_bytes(model: nn.Module, batch: dict) -> int:
     "Peak bytes allocated during one forward+backward, over what was allocated before it (CUDA allocator, or `TensorMemory` on CPU)."
@@ -232,14 +240,18 @@ ORDER = ('lora', 'antipasto', 'antipasto_rot', 'antipasto_ablate', 'antipasto_co
 REFERENCES = ('base', 'peft_lora', 'peft_pissa', 'peft_pissa_niter_4')
 
 # %% ../nbs/40_cost.ipynb #c9ef3fc6
-def variant_names(selected=None) -> list[str]:
-    "Registered variants in report order (`ORDER`, then any others by name), or the `selected` ones checked."
+def variant_names(selected=None, references: str | None = '--references') -> list[str]:
+    "Registered variants in report order (`ORDER`, then any others by name), or the `selected` ones checked (`references`: the flag that takes reference rows, None if there is none)."
     names = sorted((n for n in REGISTRY if not n.startswith('_')),
                    key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     if selected is None: return names
-    unknown = [n for n in selected if n not in REGISTRY and n not in REFERENCES]
-    if unknown: raise ValueError(f"--variants: unknown {unknown}; registered: {names} (plus the references {list(REFERENCES)})")
-    return [n for n in selected if n not in REFERENCES]
+    refs = [n for n in selected if n in REFERENCES]
+    if refs: raise ValueError(f"--variants: {refs} are reference rows, not variants; " + (f"pass them via {references}" if references
+                              else "this command has none (antipasto-cost measures them, via --references)"))
+    unknown = [n for n in selected if n not in REGISTRY]
+    if unknown: raise ValueError(f"--variants: unknown {unknown}; registered: {names}")
+    if not selected: raise ValueError("--variants: no variant named; name at least one, or leave it out for every registered variant")
+    return list(selected)
 
 # %% ../nbs/40_cost.ipynb #b450a62f
 def is_family(name: str) -> bool:
@@ -250,6 +262,20 @@ def is_family(name: str) -> bool:
 def cost_config(name: str, r: int = 32, family_r: int = 256, targets=TARGETS) -> tuple:
     "The config a row uses (`train.run_config`: rank by family, the one target set) and, for a variant without a rank, why."
     return run_config(name, None, r, family_r, targets), '' if has_rank(name) else f'{name} has no rank'
+
+# %% ../nbs/40_cost.ipynb #fd22d537
+def check_no_calib(no_calib, names, r: int = 32, family_r: int = 256, targets=TARGETS) -> None:
+    "Refuse a `no_calib` name that is not measured, or whose variant needs calibration data (required) or takes none."
+    bad = [n for n in no_calib if n not in names]
+    if bad: raise ValueError(f"--no-calib: {bad} are not among the measured variants {names}")
+    def kind(n):
+        vcls = variant_cls(n)
+        try: return 'required' if vcls.requires_calibration(cost_config(n, r, family_r, targets)[0]) else vcls.calibration
+        except ValueError: return vcls.calibration   # a config these settings cannot build: its row reports why
+    why = {'required': "need calibration data to attach, so they cannot be measured without it",
+           'none': "take no calibration data, so a second row would repeat the first"}
+    parts = [f"{ns} {w}" for k, w in why.items() if (ns := [n for n in no_calib if kind(n) == k])]
+    if parts: raise ValueError(f"--no-calib: {'; '.join(parts)}; --no-calib takes only variants whose calibration is 'optional'")
 
 # %% ../nbs/40_cost.ipynb #104ba58d
 def _peft_lora(model, r, targets, init=True):
@@ -354,6 +380,16 @@ def warm_linalg(device) -> None:
         torch.linalg.qr(x); torch.linalg.svd(x, full_matrices=False); torch.linalg.svdvals(x); torch.linalg.eigh(x.T @ x)
         torch.svd_lowrank(x, q=8, niter=1)
 
+# %% ../nbs/40_cost.ipynb #afe4e384
+def warm_peft(device) -> bool:
+    "Wrap a tiny Qwen3 with peft's LoRA once, untimed: peft's lazy imports must not be billed to the first peft row's attach; False without peft."
+    try: import peft
+    except ImportError: return False
+    tiny = qwen3_06b_shaped(layers=1, vocab=16, hidden_size=8, intermediate_size=8, num_attention_heads=1, num_key_value_heads=1,
+                            head_dim=8).to(device)
+    _peft_lora(tiny, 2, (r'q_proj$',))
+    return True
+
 # %% ../nbs/40_cost.ipynb #5df93095
 def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, targets=TARGETS, batch: int = 2,
                 seq: int = 128, repeats: int = 5, warmup: int = 2, calib_batches: int = 4, device=None,
@@ -361,13 +397,12 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
                 attach_repeats: int = 3) -> list[dict]:
     "One row of cost numbers for the `references` and each registered variant (all unless `variants`; `no_calib` ones also without data)."
     names = variant_names(variants)
-    bad = [n for n in references if n not in REFERENCES] + [n for n in no_calib if n not in names]
-    if bad: raise ValueError(f"unknown references or no_calib rows {bad}: references are {list(REFERENCES)}, no_calib "
-                             f"names a selected variant ({names})")
+    bad = [n for n in references if n not in REFERENCES]
+    if bad: raise ValueError(f"unknown references {bad}: references are {list(REFERENCES)}")
+    check_no_calib(no_calib, names, r, family_r, targets)
     if calib_batches < 1: raise ValueError(f"calib_batches must be >= 1, got {calib_batches}: every calibrating row would fail")
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    try: import peft  # imported here so that the peft row's attach time does not include the import
-    except ImportError: pass
+    if any(n.startswith('peft_') for n in references): warm_peft(device)
     warm_linalg(device)
     pin_malloc()   # before the base is built: every model of the report gets its memory the same way
     base = make_model().to(device).eval().requires_grad_(False)  # the base row trains nothing
@@ -375,7 +410,8 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
     data = random_batch(base, batch, seq, seed=0, device=device)
     calib = [random_batch(base, batch, seq, seed=1 + i, device=device) for i in range(calib_batches)]
     one = random_batch(base, 1, 1, seed=0, device=device)   # one token: what each decode step runs
-    tokens, base_buffers, base_bytes = batch * seq, _numel(base.buffers()), _nbytes(base)
+    pair = random_batch(base, 2, seq, seed=0, device=device)   # macs_per_token: what one more sequence adds, per token
+    base_buffers, base_bytes = _numel(base.buffers()), _nbytes(base)
     rows, ref = [], {}
 
     def run(name, build, attach_only=False, ours=False):
@@ -391,12 +427,12 @@ def cost_report(make_model, variants=None, r: int = 32, family_r: int = 256, tar
                 row['note'] = (row['note'] + ' attach only (its forward is peft_lora\'s)').strip()
             else:
                 with backprop_to_inputs(m), backprop_to_inputs(base):
-                    flops = forward_flops(m, data)
+                    flops = marginal_flops(m, pair)
                     peak = step_peak_bytes(m, data)
                     fwd, both, ratio = step_times(m, data, repeats, warmup, ref=None if name == 'base' else base)
                 if name == 'base': ref.update(flops=flops)
                 row.update(fwd_ms=fwd, fwdbwd_ms=both, x_base=ratio, peak_MiB=peak / 2**20,
-                           macs_per_token=(flops - ref['flops']) / 2 / tokens if ref else None)
+                           macs_per_token=(flops - ref['flops']) / 2 if ref else None)
                 if decode_tokens: row['decode_tok_s'], row['decode_x_base'] = decode_times(m, base, decode_tokens, 8, decode_repeats)
                 ops = len(dispatched_ops(model_out, m, one))
                 if name == 'base': ref['ops'] = ops
@@ -521,7 +557,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--out', type=writable_file, default='results/cost.tsv', help="TSV output path (default results/cost.tsv)")
     p.add_argument('--references', type=csv_list, default=['base', 'peft_lora'], help=f"reference rows, of {list(REFERENCES)} "
                    "(default base,peft_lora; peft_pissa* rows time the attach only)")
-    p.add_argument('--no-calib', type=csv_list, help="variants to measure a second time without calibration data")
+    p.add_argument('--no-calib', type=csv_list, help="variants to measure a second time without calibration data "
+                   "(those whose calibration is 'optional')")
     p.add_argument('--attach-repeats', type=positive_int, default=3, help="attaches per row, each on a fresh copy of the base; the median "
                    "is reported (default 3)")
     p.add_argument('--decode-tokens', type=nonneg_int, default=16, help="new tokens of the batch-1 greedy decode timing (0: skip it)")
@@ -539,8 +576,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad: p.error(f"--references: unknown {bad}; choose from {list(REFERENCES)}")
     if pre.no_calib is None:   # not given: a preset's rows are kept for the variants measured, the user's --variants win
         a.no_calib = [n for n in a.no_calib or [] if n in names]
-    bad = [n for n in a.no_calib if n not in names]
-    if bad: p.error(f"--no-calib: {bad} are not among the measured variants {names}")
+    try: check_no_calib(a.no_calib, names, a.r, a.family_r, a.targets)
+    except ValueError as e: p.error(str(e))
     if a.model and a.model not in PRESETS:
         from transformers import AutoConfig
         try: AutoConfig.from_pretrained(a.model, local_files_only=True)

@@ -16,15 +16,18 @@ from .train import fit, init_distributed, finish_distributed, world, trainable, 
 from .train import positive_int, positive_float, nonneg_float, int_list, str_list, writable_dir, readable_file
 
 # %% auto #0
-__all__ = ['NUMBER', 'MARKER', 'TRAIN_FIELDS', 'TEST_FIELDS', 'PROMPT', 'ANSWER_IS', 'DEFAULT_MODEL', 'GSM8K_R', 'GSM8K_FAMILY_R',
-           'GSM8K_LR', 'GSM8K_LORA_LR', 'GSM8K_FAMILY_LR', 'GSM8K_COLUMNS', 'to_number', 'extract_answer', 'is_correct',
-           'read_records', 'load_train', 'load_test', 'to_target', 'encode', 'collate', 'train_stream', 'batches',
-           'answer', 'check_test_lengths', 'evaluate', 'write_fixture', 'gsm8k_lr', 'run_name', 'load_model',
-           'parse_gsm8k_args', 'gsm8k_main', 'load_data', 'calibration_data', 'train_adapter', 'run_settings',
-           'results_record', 'append_tsv', 'write_results', 'run']
+__all__ = ['NUMBER', 'ANSWER_TOKEN', 'MARKER', 'TRAIN_FIELDS', 'TEST_FIELDS', 'PROMPT', 'ANSWER_IS', 'DEFAULT_MODEL', 'GSM8K_R',
+           'GSM8K_FAMILY_R', 'GSM8K_LR', 'GSM8K_LORA_LR', 'GSM8K_FAMILY_LR', 'GSM8K_COLUMNS', 'to_number',
+           'extract_answer', 'is_correct', 'read_records', 'load_train', 'load_test', 'to_target', 'encode', 'collate',
+           'train_stream', 'batches', 'answer', 'check_test_lengths', 'evaluate', 'write_fixture', 'gsm8k_lr',
+           'run_name', 'load_model', 'parse_gsm8k_args', 'gsm8k_main', 'load_data', 'calibration_data', 'train_adapter',
+           'run_settings', 'results_record', 'append_tsv', 'write_results', 'run']
 
 # %% ../nbs/43_gsm8k.ipynb #410e4e36
-NUMBER = re.compile(r'-?\$?\d[\d,]*(?:\.\d+)?')
+_NUM = r'(?<![\d.,])(?:-\$?|\$-?)?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?![.,]?\d)'   # not a piece of a longer number
+NUMBER = re.compile(_NUM)
+# a fraction (a/b, a/b/c, LaTeX \frac) is one token, so its parts are never read as the answer
+ANSWER_TOKEN = re.compile(rf'(?P<fraction>\\d?frac\{{[^{{}}]*\}}\{{[^{{}}]*\}}|{_NUM}(?:\s*/\s*{_NUM})+)|{_NUM}')
 MARKER = '####'
 
 def to_number(s: str) -> Decimal | None:
@@ -35,11 +38,12 @@ def to_number(s: str) -> Decimal | None:
 
 # %% ../nbs/43_gsm8k.ipynb #764f802a
 def extract_answer(text: str) -> Decimal | None:
-    "The last number after the last `####`, on the same line; None when there is no marker or no number after it."
+    "The last number after the last `####`, on the same line; None when there is none there or it is a fraction."
     if MARKER not in text: return None
-    after = text.rsplit(MARKER, 1)[1].lstrip().split('\n', 1)[0]
-    nums = NUMBER.findall(after)
-    return to_number(nums[-1]) if nums else None
+    line = text.rsplit(MARKER, 1)[1].split('\n', 1)[0]   # no lstrip: a bare `####` must not read the next line
+    toks = list(ANSWER_TOKEN.finditer(line))
+    if not toks or toks[-1]['fraction']: return None
+    return to_number(toks[-1][0])
 
 # %% ../nbs/43_gsm8k.ipynb #e61e7f30
 def is_correct(generated: str, reference: str) -> bool:
@@ -52,7 +56,7 @@ def is_correct(generated: str, reference: str) -> bool:
 # %% ../nbs/43_gsm8k.ipynb #8c87f7f1
 TRAIN_FIELDS, TEST_FIELDS = ('query', 'response'), ('question', 'answer')
 PROMPT = "Question: {}\nAnswer:"
-ANSWER_IS = re.compile(r'The answer is:?\s*(.+?)\s*$', re.S)
+ANSWER_IS = re.compile(r'The answer is:?')
 
 def read_records(path: str, fields: tuple) -> list[dict]:
     "Records of a JSON-lines (or JSON list) file, checked to have `fields`."
@@ -81,10 +85,12 @@ def load_test(path: str | None = None):
 
 # %% ../nbs/43_gsm8k.ipynb #59f92919
 def to_target(response: str) -> str | None:
-    "A MetaMathQA response with its final `The answer is: X` rewritten to `#### X` (None if it has none)."
-    m = ANSWER_IS.search(response)
-    if m is None: return None
-    return response[:m.start()].rstrip() + f"\n{MARKER} {m.group(1)}"
+    "A MetaMathQA response with its last `The answer is: X` rewritten to `#### X` (None if it has none, or nothing follows it)."
+    ms = list(ANSWER_IS.finditer(response))
+    if not ms: return None
+    m = ms[-1]   # the final answer; an earlier "The answer is" belongs to the reasoning
+    ans = response[m.end():].strip()
+    return response[:m.start()].rstrip() + f"\n{MARKER} {ans}" if ans else None
 
 # %% ../nbs/43_gsm8k.ipynb #b2f11141
 def encode(tok, prompt: str, target: str | None, max_len: int) -> dict | None:

@@ -239,6 +239,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if big: p.error(f"--coeffs {big} exceed |c| <= {COEFF_MAX:g}, the steering coefficient's bound")
     n = len(builtin_pairs('sentiment'))
     if a.pairs > n: p.error(f"--pairs must be at most {n} (the built-in sentiment pairs), got {a.pairs}")
+    # train_steering refuses one pair, and first_pc needs two: a single pair difference, centred, is zero
+    if a.pairs < 2: p.error(f"--pairs must be at least 2 (steering learns a direction from pair differences), got {a.pairs}")
     if a.batch_size > a.pairs:   # training draws at most every pair per step: say so, rather than record a batch size never used
         print(f"note: --batch-size {a.batch_size} is more than --pairs {a.pairs}; each step uses all {a.pairs} pairs", file=sys.stderr)
         a.batch_size = a.pairs

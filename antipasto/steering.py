@@ -11,7 +11,6 @@ from torch import nn
 import numbers
 from .core import check_coeff, real_number
 from .runtime import adapters, steer, unwrap
-from .targets import layer_index
 
 # %% auto #0
 __all__ = ['CONCEPTS', 'FLIP', 'DEFAULTS', 'HELD_OUT', 'expand_pair', 'contrastive_pairs', 'builtin_pairs', 'blocks', 'encode',
@@ -31,10 +30,26 @@ def expand_pair(template: str) -> tuple[str, str]:
     return _SLOT.sub(lambda m: m.group(1), template), _SLOT.sub(lambda m: m.group(2), template)
 
 # %% ../nbs/26_steering.ipynb #7c44279d
+def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)   # True is an int to Python
+
+def _strings(v, arg: str) -> list[str]:
+    "`v` as a list of strings: one str is one item (not its characters)."
+    v = [v] if isinstance(v, str) else list(v)
+    bad = next(((i, s) for i, s in enumerate(v) if not isinstance(s, str)), None)
+    if bad: raise ValueError(f"{arg}[{bad[0]}]={bad[1]!r} is not a string")
+    return v
+
 def contrastive_pairs(templates, word_pairs=None, suffixes=None, n: int | None = None, seed: int = 0) -> list[tuple[str, str]]:
     "(positive, negative) pairs: `{a|b}` slots expanded, `{}` slots filled with each word pair, each followed by each suffix; distinct, shuffled, `n` of them."
-    templates = [templates] if isinstance(templates, str) else list(templates)
+    templates, suffixes = _strings(templates, 'templates'), _strings(suffixes or [], 'suffixes')
     if not templates: raise ValueError("templates is empty; give at least one template")
+    if n is not None and not (_is_int(n) and n >= 1): raise ValueError(f"n={n!r} must be a positive int (or None for all pairs)")
+    if isinstance(word_pairs, str): raise ValueError(f"word_pairs={word_pairs!r} is one string; give a list of (positive, negative) "
+                                                     "pairs, e.g. [('happy', 'sad')]")
+    word_pairs = list(word_pairs or [])
+    for i, wp in enumerate(word_pairs):   # a 2-character string would unpack into two words
+        if not (isinstance(wp, (tuple, list)) and len(wp) == 2 and all(isinstance(w, str) for w in wp)):
+            raise ValueError(f"word_pairs[{i}]={wp!r} is not a (positive, negative) pair of strings, e.g. ('happy', 'sad')")
     out = []
     for t in templates:
         if '{}' in t:
@@ -49,7 +64,6 @@ def contrastive_pairs(templates, word_pairs=None, suffixes=None, n: int | None =
     out = list(dict.fromkeys(out))
     random.Random(seed).shuffle(out)
     if n is not None:
-        if not (isinstance(n, int) and n >= 1): raise ValueError(f"n={n!r} must be a positive int (or None for all pairs)")
         if n > len(out): raise ValueError(f"n={n} but the templates make only {len(out)} distinct pairs; "
                                           "add templates, word pairs or suffixes")
         out = out[:n]
@@ -98,6 +112,7 @@ def _text_root(model) -> nn.Module:
 
 def blocks(model: nn.Module) -> nn.ModuleList:
     "The model's stack of text blocks: the longest `nn.ModuleList` in its text model, of the text config's depth when it has one."
+    model = unwrap(model)   # DDP, DataParallel, torch.compile: the blocks of the model inside
     named = lambda root: [(n, m) for n, m in root.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
     cands = named(_text_root(model)) or named(model)
     if not cands: raise ValueError(f"{type(model).__name__} has no nn.ModuleList of blocks")
@@ -241,8 +256,6 @@ def flip_sign(model: nn.Module, name: str | None = None) -> None:
 DEFAULTS = {'encoder': dict(margin=0.5, threshold=0.25), 'causal': dict(margin=0.2, threshold=0.1)}
 
 # %% ../nbs/26_steering.ipynb #457ec1b8
-def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)   # True is an int to Python
-
 def _check_pairs(pairs) -> list:
     pairs = list(pairs)
     if len(pairs) < 2: raise ValueError(f"pairs has {len(pairs)} pair(s); give at least 2 (positive text, negative text) pairs")
@@ -265,10 +278,13 @@ def _check_tokens(tokenizer, pairs, max_length: int) -> None:
 
 # %% ../nbs/26_steering.ipynb #21ea6c92
 def default_layer(model: nn.Module, name: str | None = None) -> int:
-    "The deepest block that carries an attached adapter (so every adapter sits upstream of the loss)."
-    idx = [layer_index(n.split(':')[-1]) for n in _adapters(model, name)]
+    "The deepest of `blocks(model)` that holds an attached adapter's layer (so every adapter in the stack sits upstream of the loss)."
+    stack, root = blocks(model), unwrap(model)
+    owner = {id(m): i for i, b in enumerate(stack) for m in b.modules()}
+    # by module identity, not the first number in the name: a VLM's vision tower has its own numbered blocks
+    idx = [owner.get(id(root.get_submodule(n.split(':')[-1]))) for n in _adapters(model, name)]
     idx = [i for i in idx if i is not None]
-    return max(idx) if idx else len(blocks(model)) - 1
+    return max(idx) if idx else len(stack) - 1
 
 # %% ../nbs/26_steering.ipynb #9e4d3723
 def model_kind(model: nn.Module, out=None) -> str:
@@ -302,6 +318,26 @@ def _last_hidden(out) -> torch.Tensor:
                                    "the encoder objective needs its output states")
     return h
 
+# %% ../nbs/26_steering.ipynb #917cf6eb
+@contextlib.contextmanager
+def _eval(model: nn.Module):
+    "Every module in eval mode (no dropout) for a measurement; each module's own mode restored after, also on error."
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try: yield model
+    finally:
+        for m, t in modes: m.training = t
+
+# %% ../nbs/26_steering.ipynb #b8db8ed5
+def _same_noise():
+    "Snapshot the random generators (CPU, and every CUDA device in use); the returned function restores it, so a pass replays the draws of the first."
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    def replay():
+        torch.set_rng_state(cpu)
+        if cuda is not None: torch.cuda.set_rng_state_all(cuda)
+    return replay
+
 # %% ../nbs/26_steering.ipynb #2bcf871e
 def _separations(model, batch, layer, n):
     "Pooled hidden states after block `layer`, positives minus negatives (the batch holds n of each), and the model output."
@@ -313,15 +349,17 @@ def steering_step(model: nn.Module, batch: dict, n: int, layer: int, Q: torch.Te
                   threshold: float, orient: str = 'fixed', w_mono: float = 1.0, w_coh: float = 100.0, name=None,
                   kind: str | None = None) -> dict:
     "The loss and its terms on one batch of `n` pairs (positives, then negatives): the base pass without gradient, +1 and -1 with."
-    hf = getattr(model, 'config', None) is not None
+    hf = getattr(unwrap(model), 'config', None) is not None   # a DDP or DataParallel wrapper has no config of its own
     kind = kind or (model_kind(model) if hf else None)
     if hf and kind == 'encoder': batch = {**batch, 'output_hidden_states': True}  # a masked LM's output states
+    replay = _same_noise()   # train mode: all three passes draw the same dropout masks
     with torch.no_grad(), _steer(model, 0.0, name): d0, out0 = _separations(model, batch, layer, n)
     kind = kind or model_kind(model, out0)
     causal, mask, rn = kind == 'causal', batch['attention_mask'], ref.norm().clamp_min(1e-12)
     if causal: lp0 = sequence_logp(out0.logits, batch['input_ids'], mask)
     shift, pref, coh = {}, {}, {}
     for c in (1.0, -1.0):
+        replay()
         with _steer(model, c, name): d, out = _separations(model, batch, layer, n)
         shift[c] = (d - d0) @ Q
         if causal:
@@ -389,6 +427,9 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
                    name: str | None = None, max_length: int = 64, seed: int = 0, progress: bool = True,
                    record: list | None = None) -> list[float]:
     "Train the attached steerable adapter self-supervised on (positive, negative) text pairs with the anti-parallel objective; returns the loss per step."
+    if not torch.is_grad_enabled():
+        raise RuntimeError("train_steering was called under torch.no_grad() or torch.inference_mode(), where no gradient reaches the "
+                           "adapter: call it outside that block")
     pairs = _check_pairs(pairs)
     for nm, v in (('steps', steps), ('batch_size', batch_size), ('k', k), ('max_length', max_length)):
         if not (_is_int(v) and v >= 1): raise ValueError(f"{nm}={v!r} must be a positive int")
@@ -422,9 +463,9 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     _check_tokens(tokenizer, pairs, max_length)
     dev = params[0].device
     pos, neg = [p for p, _ in pairs], [q for _, q in pairs]
-    with _steer(model, 0.0, name):  # the frozen loss subspace, from the base model's own pair separations
+    with _eval(model), _steer(model, 0.0, name):  # the frozen loss subspace, from the base model's own pair separations
         diffs = embed(model, tokenizer, pos, layer, max_length=max_length) - embed(model, tokenizer, neg, layer, max_length=max_length)
-    kind = _kind(model, tokenizer, pos[0], max_length, name)
+        kind = _kind(model, tokenizer, pos[0], max_length, name)
     Q, ref = loss_subspace(diffs, k)
     margin = DEFAULTS[kind]['margin'] if margin is None else margin
     threshold = DEFAULTS[kind]['threshold'] if threshold is None else threshold
@@ -452,7 +493,8 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
             if record is not None: record.append({k_: float(v.detach()) for k_, v in terms.items()})
             if bar is not None: bar.update(1); bar.set_postfix(loss=f'{hist[-1]:.3g}', refresh=False)
         if orient == 'free':  # make +1 the side that raises the positive texts: the hinge's own choice, on all pairs
-            up, down = (preference(model, tokenizer, pairs, layer, Q, ref, c, kind, name, max_length) for c in (1.0, -1.0))
+            with _eval(model):
+                up, down = (preference(model, tokenizer, pairs, layer, Q, ref, c, kind, name, max_length) for c in (1.0, -1.0))
             if monotonic_loss(-up, -down, margin) < monotonic_loss(up, down, margin): flip_sign(model, name)
     finally:
         if bar is not None: bar.close()

@@ -41,6 +41,7 @@ def worker(mode: str, out_dir: str) -> None:
     try:
         rank = dist.get_rank()
         if mode == 'calib': return _calib(rank, out_dir)
+        if mode == 'steer': return _steer_train(rank, out_dir)
         torch.manual_seed(0)
         model = tiny_lm()
         ap.attach(model, ap.config_for('antipasto', r=8))
@@ -114,6 +115,28 @@ def _calib(rank: int, out_dir: str) -> None:
     dist.barrier()
 
 
+def _steer_train(rank: int, out_dir: str) -> None:
+    "train_steering through DDP on a masked LM in train mode with dropout: each rank its own batches and dropout masks."
+    import torch.distributed as dist
+    import antipasto as ap
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from transformers import BertConfig, BertForMaskedLM
+    from antipasto.steering import ByteTokenizer, builtin_pairs, train_steering
+    torch.manual_seed(0)
+    m = BertForMaskedLM(BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                   hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)).train()
+    ap.attach(m, ap.AntiPaSTOConfig(r=8, target_names=(r'(query|value)$',)))
+    g0 = torch.cat([a.g.detach().flatten() for a in ap.adapters(m).values()])
+    torch.manual_seed(1 + rank)   # each rank its own dropout masks
+    hist = train_steering(DDP(m), ByteTokenizer(), builtin_pairs('sentiment', n=16), steps=3, lr=5e-2, batch_size=4, seed=rank,
+                          progress=False)
+    g = torch.cat([a.g.detach().flatten() for a in ap.adapters(m).values()])
+    res = {'hist': hist, 'sha': hashlib.sha256(g.numpy().tobytes()).hexdigest(), 'moved': (g - g0).abs().max().item(),
+           'train_mode': all(x.training for x in m.modules())}
+    with open(os.path.join(out_dir, f'steer_rank{rank}.json'), 'w') as f: json.dump(res, f)
+    dist.barrier()
+
+
 def _run(mode, tmp_path):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1',
            'TOKENIZERS_PARALLELISM': 'false'}
@@ -158,6 +181,20 @@ def test_calibration_sharded_per_rank(tmp_path):
     # ranks calibrating different layers: refused on every rank (their sums would be added position by position)
     assert [r['other_targets'] for r in res] == ['refused', 'refused'], res
     assert res[0]['alone'] != res[1]['alone']   # across_ranks=False: each rank its own data, no collective
+
+
+def test_train_steering_under_ddp(tmp_path):
+    """`train_steering` given the DDP wrapper of a masked LM in train mode, dropout 0.1, each rank its own batches and
+    dropout masks: the step reads the masked LM's config through the wrapper (it read the wrapper's, found none and
+    failed for want of hidden states), the first loss is the encoder's identity loss 2m = 1 on every rank (the three
+    passes of a step share their masks; with a fresh mask per pass it started near 11.5), DDP keeps the replicas equal,
+    and the modules are left in train mode."""
+    res = _run('steer', tmp_path)
+    for r in res:
+        assert abs(r['hist'][0] - 1.0) <= 1e-6, r['hist']
+        assert r['moved'] > 0 and r['train_mode'], r
+    assert res[0]['hist'][1:] != res[1]['hist'][1:]   # the ranks did see different batches
+    assert res[0]['sha'] == res[1]['sha']             # gradients averaged: one adapter
 
 
 WRAPPED = r'''

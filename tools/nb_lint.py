@@ -14,12 +14,18 @@ def _code(line):
 
 
 def mixed(cell):
-    "Top-level import lines of a code cell that also holds other code (exported cells are left alone)."
+    "Line numbers of the top-level imports of a code cell that also holds other code (exported cells are left alone)."
     src = ''.join(cell['source']).splitlines()
     if cell['cell_type'] != 'code' or any(l.startswith('#| export') or l.startswith('#|export') for l in src): return []
-    code = [l for l in src if _code(l)]
-    imps = [l for l in code if IMPORT.match(l)]
-    if any(l.rstrip().endswith(('(', '\\', ',')) for l in imps): return []  # multi-line import: leave it to a person
+    try: tree = ast.parse('\n'.join(src))
+    except SyntaxError: tree = None   # a magic or shell line: read the lines themselves
+    if tree is not None:   # by statement, as nbdev does: an import inside a string is not one
+        imps = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        if any(n.end_lineno != n.lineno for n in imps): return []  # multi-line import: leave it to a person
+        return [n.lineno - 1 for n in imps] if imps and len(imps) != len(tree.body) else []
+    code = [i for i, l in enumerate(src) if _code(l)]
+    imps = [i for i in code if IMPORT.match(src[i])]
+    if any(src[i].rstrip().endswith(('(', '\\', ',')) for i in imps): return []
     return imps if imps and len(imps) != len(code) else []
 
 
@@ -30,9 +36,9 @@ def fix(nb):
         if imps:
             src = ''.join(c['source']).splitlines()
             directives = [l for l in src if l.startswith('#|')]
-            rest = [l for l in src if l not in imps]
+            rest = [l for i, l in enumerate(src) if i not in imps]
             out.append({'cell_type': 'code', 'execution_count': None, 'id': uuid.uuid4().hex[:8], 'metadata': {}, 'outputs': [],
-                        'source': '\n'.join(directives + imps)})
+                        'source': '\n'.join(directives + [src[i] for i in imps])})
             c = {**c, 'source': '\n'.join(rest)}
         out.append(c)
     nb['cells'] = out
