@@ -245,6 +245,7 @@ def variant_names(selected=None, references: str | None = '--references') -> lis
     names = sorted((n for n in REGISTRY if not n.startswith('_')),
                    key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     if selected is None: return names
+    selected = list(selected)   # a generator is read once: the checks below must see what is returned
     refs = [n for n in selected if n in REFERENCES]
     if refs: raise ValueError(f"--variants: {refs} are reference rows, not variants; " + (f"pass them via {references}" if references
                               else "this command has none (antipasto-cost measures them, via --references)"))

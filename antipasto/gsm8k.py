@@ -26,8 +26,11 @@ __all__ = ['NUMBER', 'ANSWER_TOKEN', 'MARKER', 'TRAIN_FIELDS', 'TEST_FIELDS', 'P
 # %% ../nbs/43_gsm8k.ipynb #410e4e36
 _NUM = r'(?<![\d.,])(?:-\$?|\$-?)?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?![.,]?\d)'   # not a piece of a longer number
 NUMBER = re.compile(_NUM)
-# a fraction (a/b, a/b/c, LaTeX \frac) is one token, so its parts are never read as the answer
-ANSWER_TOKEN = re.compile(rf'(?P<fraction>\\d?frac\{{[^{{}}]*\}}\{{[^{{}}]*\}}|{_NUM}(?:\s*/\s*{_NUM})+)|{_NUM}')
+# LaTeX's \frac, \dfrac, \tfrac: each argument braced (one level of nesting, as in \frac{\sqrt{3}}{2}) or one character (\frac12)
+_ARG = r'(?:\{(?:[^{}]|\{[^{}]*\})*\}|[^\s{}])'
+_FRAC = rf'\\[dt]?frac\s*{_ARG}\s*{_ARG}'
+# a fraction (a/b, a/b/c, LaTeX) is one token, so its parts are never read as the answer
+ANSWER_TOKEN = re.compile(rf'(?P<fraction>{_FRAC}|{_NUM}(?:\s*/\s*{_NUM})+)|{_NUM}')
 MARKER = '####'
 
 def to_number(s: str) -> Decimal | None:

@@ -215,7 +215,7 @@ def _glued(argv: list[str], flags=('--coeffs',)) -> list[str]:
 
 # %% ../nbs/44_steer_bench.ipynb #cddfd300
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog='antipasto-bench steer', description="Steering benchmark on the real MiniLM weights, "
+    p = argparse.ArgumentParser(prog='antipasto-bench steer', allow_abbrev=False, description="Steering benchmark on the real MiniLM weights, "
                                 "offline: each method trained (or fitted) on the built-in sentiment pairs, evaluated on held-out "
                                 "sentences written differently, along a probe fitted on separately written labelled sentences.")
     p.add_argument('--methods', type=str_list, default=','.join(DEFAULT_METHODS),
@@ -225,7 +225,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--batch-size', type=positive_int, default=8, help="pairs per step (default 8)")
     p.add_argument('--coeffs', type=float_list, default=','.join(map(str, COEFFS)), help="comma-separated coefficients to evaluate, "
                    "e.g. --coeffs -2,-1,0,1,2 (must include -1, 0, 1)")
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=nonneg_int, default=0, help="seed of the pairs drawn, the inits and the batches (an int >= 0)")
     p.add_argument('--out', type=writable_dir, default=os.path.join('results', 'steer'), help="output folder (default results/steer); "
                    "each run writes <run id>.tsv, .md and .png there")
     p.add_argument('--mechanics-steps', type=nonneg_int, default=10, help="steps of the tiny causal LM mechanics run (0: skip)")

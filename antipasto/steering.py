@@ -44,6 +44,8 @@ def contrastive_pairs(templates, word_pairs=None, suffixes=None, n: int | None =
     templates, suffixes = _strings(templates, 'templates'), _strings(suffixes or [], 'suffixes')
     if not templates: raise ValueError("templates is empty; give at least one template")
     if n is not None and not (_is_int(n) and n >= 1): raise ValueError(f"n={n!r} must be a positive int (or None for all pairs)")
+    if not (_is_int(seed) and seed >= 0):   # random.Random seeds from |seed|: -1 would shuffle as 1 does
+        raise ValueError(f"seed={seed!r} must be an int >= 0")
     if isinstance(word_pairs, str): raise ValueError(f"word_pairs={word_pairs!r} is one string; give a list of (positive, negative) "
                                                      "pairs, e.g. [('happy', 'sad')]")
     word_pairs = list(word_pairs or [])
@@ -230,7 +232,9 @@ def _adapters(model, name):
 
 # %% ../nbs/26_steering.ipynb #ec5cf6b3
 def _steer(model, c, name):
-    return steer(model, c) if name is None else steer(model, {name: c})
+    "`ap.steer` at `c` for every adapter, or for the one named `name`, or each of a list of names."
+    if name is None: return steer(model, c)
+    return steer(model, {n: c for n in ([name] if isinstance(name, str) else name)})
 
 # %% ../nbs/26_steering.ipynb #e3ade3c8
 def can_flip(adapter) -> bool:
@@ -275,6 +279,17 @@ def _check_tokens(tokenizer, pairs, max_length: int) -> None:
         raise ValueError(f"pairs[{same[0]}]{more} encode to the same tokens once truncated to max_length={max_length}: its two "
                          "texts differ only past that length (or only in what the tokenizer drops), so it would train nothing "
                          "and dilute the other pairs; raise max_length or shorten the shared prefix")
+
+# %% ../nbs/26_steering.ipynb #9ff76e3b
+def _check_scored(tokenizer, pairs, max_length: int) -> None:
+    "Refuse, for a causal LM, pairs with a side of fewer than two tokens: `sequence_logp` scores a text from its second token on."
+    short = [i for i, pr in enumerate(pairs) if min(len(tokenizer(t, truncation=True, max_length=max_length)['input_ids']) for t in pr) < 2]
+    if short:
+        more = f" (and {len(short) - 1} more)" if len(short) > 1 else ''
+        raise ValueError(f"pairs[{short[0]}]{more} has a side of one token: a causal LM's log-probability of a text scores each "
+                         "token after the first, so that side has none, its preference is 0 at every coefficient and the pair "
+                         "adds nothing to the hinge but its weight in the mean; give texts of two tokens or more (a shared "
+                         "prefix such as 'I feel happy' / 'I feel sad')")
 
 # %% ../nbs/26_steering.ipynb #21ea6c92
 def default_layer(model: nn.Module, name: str | None = None) -> int:
@@ -322,20 +337,27 @@ def _last_hidden(out) -> torch.Tensor:
 @contextlib.contextmanager
 def _eval(model: nn.Module):
     "Every module in eval mode (no dropout) for a measurement; each module's own mode restored after, also on error."
-    modes = [(m, m.training) for m in model.modules()]
+    modes = [(m, m.training) for m in model.modules()]   # parents before children: each module ends in its own mode
     model.eval()
     try: yield model
     finally:
-        for m, t in modes: m.training = t
+        for m, t in modes: m.train(t)   # through train(): a module that overrides it (kernels, caches) hears of it
 
 # %% ../nbs/26_steering.ipynb #b8db8ed5
-def _same_noise():
-    "Snapshot the random generators (CPU, and every CUDA device in use); the returned function restores it, so a pass replays the draws of the first."
+def _same_noise(model: nn.Module, seed: int | None = None):
+    "Snapshot the CPU generator and those of the accelerators `model` sits on (then seed them all with `seed`, if given); the returned function restores the snapshot, so a pass replays the draws of the first."
     cpu = torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    accel = {}
+    for kind in {t.device.type for t in itertools.chain(model.parameters(), model.buffers())} - {'cpu', 'meta'}:
+        mod = torch.get_device_module(kind)   # cuda, xpu, mps, ...: every device of the kind (a model split over GPUs)
+        get, put = ((mod.get_rng_state_all, mod.set_rng_state_all) if hasattr(mod, 'get_rng_state_all')
+                    else (mod.get_rng_state, mod.set_rng_state))
+        accel[kind] = (put, get())
+        if seed is not None: getattr(mod, 'manual_seed_all', mod.manual_seed)(seed)
+    if seed is not None: torch.default_generator.manual_seed(seed)
     def replay():
         torch.set_rng_state(cpu)
-        if cuda is not None: torch.cuda.set_rng_state_all(cuda)
+        for put, state in accel.values(): put(state)
     return replay
 
 # %% ../nbs/26_steering.ipynb #2bcf871e
@@ -352,7 +374,7 @@ def steering_step(model: nn.Module, batch: dict, n: int, layer: int, Q: torch.Te
     hf = getattr(unwrap(model), 'config', None) is not None   # a DDP or DataParallel wrapper has no config of its own
     kind = kind or (model_kind(model) if hf else None)
     if hf and kind == 'encoder': batch = {**batch, 'output_hidden_states': True}  # a masked LM's output states
-    replay = _same_noise()   # train mode: all three passes draw the same dropout masks
+    replay = _same_noise(model)   # train mode: all three passes draw the same dropout masks
     with torch.no_grad(), _steer(model, 0.0, name): d0, out0 = _separations(model, batch, layer, n)
     kind = kind or model_kind(model, out0)
     causal, mask, rn = kind == 'causal', batch['attention_mask'], ref.norm().clamp_min(1e-12)
@@ -466,6 +488,7 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     with _eval(model), _steer(model, 0.0, name):  # the frozen loss subspace, from the base model's own pair separations
         diffs = embed(model, tokenizer, pos, layer, max_length=max_length) - embed(model, tokenizer, neg, layer, max_length=max_length)
         kind = _kind(model, tokenizer, pos[0], max_length, name)
+    if kind == 'causal': _check_scored(tokenizer, pairs, max_length)
     Q, ref = loss_subspace(diffs, k)
     margin = DEFAULTS[kind]['margin'] if margin is None else margin
     threshold = DEFAULTS[kind]['threshold'] if threshold is None else threshold
@@ -479,6 +502,7 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     ours = {id(p) for p in params}   # only these get gradients: other trainable tensors (other named adapters) are frozen meanwhile
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in ours]
     grads0 = [(p, p.grad) for p in params]
+    restore_rng = _same_noise(model, seed)   # dropout drawn from `seed`; the caller's random state given back after
     try:
         for p in others: p.requires_grad_(False)
         for step in range(steps):
@@ -500,6 +524,7 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
         if bar is not None: bar.close()
         for p in others: p.requires_grad_(True)
         for p, g0 in grads0: p.grad = g0   # every .grad as it was before the call
+        restore_rng()
     return hist
 
 # %% ../nbs/26_steering.ipynb #8f123237
@@ -528,7 +553,7 @@ def _pair_diffs(model, tokenizer, pairs, layer, max_length):
     pairs = _check_pairs(pairs)
     _check_tokens(tokenizer, pairs, max_length)
     n = len(blocks(model))
-    if not (isinstance(layer, int) and 0 <= layer < n): raise ValueError(f"layer={layer!r} must be a block index in [0, {n - 1}]")
+    if not (_is_int(layer) and 0 <= layer < n): raise ValueError(f"layer={layer!r} must be a block index in [0, {n - 1}]")
     return (embed(model, tokenizer, [p for p, _ in pairs], layer, max_length=max_length)
             - embed(model, tokenizer, [q for _, q in pairs], layer, max_length=max_length))
 
@@ -536,7 +561,8 @@ class SteeringVector:
     "A fixed direction `vector` added to the residual stream after block `layer` at every token, scaled by a coefficient: h + c v."
     def __init__(self, vector: torch.Tensor, layer: int, method: str = ''):
         if vector.ndim != 1: raise ValueError(f"vector must be 1-D (d_model,), got shape {tuple(vector.shape)}")
-        self.vector, self.layer, self.method = vector.detach().float(), layer, method
+        if not (_is_int(layer) and layer >= 0): raise ValueError(f"layer={layer!r} must be a block index (an int >= 0)")
+        self.vector, self.layer, self.method = vector.detach().float(), int(layer), method   # int: a numpy index prints as one
 
     @classmethod
     def mean_difference(cls, model, tokenizer, pairs, layer: int, max_length: int = 64) -> 'SteeringVector':
@@ -558,6 +584,9 @@ class SteeringVector:
         if not 0 <= self.layer < n: raise ValueError(f"this vector is for block {self.layer}, the model has blocks 0..{n - 1}")
         def hook(m, args, out):
             h = _first(out)
+            if h.shape[-1] != self.vector.shape[0]:   # a vector fitted on another model: name it, not a broadcast error
+                raise ValueError(f"this vector has {self.vector.shape[0]} dimensions and block {self.layer}'s output has {h.shape[-1]}: "
+                                 "it was fitted on another model")
             h = h + (c * self.vector).to(h)
             return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
         handle = blocks(model)[self.layer].register_forward_hook(hook)
