@@ -19,8 +19,8 @@ from .calibration import calibration_batches, hooks_changed, POOL_RANKS
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
 
 # %% auto #0
-__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'WATCH', 'FIRED', 'CROSS', 'RELOADED', 'ROWS', 'COLS',
-           'SIGN_PAIRS', 'SIGN_SURE', 'BASIS_FROM', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR',
+__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CKPT_STATE', 'CACHE_TAG', 'MERGED_AT', 'WATCH', 'FIRED', 'CROSS', 'RELOADED', 'ROWS',
+           'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'BASIS_FROM', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR',
            'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint', 'fingerprint',
            'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers', 'sketch', 'save',
            'AdapterFileError', 'read_config', 'load', 'cast', 'restore', 'AdapterState', 'AdapterCheckpoints']
@@ -44,7 +44,7 @@ class _Named:
 class _State:
     "What the runtime keeps on a model: its named adapters, the grad flags it changed, its checkpoint wrappers."
     named: dict = field(default_factory=dict)
-    requires_grad: list = field(default_factory=list)   # (parameter, flag before the first attach)
+    requires_grad: list = field(default_factory=list)   # (parameter name, flag before the first attach)
     ckpt_layers: list = field(default_factory=list)      # modules that may run transformers' gradient checkpointing
     ddp_ignore: object = None                            # the model's own _ddp_params_and_buffers_to_ignore, if any
     peft_before: bool = False                            # peft had wrapped layers before the first attach
@@ -182,6 +182,20 @@ def _wrap_checkpointing(st: _State) -> None:
     for m in st.ckpt_layers:
         f = m.__dict__.get('_gradient_checkpointing_func')
         if f is not None and not isinstance(f, _SteerCheckpoint): m._gradient_checkpointing_func = _SteerCheckpoint(f)
+
+CKPT_STATE = '_antipasto_ckpt_state'   # on a module that runs checkpointed blocks: the state whose wrappers it installs
+
+def _ckpt_pre(module, args) -> None:
+    "Pre-hook on a module that runs checkpointed blocks, for a forward that starts there (`model.model(...)`) and not at the root."
+    st = module.__dict__.get(CKPT_STATE)
+    if st is not None: _wrap_checkpointing(st)
+
+def _hook_ckpt_callers(m, st: _State) -> None:
+    "Give every module below the root that holds checkpointed blocks the `_ckpt_pre` hook."
+    ids = {id(x) for x in st.ckpt_layers}
+    for x in st.ckpt_layers:
+        if x is not m and any(id(y) in ids for y in x.modules() if y is not x) and not _has_hook(x._forward_pre_hooks, _ckpt_pre):
+            x.__dict__[CKPT_STATE] = st; x.register_forward_pre_hook(_ckpt_pre)
 
 # %% ../nbs/03_runtime.ipynb #07ce5bc4
 CACHE_TAG = '_antipasto_steering'   # on a KV cache object: the coefficients its keys and values were computed at
@@ -745,7 +759,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
     st = m.__dict__.get(STATE)
     first = st is None
     if first:
-        st = _State(requires_grad=[(p, p.requires_grad) for p in m.parameters()],
+        st = _State(requires_grad=[(n, p.requires_grad) for n, p in m.named_parameters(remove_duplicate=False)],
                     ckpt_layers=[x for x in m.modules() if hasattr(x, 'gradient_checkpointing')],
                     ddp_ignore=m.__dict__.get('_ddp_params_and_buffers_to_ignore'),
                     peft_before=any(wraps_base(x) for x in m.modules()))
@@ -755,6 +769,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
             for p in m.parameters(): p.requires_grad_(False)
             m.register_forward_pre_hook(_root_hook, with_kwargs=True)
             m.register_forward_hook(_root_post, with_kwargs=True, always_call=True)
+            _hook_ckpt_callers(m, st); _wrap_checkpointing(st)
             st.layouts = hold_layouts(m)   # no bitsandbytes CPU rewrite while attached (see antipasto.layers)
         st.named[name] = _Named(cfg, dict(targets), dict(adp), calibrated)
         added = first
@@ -813,12 +828,16 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
     if st.named:
         _set_ddp_ignore(m, st); return
     if st.peft_before or not any(wraps_base(x) for x in m.modules()):   # else peft, which wrapped layers since, owns them
-        for p, flag in st.requires_grad: p.requires_grad_(flag)
+        # by name: load_state_dict(assign=True) puts new Parameter objects in the old ones' places
+        now = dict(m.named_parameters(remove_duplicate=False))
+        for n, flag in st.requires_grad:
+            if n in now: now[n].requires_grad_(flag)
     release_layouts(m, st.layouts)
     _remove_hook(m, _root_hook, pre=True); _remove_hook(m, _root_post, pre=False)
     for x in st.ckpt_layers:
         f = x.__dict__.get('_gradient_checkpointing_func')
         if isinstance(f, _SteerCheckpoint): x._gradient_checkpointing_func = f.fn
+        if x.__dict__.pop(CKPT_STATE, None) is not None: _remove_hook(x, _ckpt_pre, pre=True)
     if st.ddp_ignore is None: m.__dict__.pop('_ddp_params_and_buffers_to_ignore', None)
     else: m._ddp_params_and_buffers_to_ignore = st.ddp_ignore
     del m.__dict__[STATE]
@@ -919,10 +938,11 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
             else: y_new = _run(a, layer, x, y, c)
             out = out + (y_new.to(acc) - y.to(acc))
         return out
-    db = change(torch.zeros(1, d_in, dtype=xdt, device=W.device))[0]   # an output gate also scales the bias
-    dW = torch.zeros(d_out, d_in, dtype=acc, device=W.device)
-    for i in range(0, d_in, chunk):
-        dW[:, i:i + chunk] = (change(torch.eye(d_in, dtype=xdt, device=W.device)[i:i + chunk]) - db).T
+    with _no_autocast():   # the probes in the layer's own precision: under autocast the change came out in bfloat16
+        db = change(torch.zeros(1, d_in, dtype=xdt, device=W.device))[0]   # an output gate also scales the bias
+        dW = torch.zeros(d_out, d_in, dtype=acc, device=W.device)
+        for i in range(0, d_in, chunk):
+            dW[:, i:i + chunk] = (change(torch.eye(d_in, dtype=xdt, device=W.device)[i:i + chunk]) - db).T
     return dW, db
 
 # %% ../nbs/03_runtime.ipynb #5af8f169
