@@ -104,6 +104,20 @@ def real_tokens(x: torch.Tensor, mask: torch.Tensor | None, name: str = '') -> t
                      f"so its padding cannot be masked. Exclude it from the targets (e.g. add its name to exclude_names), "
                      f"or pass batches without padding")
 
+# %% ../nbs/02_calibration.ipynb #3346994c
+def _towers(model: nn.Module) -> set[nn.Module]:
+    "Every module inside a non-text tower of `model` (a vision or audio encoder: a submodule whose `config` is a sub-config of the model's other than the text ones)."
+    cfg = getattr(model, 'config', None)
+    if not callable(getattr(cfg, 'get_text_config', None)): return set()   # not a transformers config: no sub-configs to go by
+    text = set()
+    for which in ({}, {'decoder': True}, {'encoder': True}):
+        try: text.add(id(cfg.get_text_config(**which)))
+        except ValueError: pass   # a config with two text sub-configs (MusicGen) names neither without decoder=/encoder=
+    if getattr(cfg, 'is_encoder_decoder', False) and hasattr(model, 'get_encoder'):
+        text.add(id(getattr(model.get_encoder(), 'config', None)))   # BERT2BERT's encoder: the stream attention_mask describes
+    subs = {id(v) for v in vars(cfg).values() if callable(getattr(v, 'get_text_config', None)) and id(v) not in text}
+    return {m for t in model.modules() if id(getattr(t, 'config', None)) in subs for m in t.modules()}
+
 # %% ../nbs/02_calibration.ipynb #9837526a
 class _Streams:
     "Which padding mask a layer's input follows: an encoder-decoder has two token streams, each with its own mask."
@@ -111,6 +125,7 @@ class _Streams:
         cfg = getattr(model, 'config', None)
         enc = model.get_encoder() if getattr(cfg, 'is_encoder_decoder', False) and hasattr(model, 'get_encoder') else None
         self.enc_mods = set(enc.modules()) if enc is not None else None
+        self.towers = _towers(model)
         self.enc_out, self.handle = None, None
         if enc is not None: self.handle = enc.register_forward_hook(lambda m, a, out: setattr(self, 'enc_out', out[0]))
     def start(self, named: dict) -> None:
@@ -118,7 +133,8 @@ class _Streams:
         eo = named.get('encoder_outputs')
         self.enc_out = eo if eo is None or isinstance(eo, torch.Tensor) else eo[0]
     def mask(self, mod, x, named: dict, mask):
-        "The encoder's `attention_mask` for encoder layers and for cross-attention reading the encoder's output; else `decoder_attention_mask`, or `labels != -100` without one (None: every decoder position is real)."
+        "None (every row real) inside a vision or audio tower; the encoder's `attention_mask` for encoder layers and for cross-attention reading the encoder's output; else `decoder_attention_mask`, or `labels != -100` without one (None: every decoder position is real)."
+        if mod in self.towers: return None   # patches or frames: the text's padding says nothing about them
         if self.enc_mods is None or mod in self.enc_mods or x is self.enc_out: return mask
         dec, labels = named.get('decoder_attention_mask'), named.get('labels')
         if dec is None and isinstance(labels, torch.Tensor) and labels.dim() == 2 and tuple(labels.shape) == tuple(x.shape[:2]):

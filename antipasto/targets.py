@@ -62,7 +62,7 @@ def layer_index(name: str) -> int | None:
 
 # %% ../nbs/01_targets.ipynb #2ef121b8
 WRITER_NAMES = (r'(o_proj|out_proj|down_proj|dense_4h_to_h|c_proj|fc2|wo|w2|output\.dense|Attention\.o|attention\.dense|out_lin|lin2|'
-                r'attention\.output|attn\.proj)$')
+                r'attention\.output|attn\.proj|self_attn\.dense)$')
 READER_NAMES = (r'(q_proj|k_proj|v_proj|qkv_proj|gate_proj|up_proj|gate_up_proj|query|key|value|c_attn|c_fc|fc1|wq|wk|wv|w1|w3|'
                 r'wi|wi_0|wi_1|dense_h_to_4h|intermediate\.dense|Attention\.[qkv]|query_key_value|[qkv]_lin|lin1|receptance)$')
 ROUTER_NAMES = r'(^|\.)(gate|router|shared_expert_gate)(\.[^.]+)?$'   # and their own linear: router.layer, router.classifier
