@@ -107,15 +107,24 @@ def real_tokens(x: torch.Tensor, mask: torch.Tensor | None, name: str = '') -> t
 # %% ../nbs/02_calibration.ipynb #3346994c
 def _towers(model: nn.Module) -> set[nn.Module]:
     "Every module inside a non-text tower of `model` (a vision or audio encoder: a submodule whose `config` is a sub-config of the model's other than the text ones)."
+    is_cfg = lambda v: callable(getattr(v, 'get_text_config', None))
     cfg = getattr(model, 'config', None)
-    if not callable(getattr(cfg, 'get_text_config', None)): return set()   # not a transformers config: no sub-configs to go by
+    if not is_cfg(cfg): return set()   # not a transformers config: no sub-configs to go by
+    def below(c, seen):   # every config nested in c, at any depth (ColQwen2 holds a whole Qwen2-VL config), each once
+        out = []
+        for v in vars(c).values():
+            if is_cfg(v) and id(v) not in seen: seen.add(id(v)); out += [v] + below(v, seen)
+        return out
+    nested = below(cfg, {id(cfg)})
     text = set()
-    for which in ({}, {'decoder': True}, {'encoder': True}):
-        try: text.add(id(cfg.get_text_config(**which)))
-        except ValueError: pass   # a config with two text sub-configs (MusicGen) names neither without decoder=/encoder=
+    for c in [cfg] + [c for c in nested if below(c, {id(c)})]:   # a leaf config would name itself as its text config
+        for which in ({}, {'decoder': True}, {'encoder': True}):
+            try: text.add(id(c.get_text_config(**which)))
+            except ValueError: pass   # a config with two text sub-configs (MusicGen) names neither without decoder=/encoder=
     if getattr(cfg, 'is_encoder_decoder', False) and hasattr(model, 'get_encoder'):
         text.add(id(getattr(model.get_encoder(), 'config', None)))   # BERT2BERT's encoder: the stream attention_mask describes
-    subs = {id(v) for v in vars(cfg).values() if callable(getattr(v, 'get_text_config', None)) and id(v) not in text}
+    # a tower: neither a text config nor one that holds a text config (a wrapper, such as ColQwen2's vlm_config)
+    subs = {id(v) for v in nested if id(v) not in text and not any(id(x) in text for x in below(v, {id(v)}))}
     return {m for t in model.modules() if id(getattr(t, 'config', None)) in subs for m in t.modules()}
 
 # %% ../nbs/02_calibration.ipynb #9837526a
