@@ -1342,8 +1342,10 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
                        f"was the base quantized another way (quant type, double quantization, block size), or the file saved by "
                        "another antipasto version, whose decomposition differed? Save the adapter with ap.save(..., basis=True) to "
                        "store the basis itself" if now.startswith('bnb') else
-                       "was the file saved by another antipasto version, whose decomposition differed? Save the adapter "
-                       "with ap.save(..., basis=True) to store the basis itself")
+                       "was the base weight changed since the file was saved (a fine-tuned or re-saved copy: a change too "
+                       "small for the base fingerprint still moves the singular directions), or the file saved by another "
+                       "antipasto version, whose decomposition differed? Load it onto the base it was saved on, or save the "
+                       "adapter with ap.save(..., basis=True) to store the basis itself")
                 raise AdapterFileError(f"{path}: the basis {b!r} of adapter {name!r} at layer {n!r}, recomputed from the base "
                                        f"weight, does not reproduce the saved one (sketch error {err:.3g}): {why}")
 
