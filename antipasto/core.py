@@ -12,9 +12,10 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'OPEN_STEERS', 'SPEC_INITS', 'REGISTRY', 'dtype_name',
-           'real_number', 'check_number', 'check_int', 'check_bool', 'check_choice', 'check_patterns', 'check_layers',
-           'AdapterConfig', 'SteerableConfig', 'ParamSpec', 'init_tensor', 'Constant', 'check_coeff', 'current_coeff',
-           'Variant', 'check_specs', 'register', 'UnknownVariant', 'variant_cls', 'config_for', 'attach_scope', 'memo']
+           'real_number', 'check_number', 'is_int', 'check_int', 'check_bool', 'check_choice', 'check_patterns',
+           'check_layers', 'AdapterConfig', 'SteerableConfig', 'ParamSpec', 'init_tensor', 'Constant', 'check_coeff',
+           'current_coeff', 'Variant', 'check_specs', 'register', 'UnknownVariant', 'variant_cls', 'config_for',
+           'attach_scope', 'memo']
 
 # %% ../nbs/00_core.ipynb #4e0abd63
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
@@ -57,13 +58,18 @@ def check_number(cfg, name: str, lo=None, hi=None, lo_open: bool = False, hi_ope
     setattr(cfg, name, v)
     return v
 
+# %% ../nbs/00_core.ipynb #ed09b3bf
+def is_int(v) -> bool:
+    "Whether `v` is an integer (a Python or numpy int), not a bool: `True` is an int to Python, but never a count."
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
 # %% ../nbs/00_core.ipynb #0503111a
 def check_int(cfg, name: str, lo: int = 1, fix: str = '') -> int:
     "Check that `cfg.<name>` is an int (not a bool) `>= lo` (default: a positive int) and store it as an int."
     v = getattr(cfg, name)
-    if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= lo):
+    if not (is_int(v) and v >= lo):
         kind = 'a positive int' if lo == 1 else f"an int >= {lo}"
-        got = '' if isinstance(v, numbers.Integral) and not isinstance(v, bool) else f" (got a {type(v).__name__})"
+        got = '' if is_int(v) else f" (got a {type(v).__name__})"
         fix = _fix(cfg, name, fix)
         raise ValueError(f"{type(cfg).__name__}: {name}={v!r} must be {kind}{got}{'; ' + fix if fix else ''}")
     setattr(cfg, name, int(v))

@@ -8,8 +8,7 @@ import contextlib, itertools, random, re
 import torch
 import torch.nn.functional as F
 from torch import nn
-import numbers
-from .core import check_coeff, real_number
+from .core import check_coeff, is_int, real_number
 from .runtime import adapters, steer, unwrap
 
 # %% auto #0
@@ -30,8 +29,6 @@ def expand_pair(template: str) -> tuple[str, str]:
     return _SLOT.sub(lambda m: m.group(1), template), _SLOT.sub(lambda m: m.group(2), template)
 
 # %% ../nbs/26_steering.ipynb #7c44279d
-def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)   # True is an int to Python
-
 def _strings(v, arg: str) -> list[str]:
     "`v` as a list of strings: one str is one item (not its characters)."
     v = [v] if isinstance(v, str) else list(v)
@@ -43,8 +40,8 @@ def contrastive_pairs(templates, word_pairs=None, suffixes=None, n: int | None =
     "(positive, negative) pairs: `{a|b}` slots expanded, `{}` slots filled with each word pair, each followed by each suffix; distinct, shuffled, `n` of them."
     templates, suffixes = _strings(templates, 'templates'), _strings(suffixes or [], 'suffixes')
     if not templates: raise ValueError("templates is empty; give at least one template")
-    if n is not None and not (_is_int(n) and n >= 1): raise ValueError(f"n={n!r} must be a positive int (or None for all pairs)")
-    if not (_is_int(seed) and seed >= 0):   # random.Random seeds from |seed|: -1 would shuffle as 1 does
+    if n is not None and not (is_int(n) and n >= 1): raise ValueError(f"n={n!r} must be a positive int (or None for all pairs)")
+    if not (is_int(seed) and seed >= 0):   # random.Random seeds from |seed|: -1 would shuffle as 1 does
         raise ValueError(f"seed={seed!r} must be an int >= 0")
     if isinstance(word_pairs, str): raise ValueError(f"word_pairs={word_pairs!r} is one string; give a list of (positive, negative) "
                                                      "pairs, e.g. [('happy', 'sad')]")
@@ -270,10 +267,14 @@ def _check_pairs(pairs) -> list:
     return pairs
 
 # %% ../nbs/26_steering.ipynb #9581df08
-def _check_tokens(tokenizer, pairs, max_length: int) -> None:
-    "Refuse pairs whose two sides encode to the same ids once truncated to `max_length` tokens."
+def _pair_ids(tokenizer, pairs, max_length: int) -> list[tuple[list, list]]:
+    "The token ids of each pair's two sides, truncated to `max_length`: tokenized once for every check below."
     ids = lambda t: list(tokenizer(t, truncation=True, max_length=max_length)['input_ids'])
-    same = [i for i, (p, q) in enumerate(pairs) if ids(p) == ids(q)]
+    return [(ids(p), ids(q)) for p, q in pairs]
+
+def _check_tokens(ids: list, max_length: int) -> None:
+    "Refuse pairs whose two sides encode to the same ids (`_pair_ids`) once truncated to `max_length` tokens."
+    same = [i for i, (p, q) in enumerate(ids) if p == q]
     if same:
         more = f" (and {len(same) - 1} more: pairs{same[1:6]}{'...' if len(same) > 6 else ''})" if len(same) > 1 else ''
         raise ValueError(f"pairs[{same[0]}]{more} encode to the same tokens once truncated to max_length={max_length}: its two "
@@ -281,9 +282,9 @@ def _check_tokens(tokenizer, pairs, max_length: int) -> None:
                          "and dilute the other pairs; raise max_length or shorten the shared prefix")
 
 # %% ../nbs/26_steering.ipynb #9ff76e3b
-def _check_scored(tokenizer, pairs, max_length: int) -> None:
-    "Refuse, for a causal LM, pairs with a side of fewer than two tokens: `sequence_logp` scores a text from its second token on."
-    short = [i for i, pr in enumerate(pairs) if min(len(tokenizer(t, truncation=True, max_length=max_length)['input_ids']) for t in pr) < 2]
+def _check_scored(ids: list) -> None:
+    "Refuse, for a causal LM, pairs with a side of fewer than two tokens (`_pair_ids`): `sequence_logp` scores a text from its second token on."
+    short = [i for i, (p, q) in enumerate(ids) if min(len(p), len(q)) < 2]
     if short:
         more = f" (and {len(short) - 1} more)" if len(short) > 1 else ''
         raise ValueError(f"pairs[{short[0]}]{more} has a side of one token: a causal LM's log-probability of a text scores each "
@@ -454,8 +455,8 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
                            "adapter: call it outside that block")
     pairs = _check_pairs(pairs)
     for nm, v in (('steps', steps), ('batch_size', batch_size), ('k', k), ('max_length', max_length)):
-        if not (_is_int(v) and v >= 1): raise ValueError(f"{nm}={v!r} must be a positive int")
-    if not _is_int(seed): raise ValueError(f"seed={seed!r} must be an int")
+        if not (is_int(v) and v >= 1): raise ValueError(f"{nm}={v!r} must be a positive int")
+    if not is_int(seed): raise ValueError(f"seed={seed!r} must be an int")
     lr = real_number(lr, 'lr', 0, lo_open=True, fix='the default is lr=1e-2')
     margin, threshold = (None if v is None else real_number(v, nm, 0, fix='None takes the model kind\'s default (DEFAULTS)')
                          for nm, v in (('margin', margin), ('threshold', threshold)))
@@ -473,7 +474,7 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     if not params: raise ValueError("the attached adapter has no trainable tensors")
     n_blocks = len(blocks(model))
     layer = default_layer(model, name) if layer is None else layer
-    if not (_is_int(layer) and 0 <= layer < n_blocks):
+    if not (is_int(layer) and 0 <= layer < n_blocks):
         raise ValueError(f"layer={layer!r} must be a block index in [0, {n_blocks - 1}]")
     flippable = all(can_flip(a) for a in adp.values())
     if orient is None: orient = 'free' if flippable else 'fixed'
@@ -482,13 +483,14 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     if orient == 'free' and not flippable:
         raise ValueError(f"orient='free' needs variants whose sign can be flipped at the end ({sorted(FLIP)}); use orient='fixed'")
     model_kind(model)  # refuses an encoder-decoder
-    _check_tokens(tokenizer, pairs, max_length)
+    ids = _pair_ids(tokenizer, pairs, max_length)
+    _check_tokens(ids, max_length)
     dev = params[0].device
     pos, neg = [p for p, _ in pairs], [q for _, q in pairs]
     with _eval(model), _steer(model, 0.0, name):  # the frozen loss subspace, from the base model's own pair separations
         diffs = embed(model, tokenizer, pos, layer, max_length=max_length) - embed(model, tokenizer, neg, layer, max_length=max_length)
         kind = _kind(model, tokenizer, pos[0], max_length, name)
-    if kind == 'causal': _check_scored(tokenizer, pairs, max_length)
+    if kind == 'causal': _check_scored(ids)
     Q, ref = loss_subspace(diffs, k)
     margin = DEFAULTS[kind]['margin'] if margin is None else margin
     threshold = DEFAULTS[kind]['threshold'] if threshold is None else threshold
@@ -551,9 +553,9 @@ HELD_OUT = [
 # %% ../nbs/26_steering.ipynb #2c5c50ee
 def _pair_diffs(model, tokenizer, pairs, layer, max_length):
     pairs = _check_pairs(pairs)
-    _check_tokens(tokenizer, pairs, max_length)
+    _check_tokens(_pair_ids(tokenizer, pairs, max_length), max_length)
     n = len(blocks(model))
-    if not (_is_int(layer) and 0 <= layer < n): raise ValueError(f"layer={layer!r} must be a block index in [0, {n - 1}]")
+    if not (is_int(layer) and 0 <= layer < n): raise ValueError(f"layer={layer!r} must be a block index in [0, {n - 1}]")
     return (embed(model, tokenizer, [p for p, _ in pairs], layer, max_length=max_length)
             - embed(model, tokenizer, [q for _, q in pairs], layer, max_length=max_length))
 
@@ -561,7 +563,7 @@ class SteeringVector:
     "A fixed direction `vector` added to the residual stream after block `layer` at every token, scaled by a coefficient: h + c v."
     def __init__(self, vector: torch.Tensor, layer: int, method: str = ''):
         if vector.ndim != 1: raise ValueError(f"vector must be 1-D (d_model,), got shape {tuple(vector.shape)}")
-        if not (_is_int(layer) and layer >= 0): raise ValueError(f"layer={layer!r} must be a block index (an int >= 0)")
+        if not (is_int(layer) and layer >= 0): raise ValueError(f"layer={layer!r} must be a block index (an int >= 0)")
         self.vector, self.layer, self.method = vector.detach().float(), int(layer), method   # int: a numpy index prints as one
 
     @classmethod
