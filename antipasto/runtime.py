@@ -394,6 +394,10 @@ def _fired(layer, args):
     "Pre-hook on a watched target: it has been called (only ever set, so concurrent forwards cannot undo it)."
     if not torch.compiler.is_compiling(): layer.__dict__[FIRED] = True
 
+def _compiled(parent, layer) -> bool:
+    "Whether `layer` runs compiled (`layer.compile()`, or a `torch.compile` wrapper in its place): its hooks then run only while traced, where `_fired` cannot record."
+    return getattr(layer, '_compiled_call_impl', None) is not None or any(getattr(c, '_orig_mod', None) is layer for c in parent.children())
+
 def _stop_watching(parent, names) -> None:
     "Take the watch off targets `names` of `parent`, and off `parent` once it watches none."
     w = parent.__dict__.get(WATCH, {})
@@ -420,7 +424,7 @@ def _watch_post(parent, args, out):
     # nn.DataParallel's replicas share this dict but not the flags: only the original proves anything
     if torch.compiler.is_compiling() or parent.__dict__.get('_is_replica') or parent.__dict__.get(CROSS): return None
     w = parent.__dict__.get(WATCH, {})
-    missed = [n for n, l in list(w.items()) if not l.__dict__.get(FIRED)]
+    missed = [n for n, l in list(w.items()) if not l.__dict__.get(FIRED) and not _compiled(parent, l)]   # compiled: unprovable
     if missed:
         raise RuntimeError(f"the antipasto adapters on {missed} did not run: their parent {type(parent).__name__} ran its "
                            "forward without calling them (it reads their weight directly: nn.MultiheadAttention's functional "
