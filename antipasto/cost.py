@@ -535,8 +535,11 @@ PRESETS = {'llama8b-shaped': dict(layers=1, r=256, variants=['antipasto'], refer
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='antipasto-cost', description="Cost of every registered adapter variant on one model "
                                 "and one target set: parameters, buffers, attach/forward/backward time, peak memory, MACs.")
-    p.add_argument('--model', help="local Hugging Face model folder (or a cached hub name), or 'llama8b-shaped' (random "
-                   "weights, Llama-3-8B layer shapes: see PRESETS); default: a random-weight Qwen3-0.6B-shaped model, no download")
+    preset = '; '.join(f"{k!r} (random weights at its layer shapes, and other defaults: " +
+                       ', '.join(f"--{f.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}" for f, v in d.items()) + ')'
+                       for k, d in PRESETS.items())
+    p.add_argument('--model', help=f"local Hugging Face model folder (or a cached hub name), or a preset: {preset}; default: a "
+                   "random-weight Qwen3-0.6B-shaped model, no download")
     p.add_argument('--layers', type=positive_int, help="blocks to build (default 2); with --model, keep only the first N blocks")
     p.add_argument('--vocab', type=positive_int, default=DEFAULT_VOCAB, help=f"vocabulary of the built model (default "
                    f"{DEFAULT_VOCAB}; Qwen3-0.6B has {QWEN3_06B['vocab_size']})")

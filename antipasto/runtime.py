@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_runtime.ipynb #b47931c3
 from __future__ import annotations
-import contextlib, contextvars, copy, functools, gc, json, math, numbers, os, re, tempfile, threading, uuid, warnings
+import contextlib, contextvars, copy, functools, gc, itertools, json, math, numbers, os, re, tempfile, threading, uuid, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -19,7 +19,7 @@ from .calibration import calibration_batches, hooks_changed, POOL_RANKS
 from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
 
 # %% auto #0
-__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CKPT_STATE', 'CACHE_TAG', 'MERGED_AT', 'WATCH', 'FIRED', 'CROSS', 'RELOADED', 'ROWS',
+__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'ENTRY', 'WATCH', 'FIRED', 'CROSS', 'RELOADED', 'ROWS',
            'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'BASIS_FROM', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR',
            'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint', 'fingerprint',
            'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers', 'sketch', 'save',
@@ -44,7 +44,7 @@ class _Named:
 class _State:
     "What the runtime keeps on a model: its named adapters, the grad flags it changed, its checkpoint wrappers."
     named: dict = field(default_factory=dict)
-    requires_grad: list = field(default_factory=list)   # (parameter name, flag before the first attach)
+    requires_grad: list = field(default_factory=list)   # (parameter name, parameter, flag before the first attach)
     ckpt_layers: list = field(default_factory=list)      # modules that may run transformers' gradient checkpointing
     ddp_ignore: object = None                            # the model's own _ddp_params_and_buffers_to_ignore, if any
     peft_before: bool = False                            # peft had wrapped layers before the first attach
@@ -53,6 +53,7 @@ class _State:
     layouts: dict = field(default_factory=dict)          # bitsandbytes' CPU-rewrite flags held off while attached
     frozen_told: bool = False                            # warned that every adapter is frozen in a training forward
     slots: list = field(default_factory=list)            # (parent, attribute, layer, name) of every adapted layer
+    above: list = field(default_factory=list)            # (parent, attribute, module, name) of every module above one
 
 # %% ../nbs/03_runtime.ipynb #318cd204
 _WRAPPER_ATTRS = (('DistributedDataParallel', 'module'), ('DataParallel', 'module'),
@@ -121,9 +122,10 @@ def _recompute_outside_wrapper(adapters_) -> None:
     if any(a.__dict__.get('_was_steered') for a in adapters_):
         raise RuntimeError("gradient checkpointing is recomputing a steered antipasto adapter outside antipasto's "
                            "checkpoint wrapper, so it cannot know the original forward's coefficient. Use "
-                           "transformers' model.activation_checkpointing_enable() (gradient_checkpointing_enable before transformers 5: the blocks it "
-                           "checkpoints are wrapped) or ap.checkpoint(fn, *args) "
-                           "instead of torch.utils.checkpoint.checkpoint")
+                           "transformers' model.activation_checkpointing_enable() (gradient_checkpointing_enable before "
+                           "transformers 5), whose checkpoint function antipasto wraps at the next forward of the model or of "
+                           "its backbone (model.model; a loop that calls the blocks itself after enabling it: run one such "
+                           "forward first), or ap.checkpoint(fn, *args) instead of torch.utils.checkpoint.checkpoint")
 
 # %% ../nbs/03_runtime.ipynb #d8f859fb
 def _run(a, layer, x, y, c):
@@ -159,15 +161,31 @@ def _pre_hook(layer, args, kwargs):
     return args, {**kwargs, key: x_new}
 
 # %% ../nbs/03_runtime.ipynb #8d4da472
+def _pinned(function) -> list:
+    "The adapters with a coefficient of their own (`a.coeff = c`) inside the module `function` runs (the module, its bound method, a partial of either or of its forward with the module first)."
+    f, mod = function, None
+    while isinstance(f, functools.partial) and mod is None:
+        if f.args and isinstance(f.args[0], nn.Module): mod = f.args[0]   # transformers: partial(forward, block, **kwargs)
+        f = f.func
+    if mod is None: mod = f if isinstance(f, nn.Module) else getattr(f, '__self__', None)
+    if not isinstance(mod, nn.Module): return []
+    return [x for x in mod.modules() if isinstance(x, Variant) and '_coeff' in x.__dict__]
+
 class _SteerCheckpoint:
-    "Wraps a checkpoint function so the recompute in backward runs with the steering of the original forward."
+    "Wraps a checkpoint function so the recompute in backward runs with the steering of the original forward, and with its adapters' own coefficients."
     def __init__(self, fn): self.fn = fn
     def __call__(self, function, *args, **kwargs):
-        steering = STEERING.get()
+        steering, own = STEERING.get(), _pinned(function)
+        if own:   # at the bottom of the stack: a steer block still wins, as it did in the forward
+            steering = ((object(), {id(a): a.__dict__['_coeff'] for a in own}),) + steering
         def run(*a, **k):
             t1, t2 = STEERING.set(steering), _IN_CKPT.set(True)
+            was = [x.__dict__.get('_was_steered') for x in own]
             try: return function(*a, **k)
-            finally: _IN_CKPT.reset(t2); STEERING.reset(t1)
+            finally:
+                _IN_CKPT.reset(t2); STEERING.reset(t1)
+                for x, w in zip(own, was):   # pinned, not steered: a later recompute outside the wrapper stays allowed
+                    if not w: x.__dict__.pop('_was_steered', None)
         return self.fn(run, *args, **kwargs)
 
 # %% ../nbs/03_runtime.ipynb #fad84660
@@ -182,20 +200,6 @@ def _wrap_checkpointing(st: _State) -> None:
     for m in st.ckpt_layers:
         f = m.__dict__.get('_gradient_checkpointing_func')
         if f is not None and not isinstance(f, _SteerCheckpoint): m._gradient_checkpointing_func = _SteerCheckpoint(f)
-
-CKPT_STATE = '_antipasto_ckpt_state'   # on a module that runs checkpointed blocks: the state whose wrappers it installs
-
-def _ckpt_pre(module, args) -> None:
-    "Pre-hook on a module that runs checkpointed blocks, for a forward that starts there (`model.model(...)`) and not at the root."
-    st = module.__dict__.get(CKPT_STATE)
-    if st is not None: _wrap_checkpointing(st)
-
-def _hook_ckpt_callers(m, st: _State) -> None:
-    "Give every module below the root that holds checkpointed blocks the `_ckpt_pre` hook."
-    ids = {id(x) for x in st.ckpt_layers}
-    for x in st.ckpt_layers:
-        if x is not m and any(id(y) in ids for y in x.modules() if y is not x) and not _has_hook(x._forward_pre_hooks, _ckpt_pre):
-            x.__dict__[CKPT_STATE] = st; x.register_forward_pre_hook(_ckpt_pre)
 
 # %% ../nbs/03_runtime.ipynb #07ce5bc4
 CACHE_TAG = '_antipasto_steering'   # on a KV cache object: the coefficients its keys and values were computed at
@@ -256,10 +260,30 @@ def _holds_layer(x, layer) -> bool:
         x = next((x._modules[k] for k in _WRAPS if x._modules.get(k) is not None), None)
     return False
 
+def _above(m, slots) -> list:
+    "`(parent, attribute, module, name)` of each module on the way from the root `m` down to an adapted layer (the layers' own slots excluded), once each."
+    out, seen = [], set()
+    for _, _, _, n in slots:
+        x, path = m, []
+        for a in n.split('.')[:-1]:
+            c = x._modules.get(a)
+            if c is None: break
+            path.append(a)
+            if (id(x), a) not in seen: seen.add((id(x), a)); out.append((x, a, c, '.'.join(path)))
+            x = c
+    return out
+
 def _check_layers(st: _State) -> None:
-    "Refuse a forward when an adapted layer is no longer where it was (replaced after the attach): its adapter would not run."
+    "Refuse a forward when an adapted layer, or a module above it, is no longer where it was (replaced after the attach): its adapter would not run, or run out of `steer`'s reach."
     if torch.compiler.is_compiling(): return
-    gone = [n for parent, attr, l, n in st.slots if not _holds_layer(parent._modules.get(attr), l)]
+    moved = [n for parent, attr, x, n in st.above if parent._modules.get(attr) is not x and not _holds_layer(parent._modules.get(attr), x)]
+    if moved:
+        raise RuntimeError(f"the modules {moved[:3]}{' and more' if len(moved) > 3 else ''}, which hold layers that antipasto adapters "
+                           "were attached to, were replaced since (a block or attention module swapped, or a copy of it put in its "
+                           "place), so those adapters no longer run, or run where ap.steer, ap.save and ap.detach cannot reach "
+                           "them. Put the recorded modules back, or ap.detach(model) (it works through the layers it recorded) and "
+                           "attach again, or ap.load the adapter's file, on the new modules")
+    gone = [n for parent, attr, l, n in st.slots if parent._modules.get(attr) is not l and not _holds_layer(parent._modules.get(attr), l)]
     if gone:
         raise RuntimeError(f"the layers {gone[:3]}{' and more' if len(gone) > 3 else ''} that antipasto adapters were attached to "
                            "were replaced since (model.dequantize(), a module swap, a re-quantization), so their adapters no longer "
@@ -277,6 +301,17 @@ def _check_frozen(st: _State, model: nn.Module) -> None:
                   "while other tensors train, so it will not change: peft's get_peft_model after ap.attach freezes every tensor "
                   "that is not its own. To train it too: for a in ap.adapters(model).values(): a.requires_grad_(True); if you "
                   "froze it on purpose (training only what sits on top of it), ignore this", stacklevel=3)
+
+# %% ../nbs/03_runtime.ipynb #39af5c58
+def _check_offloaded(st: _State, names=None, fix: str = '') -> None:
+    "Refuse when adapters `names` (None: all) hold tensors on the meta device: accelerate's dispatch_model or cpu_offload after the attach moved them there without their values."
+    for k in (st.named if names is None else names):
+        e = st.named[k]
+        lost = [n for n, a in e.adapters.items() if any(t.is_meta for t in itertools.chain(a.parameters(), a.buffers()))]
+        if lost:   # the adapters are not in the state dict accelerate offloads from (checkpoints hold the base only)
+            raise RuntimeError(f"adapter {k!r} has tensors on the meta device at {lost[:2]}: their values are gone (accelerate's "
+                               "dispatch_model or cpu_offload after the attach offloads them, and the adapter is not in the "
+                               f"state dict it offloads from). {fix}")
 
 # %% ../nbs/03_runtime.ipynb #310d678b
 _BUSY = threading.Lock()   # guards the two tables below
@@ -368,6 +403,9 @@ def _root_hook(model, args, kwargs):
     _check_cache(st, kwargs)
     _check_frozen(st, model)
     _check_layers(st)
+    if '_hf_hook' in model.__dict__:   # accelerate hooked the model: an offload after the attach emptied the adapters
+        _check_offloaded(st, fix="ap.detach(model), then attach (or ap.load the adapter's file) after dispatching, with the target "
+                                 "layers kept in memory")
     return None
 
 # %% ../nbs/03_runtime.ipynb #6c4a4ad8
@@ -385,6 +423,45 @@ def _root_post(model, args, kwargs, out):
     if st is None or not (hasattr(cache, 'get_seq_length') and hasattr(cache, '__dict__')): return None
     cache.__dict__.setdefault(CACHE_TAG, _steering_now(st))
     return None
+
+# %% ../nbs/03_runtime.ipynb #9e384964
+ENTRY = '_antipasto_entry'   # on a backbone below the root (`model.model`): the root whose checks a forward starting there runs
+
+def _running(root) -> bool:
+    "Whether a forward of `root` is under way in this thread (its root hook counted it)."
+    return _INFLIGHT.get(id(root), {}).get(threading.get_ident(), 0) > 0
+
+def _entry_pre(module, args, kwargs):
+    "Pre-hook on a backbone: a forward that starts there, not at the root, gets the root's checks; inside a root forward, only its count."
+    root = module.__dict__.get(ENTRY)
+    if root is None or torch.compiler.is_compiling(): return None
+    if _running(root): _enter(root); return None   # the root hook checked this forward
+    return _root_hook(root, args, kwargs)
+
+def _entry_post(module, args, kwargs, out):
+    "Post-hook on a backbone (registered `always_call`): the count the pre-hook took is given back, a cache it made is tagged."
+    root = module.__dict__.get(ENTRY)
+    return None if root is None else _root_post(root, args, kwargs, out)
+
+def _entry_modules(m, st: _State) -> list:
+    "The modules below the root a forward may start from: every Hugging Face model inside it (`model.model`, a vision tower) and every module that runs checkpointed blocks."
+    from transformers import PreTrainedModel
+    ids = {id(x) for x in st.ckpt_layers}
+    return [x for x in m.modules() if x is not m and (isinstance(x, PreTrainedModel) or
+                                                        (id(x) in ids and any(id(y) in ids for y in x.modules() if y is not x)))]
+
+def _hook_entries(m, st: _State) -> None:
+    "Give each of `_entry_modules` the root's checks, through `_entry_pre` and `_entry_post`."
+    for x in _entry_modules(m, st):
+        if ENTRY in x.__dict__: continue
+        x.__dict__[ENTRY] = m
+        x.register_forward_pre_hook(_entry_pre, with_kwargs=True)
+        x.register_forward_hook(_entry_post, with_kwargs=True, always_call=True)
+
+def _unhook_entries(m) -> None:
+    for x in m.modules():
+        if x.__dict__.get(ENTRY) is m:
+            del x.__dict__[ENTRY]; _remove_hook(x, _entry_pre, pre=True); _remove_hook(x, _entry_post, pre=False)
 
 # %% ../nbs/03_runtime.ipynb #dd2e98f3
 WATCH, FIRED = '_antipasto_watch', '_antipasto_fired'   # on a parent: {full name: layer} of targets it must call; on a target: ever called
@@ -595,6 +672,22 @@ def _no_autocast():
         yield
 
 # %% ../nbs/03_runtime.ipynb #b8206f9f
+def _refuse_nested(m, st, what: str) -> None:
+    "Refuse an attach or load on a module inside an adapted model, or on a model holding one: a second record would split the adapters between two, with neither steering, saving nor detaching them all."
+    own = {id(a) for e in st.named.values() for a in e.adapters.values()} if st is not None else set()
+    inner = next((n for n, x in m.named_modules() if x is not m and STATE in x.__dict__), None)
+    stray = next((n for n, x in m.named_modules() if ADAPTER in x._modules and any(id(a) not in own for a in x._modules[ADAPTER].values())), None)
+    if m.__dict__.get(ENTRY) is not None or (stray is not None and inner is None):
+        raise RuntimeError(f"ap.{what} on a module inside a model that already has antipasto adapters"
+                           f"{f' (on {stray!r})' if stray else ''}: its record is on the outer model, and a second one here would "
+                           "split them, with neither ap.steer, ap.save nor ap.detach reaching all. Call ap." + what + " on the outer "
+                           "model (the one ap.attach was given), under another name")
+    if inner is not None:
+        raise RuntimeError(f"ap.{what} on a model whose submodule {inner!r} already has antipasto adapters (attached to that "
+                           f"submodule): a second record here would split them. Call ap.{what} on {inner!r} under another name, "
+                           "or ap.detach it and attach everything here")
+
+# %% ../nbs/03_runtime.ipynb #3d2cf8e8
 def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tuple[nn.Module, type, AdapterConfig, dict, dict]:
     "Validate a named attach and build its adapters (not yet initialised) off the model; nothing on `model` changes (`pending`: (name, variant class, targets) of adapters a `load` built before this one, not yet on the model)."
     m, name = unwrap(model), _check_name(name)
@@ -604,6 +697,7 @@ def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tupl
         raise RuntimeError(f"an adapter named {name!r} is already attached; call ap.detach(model, name={name!r}) first "
                            "or attach under another name")
     if st is not None and st.merged: raise RuntimeError("adapters are merged into this model; call ap.unmerge(model) first")
+    _refuse_nested(m, st, 'load' if where is not None else 'attach')
     if not isinstance(cfg, AdapterConfig): raise TypeError(f"cfg must be an antipasto config, got {type(cfg).__name__}")
     cfg = cfg.frozen()   # its own validated copy: later edits to the user's object change nothing, and edits to it raise
     vcls = variant_cls(cfg)
@@ -763,7 +857,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
     st = m.__dict__.get(STATE)
     first = st is None
     if first:
-        st = _State(requires_grad=[(n, p.requires_grad) for n, p in m.named_parameters(remove_duplicate=False)],
+        st = _State(requires_grad=[(n, p, p.requires_grad) for n, p in m.named_parameters(remove_duplicate=False)],
                     ckpt_layers=[x for x in m.modules() if hasattr(x, 'gradient_checkpointing')],
                     ddp_ignore=m.__dict__.get('_ddp_params_and_buffers_to_ignore'),
                     peft_before=any(wraps_base(x) for x in m.modules()))
@@ -773,7 +867,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
             for p in m.parameters(): p.requires_grad_(False)
             m.register_forward_pre_hook(_root_hook, with_kwargs=True)
             m.register_forward_hook(_root_post, with_kwargs=True, always_call=True)
-            _hook_ckpt_callers(m, st); _wrap_checkpointing(st)
+            _hook_entries(m, st); _wrap_checkpointing(st)
             st.layouts = hold_layouts(m)   # no bitsandbytes CPU rewrite while attached (see antipasto.layers)
         st.named[name] = _Named(cfg, dict(targets), dict(adp), calibrated)
         added = first
@@ -793,6 +887,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
             pn, _, attr = n.rpartition('.')
             parent = m.get_submodule(pn)
             if _holds_layer(parent._modules.get(attr), l) and all(s[2] is not l for s in st.slots): st.slots.append((parent, attr, l, n))
+        st.above = _above(m, st.slots)
         _set_ddp_ignore(m, st)
         if added: hooks_changed(m if outer is None else outer)   # not `or`: a wrapper's truth is its len()
     except BaseException:
@@ -812,6 +907,18 @@ def attach(model: nn.Module, cfg: AdapterConfig, calibration_data=None, name: st
     _install(m, cfg, targets, adp, name, calibrated=calibration_data is not None, outer=model)
     return adp
 
+# %% ../nbs/03_runtime.ipynb #082b5e78
+def _restore_flags(m, saved) -> None:
+    "Give each parameter of `m` the grad flag it had before the first attach: by object (a module renamed, wrapped or pruned since keeps its own), else by name (`load_state_dict(assign=True)` put new objects in the old ones' places)."
+    now = dict(m.named_parameters(remove_duplicate=False))
+    here = {id(p) for p in now.values()}
+    done = set()
+    for n, p, flag in saved:
+        if id(p) in here: p.requires_grad_(flag); done.add(id(p))
+    for n, p, flag in saved:
+        q = now.get(n)
+        if id(p) not in here and q is not None and id(q) not in done: q.requires_grad_(flag)
+
 # %% ../nbs/03_runtime.ipynb #fe2d1b51
 def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
     "Take the named adapters off through the recorded layer objects; the last one out restores the whole model."
@@ -821,6 +928,7 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
         if e is None: continue
         kept = {id(l) for x in st.named.values() for l in x.layers.values()}
         st.slots[:] = [s for s in st.slots if id(s[2]) in kept]
+        st.above = _above(m, st.slots)
         for n, l in e.layers.items():
             c = l._modules.get(ADAPTER)
             if c is not None and k in c: del c[k]
@@ -832,16 +940,13 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
     if st.named:
         _set_ddp_ignore(m, st); return
     if st.peft_before or not any(wraps_base(x) for x in m.modules()):   # else peft, which wrapped layers since, owns them
-        # by name: load_state_dict(assign=True) puts new Parameter objects in the old ones' places
-        now = dict(m.named_parameters(remove_duplicate=False))
-        for n, flag in st.requires_grad:
-            if n in now: now[n].requires_grad_(flag)
+        _restore_flags(m, st.requires_grad)
     release_layouts(m, st.layouts)
     _remove_hook(m, _root_hook, pre=True); _remove_hook(m, _root_post, pre=False)
     for x in st.ckpt_layers:
         f = x.__dict__.get('_gradient_checkpointing_func')
         if isinstance(f, _SteerCheckpoint): x._gradient_checkpointing_func = f.fn
-        if x.__dict__.pop(CKPT_STATE, None) is not None: _remove_hook(x, _ckpt_pre, pre=True)
+    _unhook_entries(m)
     if st.ddp_ignore is None: m.__dict__.pop('_ddp_params_and_buffers_to_ignore', None)
     else: m._ddp_params_and_buffers_to_ignore = st.ddp_ignore
     del m.__dict__[STATE]
@@ -1119,12 +1224,7 @@ def _save(model, path, name=None, basis: bool = False, write: bool = True, meta:
     tensors, entries = {}, []
     for k in _select(st, name):
         e = st.named[k]
-        lost = [n for n, a in e.adapters.items() if any(t.is_meta for t in a.state_dict().values())]
-        if lost:   # accelerate's dispatch_model / cpu_offload after the attach moved them, without their values
-            raise RuntimeError(f"adapter {k!r} has tensors on the meta device at {lost[:2]}: their values are gone (accelerate's "
-                               "dispatch_model or cpu_offload after the attach offloads them, and the adapter is not in the "
-                               "state dict it offloads from). Nothing was written; attach after dispatching, with the target "
-                               "layers kept in memory")
+        _check_offloaded(st, [k], "Nothing was written; attach after dispatching, with the target layers kept in memory")
         for n, l in e.layers.items(): _check_whole(n, l, 'save')
         fps = {n: {**fingerprint(_base_weight(st, n, l)), 'dtype': _dtype_str(l)} for n, l in e.layers.items()}
         recomputed, picked = ([], False) if basis else _recomputable(e, next(iter(e.adapters.values())), fps)
