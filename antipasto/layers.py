@@ -85,10 +85,11 @@ def _refuse_packed(name: str, layer) -> None:
 
 # %% ../nbs/05_layers.ipynb #ae2b5396
 def dense_weight(layer: nn.Module) -> torch.Tensor:
-    "A float32 `(d_out, d_in)` copy of a linear-like layer's weight, dequantized with bitsandbytes' own functions."
+    "A float32 `(d_out, d_in)` copy of a linear-like layer's weight (float64 for a float64 weight), dequantized with bitsandbytes' own functions."
     kind, w = layer_kind(layer), layer.weight
-    if kind == 'conv1d': return w.detach().to(torch.float32).T.contiguous()  # stored (d_in, d_out): transpose, never reshape
-    if not _quantized(layer, kind): return w.detach().to(torch.float32).clone()   # nn.Linear, or a bnb layer not yet quantized
+    dt = torch.float64 if w.dtype == torch.float64 else torch.float32   # a float64 layer's basis is exact in float64
+    if kind == 'conv1d': return w.detach().to(dt).T.contiguous()  # stored (d_in, d_out): transpose, never reshape
+    if not _quantized(layer, kind): return w.detach().to(dt).clone()   # nn.Linear, or a bnb layer not yet quantized
     import bitsandbytes.functional as bF
     if kind == 'bnb4':
         _refuse_packed('', layer)
