@@ -134,8 +134,8 @@ def check_forward(name: str, layer: nn.Module) -> None:
     elif tuple(y.shape) != (2, d_out): why = f"maps a (2, {d_in}) input to shape {tuple(y.shape)}, not (2, {d_out})"
     elif tuple(W.shape) != (d_out, d_in): why = f"runs on a weight of shape {tuple(W.shape)}, not ({d_out}, {d_in})"
     else:
-        ref = x.float() @ W.T + (b.detach().float() if isinstance(b, torch.Tensor) else 0)
-        err = ((y.float() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+        ref = x.to(W.dtype) @ W.T + (b.detach().to(W.dtype) if isinstance(b, torch.Tensor) else 0)   # float64 for a float64 layer
+        err = ((y.to(W.dtype) - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
         tol = 2e-2 if torch.finfo(w.dtype).bits <= 16 else 1e-3   # bf16 keeps 8 significant bits; a TF32 matmul 11
         if err <= tol: return
         why = f"is {err:.2g} (relative) away from x W^T + b, over the {tol:g} a {w.dtype} forward may be off"

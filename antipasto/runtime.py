@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_runtime.ipynb #b47931c3
 from __future__ import annotations
-import contextlib, contextvars, copy, functools, gc, itertools, json, math, numbers, os, re, tempfile, threading, uuid, warnings
+import contextlib, contextvars, copy, functools, gc, itertools, json, math, numbers, os, re, tempfile, threading, uuid, warnings, weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -44,7 +44,7 @@ class _Named:
 class _State:
     "What the runtime keeps on a model: its named adapters, the grad flags it changed, its checkpoint wrappers."
     named: dict = field(default_factory=dict)
-    requires_grad: list = field(default_factory=list)   # (parameter name, parameter, flag before the first attach)
+    requires_grad: list = field(default_factory=list)   # (parameter name, `_Ref` to it, flag before the first attach)
     ckpt_layers: list = field(default_factory=list)      # modules that may run transformers' gradient checkpointing
     ddp_ignore: object = None                            # the model's own _ddp_params_and_buffers_to_ignore, if any
     peft_before: bool = False                            # peft had wrapped layers before the first attach
@@ -176,6 +176,7 @@ class _SteerCheckpoint:
     def __init__(self, fn): self.fn = fn
     def __call__(self, function, *args, **kwargs):
         steering, own = STEERING.get(), _pinned(function)
+        steered = {i for _, t in steering for i in t}   # named by a steer entry: its flag is the steer's, kept
         if own:   # at the bottom of the stack: a steer block still wins, as it did in the forward
             steering = ((object(), {id(a): a.__dict__['_coeff'] for a in own}),) + steering
         def run(*a, **k):
@@ -185,7 +186,7 @@ class _SteerCheckpoint:
             finally:
                 _IN_CKPT.reset(t2); STEERING.reset(t1)
                 for x, w in zip(own, was):   # pinned, not steered: a later recompute outside the wrapper stays allowed
-                    if not w: x.__dict__.pop('_was_steered', None)
+                    if not w and id(x) not in steered: x.__dict__.pop('_was_steered', None)
         return self.fn(run, *args, **kwargs)
 
 # %% ../nbs/03_runtime.ipynb #fad84660
@@ -261,22 +262,29 @@ def _holds_layer(x, layer) -> bool:
     return False
 
 def _above(m, slots) -> list:
-    "`(parent, attribute, module, name)` of each module on the way from the root `m` down to an adapted layer (the layers' own slots excluded), once each."
-    out, seen = [], set()
-    for _, _, _, n in slots:
+    "`(parent, attribute, module, name, layers)` of each module on the way from the root `m` down to adapted layers (their own slots excluded), once each, with the adapted layers below it."
+    out = {}
+    for _, _, l, n in slots:
         x, path = m, []
         for a in n.split('.')[:-1]:
             c = x._modules.get(a)
             if c is None: break
             path.append(a)
-            if (id(x), a) not in seen: seen.add((id(x), a)); out.append((x, a, c, '.'.join(path)))
+            out.setdefault((id(x), a), (x, a, c, '.'.join(path), []))[4].append(l)
             x = c
-    return out
+    return list(out.values())
+
+def _moved(parent, attr, x, layers) -> bool:
+    "Whether the module now at `parent.attr` is not `x` and no longer holds the adapted `layers` below it (a copy, or another module): a wrapper, a rebuilt container or peft's unload keeps them."
+    now = parent._modules.get(attr)
+    if now is x: return False
+    held = {id(y) for y in now.modules()} if now is not None else set()
+    return not all(id(l) in held for l in layers)
 
 def _check_layers(st: _State) -> None:
     "Refuse a forward when an adapted layer, or a module above it, is no longer where it was (replaced after the attach): its adapter would not run, or run out of `steer`'s reach."
     if torch.compiler.is_compiling(): return
-    moved = [n for parent, attr, x, n in st.above if parent._modules.get(attr) is not x and not _holds_layer(parent._modules.get(attr), x)]
+    moved = [n for parent, attr, x, n, ls in st.above if parent._modules.get(attr) is not x and _moved(parent, attr, x, ls)]
     if moved:
         raise RuntimeError(f"the modules {moved[:3]}{' and more' if len(moved) > 3 else ''}, which hold layers that antipasto adapters "
                            "were attached to, were replaced since (a block or attention module swapped, or a copy of it put in its "
@@ -303,11 +311,12 @@ def _check_frozen(st: _State, model: nn.Module) -> None:
                   "froze it on purpose (training only what sits on top of it), ignore this", stacklevel=3)
 
 # %% ../nbs/03_runtime.ipynb #39af5c58
-def _check_offloaded(st: _State, names=None, fix: str = '') -> None:
+def _check_offloaded(st: _State, names=None, fix: str = '', first: bool = False) -> None:
     "Refuse when adapters `names` (None: all) hold tensors on the meta device: accelerate's dispatch_model or cpu_offload after the attach moved them there without their values."
     for k in (st.named if names is None else names):
         e = st.named[k]
-        lost = [n for n, a in e.adapters.items() if any(t.is_meta for t in itertools.chain(a.parameters(), a.buffers()))]
+        own = lambda a: [t for t in (*a._parameters.values(), *a._buffers.values()) if t is not None][:1]   # its own first tensor
+        lost = [n for n, a in e.adapters.items() if any(t.is_meta for t in (own(a) if first else itertools.chain(a.parameters(), a.buffers())))]
         if lost:   # the adapters are not in the state dict accelerate offloads from (checkpoints hold the base only)
             raise RuntimeError(f"adapter {k!r} has tensors on the meta device at {lost[:2]}: their values are gone (accelerate's "
                                "dispatch_model or cpu_offload after the attach offloads them, and the adapter is not in the "
@@ -392,11 +401,14 @@ def _check_reloaded(st: _State) -> None:
                       "'<checkpoint>/antipasto_adapter.safetensors'). If the current adapters are what you want, ignore this",
                       stacklevel=3)
 
-def _root_hook(model, args, kwargs):
-    "Root pre-hook: checkpoint functions see the forward's steering, KV caches remember theirs, a lost steering or adapter is told."
+def _root_hook(model, args, kwargs, entry: bool = False):
+    "Root pre-hook (`entry`: run for a forward that starts at a backbone): checkpoint functions see the forward's steering, KV caches remember theirs, a lost steering or adapter is told."
     st = model.__dict__.get(STATE)
     if st is None: return None
-    if not torch.compiler.is_compiling(): _enter(model)
+    if not torch.compiler.is_compiling():
+        if not entry and _running(model):   # a root forward never runs inside its own: a count a KeyboardInterrupt left
+            with _BUSY: _INFLIGHT.get(id(model), {}).pop(threading.get_ident(), None)
+        _enter(model)
     _wrap_checkpointing(st)
     _check_reloaded(st)
     _check_context(st)
@@ -404,8 +416,8 @@ def _root_hook(model, args, kwargs):
     _check_frozen(st, model)
     _check_layers(st)
     if '_hf_hook' in model.__dict__:   # accelerate hooked the model: an offload after the attach emptied the adapters
-        _check_offloaded(st, fix="ap.detach(model), then attach (or ap.load the adapter's file) after dispatching, with the target "
-                                 "layers kept in memory")
+        _check_offloaded(st, first=True, fix="ap.detach(model), then attach (or ap.load the adapter's file) after dispatching, "
+                                             "with the target layers kept in memory")   # an offload moves every tensor: one tells
     return None
 
 # %% ../nbs/03_runtime.ipynb #6c4a4ad8
@@ -436,7 +448,7 @@ def _entry_pre(module, args, kwargs):
     root = module.__dict__.get(ENTRY)
     if root is None or torch.compiler.is_compiling(): return None
     if _running(root): _enter(root); return None   # the root hook checked this forward
-    return _root_hook(root, args, kwargs)
+    return _root_hook(root, args, kwargs, entry=True)
 
 def _entry_post(module, args, kwargs, out):
     "Post-hook on a backbone (registered `always_call`): the count the pre-hook took is given back, a cache it made is tagged."
@@ -857,7 +869,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
     st = m.__dict__.get(STATE)
     first = st is None
     if first:
-        st = _State(requires_grad=[(n, p, p.requires_grad) for n, p in m.named_parameters(remove_duplicate=False)],
+        st = _State(requires_grad=[(n, _Ref(p), p.requires_grad) for n, p in m.named_parameters(remove_duplicate=False)],
                     ckpt_layers=[x for x in m.modules() if hasattr(x, 'gradient_checkpointing')],
                     ddp_ignore=m.__dict__.get('_ddp_params_and_buffers_to_ignore'),
                     peft_before=any(wraps_base(x) for x in m.modules()))
@@ -908,16 +920,24 @@ def attach(model: nn.Module, cfg: AdapterConfig, calibration_data=None, name: st
     return adp
 
 # %% ../nbs/03_runtime.ipynb #082b5e78
+class _Ref:
+    "A weak reference to a parameter that a copy or a pickle of the model takes as dead (the copy's parameters are other objects): the record never keeps a replaced parameter alive."
+    def __init__(self, p=None): self.r = None if p is None else weakref.ref(p)
+    def __call__(self): return None if self.r is None else self.r()
+    def __reduce__(self): return (_Ref, ())
+    def __deepcopy__(self, memo): return _Ref()
+
 def _restore_flags(m, saved) -> None:
-    "Give each parameter of `m` the grad flag it had before the first attach: by object (a module renamed, wrapped or pruned since keeps its own), else by name (`load_state_dict(assign=True)` put new objects in the old ones' places)."
+    "Give each parameter of `m` the grad flag it had before the first attach: by object (a module renamed, wrapped or pruned since keeps its own), else by name (`load_state_dict(assign=True)` put new objects in the old ones' places; a copy of the model)."
     now = dict(m.named_parameters(remove_duplicate=False))
     here = {id(p) for p in now.values()}
     done = set()
-    for n, p, flag in saved:
-        if id(p) in here: p.requires_grad_(flag); done.add(id(p))
-    for n, p, flag in saved:
-        q = now.get(n)
-        if id(p) not in here and q is not None and id(q) not in done: q.requires_grad_(flag)
+    for n, ref, flag in saved:
+        p = ref()
+        if p is not None and id(p) in here: p.requires_grad_(flag); done.add(id(p))
+    for n, ref, flag in saved:
+        p, q = ref(), now.get(n)
+        if not (p is not None and id(p) in here) and q is not None and id(q) not in done: q.requires_grad_(flag)
 
 # %% ../nbs/03_runtime.ipynb #fe2d1b51
 def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
