@@ -127,6 +127,19 @@ def _recompute_outside_wrapper(adapters_) -> None:
                            "its backbone (model.model; a loop that calls the blocks itself after enabling it: run one such "
                            "forward first), or ap.checkpoint(fn, *args) instead of torch.utils.checkpoint.checkpoint")
 
+_CKPT_RECORDS: contextvars.ContextVar = contextvars.ContextVar('antipasto_ckpt_records', default=())
+_CHANGED = object()   # recorded for an adapter whose own coefficient changed within one checkpointed forward
+
+def _coeff_now(a) -> float:
+    "`current_coeff(a)`; an own coefficient (no steer entry names `a`) is written down for every checkpoint whose forward runs now."
+    c = current_coeff(a)
+    recs = _CKPT_RECORDS.get()
+    if recs and not any(id(a) in t for _, t in STEERING.get()):
+        for rec in recs:
+            was = rec.setdefault(id(a), (a, c))
+            if was[1] is not _CHANGED and was[1] != c: rec[id(a)] = (a, _CHANGED)
+    return c
+
 # %% ../nbs/03_runtime.ipynb #d8f859fb
 def _run(a, layer, x, y, c):
     if a.steerable: return a(layer, x, y)
@@ -141,9 +154,9 @@ def _post_hook(layer, args, kwargs, y):
     if not ads: return None
     _recompute_outside_wrapper(ads)
     x = args[0] if args else next(iter(kwargs.values()))
-    if len(ads) == 1: return _run(ads[0], layer, x, y, current_coeff(ads[0]))
+    if len(ads) == 1: return _run(ads[0], layer, x, y, _coeff_now(ads[0]))
     out = y
-    for a in ads: out = out + (_run(a, layer, x, y, current_coeff(a)) - y)
+    for a in ads: out = out + (_run(a, layer, x, y, _coeff_now(a)) - y)
     return out
 
 # %% ../nbs/03_runtime.ipynb #f8c84c34
@@ -153,7 +166,7 @@ def _pre_hook(layer, args, kwargs):
     if not ads: return None
     a = ads[0]
     _recompute_outside_wrapper(ads)
-    c = current_coeff(a)
+    c = _coeff_now(a)
     if args: x, rest = args[0], None
     else: key = next(iter(kwargs)); x = kwargs[key]
     x_new = a.forward_input(layer, x) if (a.steerable or c == 1.0) else (x if c == 0.0 else x + c * (a.forward_input(layer, x) - x))
@@ -161,32 +174,32 @@ def _pre_hook(layer, args, kwargs):
     return args, {**kwargs, key: x_new}
 
 # %% ../nbs/03_runtime.ipynb #8d4da472
-def _pinned(function) -> list:
-    "The adapters with a coefficient of their own (`a.coeff = c`) inside the module `function` runs (the module, its bound method, a partial of either or of its forward with the module first)."
-    f, mod = function, None
-    while isinstance(f, functools.partial) and mod is None:
-        if f.args and isinstance(f.args[0], nn.Module): mod = f.args[0]   # transformers: partial(forward, block, **kwargs)
-        f = f.func
-    if mod is None: mod = f if isinstance(f, nn.Module) else getattr(f, '__self__', None)
-    if not isinstance(mod, nn.Module): return []
-    return [x for x in mod.modules() if isinstance(x, Variant) and '_coeff' in x.__dict__]
-
 class _SteerCheckpoint:
-    "Wraps a checkpoint function so the recompute in backward runs with the steering of the original forward, and with its adapters' own coefficients."
+    "Wraps a checkpoint function so the recompute in backward runs with the steering of the original forward, and with the own coefficients its adapters ran at."
     def __init__(self, fn): self.fn = fn
     def __call__(self, function, *args, **kwargs):
-        steering, own = STEERING.get(), _pinned(function)
-        steered = {i for _, t in steering for i in t}   # named by a steer entry: its flag is the steer's, kept
-        if own:   # at the bottom of the stack: a steer block still wins, as it did in the forward
-            steering = ((object(), {id(a): a.__dict__['_coeff'] for a in own}),) + steering
+        steering, rec, ran = STEERING.get(), {}, []
         def run(*a, **k):
-            t1, t2 = STEERING.set(steering), _IN_CKPT.set(True)
-            was = [x.__dict__.get('_was_steered') for x in own]
+            if not ran:   # the forward: runs as it is, writing down the own coefficients its adapters read
+                ran.append(True)
+                t1, t2 = _IN_CKPT.set(True), _CKPT_RECORDS.set(_CKPT_RECORDS.get() + (rec,))
+                try: return function(*a, **k)
+                finally: _CKPT_RECORDS.reset(t2); _IN_CKPT.reset(t1)
+            bad = [x for x, c in rec.values() if c is _CHANGED]
+            if bad:
+                raise RuntimeError("gradient checkpointing is recomputing a block in which an antipasto adapter's own "
+                                   "coefficient (a.coeff) changed between two of its calls in one forward, so the recompute "
+                                   "cannot replay it. Use ap.steer blocks for coefficients that change within a forward")
+            # the own coefficients at the bottom: a steer entry still wins, as it did in the forward
+            table = {i: c for i, (x, c) in rec.items()}
+            t1, t2, t3 = STEERING.set(((object(), table),) + steering), _IN_CKPT.set(True), _CKPT_RECORDS.set(())
+            was = [(x, x.__dict__.get('_was_steered')) for x, _ in rec.values()]
             try: return function(*a, **k)
             finally:
-                _IN_CKPT.reset(t2); STEERING.reset(t1)
-                for x, w in zip(own, was):   # pinned, not steered: a later recompute outside the wrapper stays allowed
-                    if not w and id(x) not in steered: x.__dict__.pop('_was_steered', None)
+                _CKPT_RECORDS.reset(t3); _IN_CKPT.reset(t2); STEERING.reset(t1)
+                for x, w in was:   # replayed, not steered: a later recompute outside the wrapper stays allowed
+                    if w: x.__dict__['_was_steered'] = w
+                    else: x.__dict__.pop('_was_steered', None)
         return self.fn(run, *args, **kwargs)
 
 # %% ../nbs/03_runtime.ipynb #fad84660
