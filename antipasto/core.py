@@ -15,7 +15,7 @@ __all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'OPEN_STEERS'
            'real_number', 'check_number', 'is_int', 'check_int', 'check_bool', 'check_choice', 'check_patterns',
            'check_layers', 'AdapterConfig', 'SteerableConfig', 'ParamSpec', 'init_tensor', 'Constant', 'check_coeff',
            'current_coeff', 'Variant', 'check_specs', 'register', 'UnknownVariant', 'variant_cls', 'config_for',
-           'attach_scope', 'memo']
+           'check_weight_alive', 'attach_scope', 'memo']
 
 # %% ../nbs/00_core.ipynb #4e0abd63
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
@@ -290,6 +290,10 @@ class Variant(nn.Module):
     # layer's weight or output, so it stays exact with another adapter merged into that weight; False (a gate on y, DoRA's
     # norm of W, an input rewrite that W then reads) makes the runtime refuse the mixes that would silently change it
     delta_from_input: ClassVar[bool] = False
+    # what its change is built of, if it is the layer's own map: 'weight' (its singular values, norms, W itself) is zero for
+    # ever on an all-zero weight; 'output' (a gate or rotation of y = W x + b), on an all-zero weight and bias. '' for a change
+    # of its own (LoRA's B A x). The runtime refuses such a layer rather than train a no-op that no gradient reaches
+    from_weight: ClassVar[str] = ''
     selected: torch.Tensor | None = None  # the directions of the layer's full SVD that calibration data picked, in order
     held_in: tuple = ()  # the dtypes casts held the frozen tensors in, first the one they were attached in (empty: never cast)
 
@@ -588,6 +592,19 @@ def config_for(name: str, **overrides) -> AdapterConfig:
 
 # %% ../nbs/00_core.ipynb #257674af
 from .layers import dense_weight, dims  # re-exported: variants import them from core
+
+# %% ../nbs/00_core.ipynb #f474c317
+def check_weight_alive(cls, name: str, layer: nn.Module) -> None:
+    "A clear error if variant class `cls` builds its change of the layer's own map (`from_weight`) and that map is zero."
+    if not cls.from_weight: return
+    w = layer.weight
+    if (w if w.is_floating_point() else dense_weight(layer)).any(): return   # the codes of a quantized weight are not its values
+    b = getattr(layer, 'bias', None)
+    if cls.from_weight == 'output' and isinstance(b, torch.Tensor) and b.any(): return
+    what = 'weight' if cls.from_weight == 'weight' else 'weight and bias'
+    raise ValueError(f"{cls.name}: layer {name!r} has an all-zero {what} (a zero-initialised projection?), and this variant "
+                     f"builds its change of the layer's own map, so the change would be zero and never learn. Exclude the "
+                     "layer (exclude_names=), or use a variant whose change is its own ('lora', 'eva')")
 
 # %% ../nbs/00_core.ipynb #eded28c2
 _MEMO: contextvars.ContextVar = contextvars.ContextVar('antipasto_memo', default=None)

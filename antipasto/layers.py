@@ -5,12 +5,13 @@
 # %% ../nbs/05_layers.ipynb #e860ccdb
 from __future__ import annotations
 from contextlib import contextmanager
+import contextvars
 import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['layer_kind', 'is_linear_like', 'dims', 'cpu_packed', 'dense_weight', 'weight_matrix', 'check_forward',
-           'quantize_linear', 'check_layouts', 'hold_layouts', 'release_layouts', 'layouts_held']
+__all__ = ['layer_kind', 'is_linear_like', 'dims', 'cpu_packed', 'read_as_float32', 'dense_weight', 'weight_matrix',
+           'check_forward', 'quantize_linear', 'check_layouts', 'hold_layouts', 'release_layouts', 'layouts_held']
 
 # %% ../nbs/05_layers.ipynb #c8d882e8
 def _bnb_kind(layer) -> str | None:
@@ -57,7 +58,7 @@ def is_linear_like(m: nn.Module) -> bool:
     "Whether `m` can carry an adapter: integer `in_features`/`out_features` and a `weight`, or transformers' `Conv1D`."
     if _is_conv1d(m): return True
     return (isinstance(getattr(m, 'in_features', None), int) and isinstance(getattr(m, 'out_features', None), int)
-            and getattr(m, 'weight', None) is not None)
+            and isinstance(getattr(m, 'weight', None), torch.Tensor))   # torch.ao's quantized Linear: weight() is a method
 
 # %% ../nbs/05_layers.ipynb #795eb824
 def dims(layer: nn.Module) -> tuple[int, int]:
@@ -83,11 +84,21 @@ def _refuse_packed(name: str, layer) -> None:
                            "bfloat16, and its new kernel passes no gradient); the original weight cannot be recovered. "
                            "Reload the model and attach adapters before running it in eval mode")
 
+# %% ../nbs/05_layers.ipynb #b588f678
+_AS_FLOAT32 = contextvars.ContextVar('antipasto_as_float32', default=False)
+
+@contextmanager
+def read_as_float32(on: bool = True):
+    "Inside (when `on`), `dense_weight` reads a float64 weight as float32: to rebuild bases that came from the float32 weight a `model.to(torch.float64)` holds exactly, by the same route."
+    t = _AS_FLOAT32.set(on)
+    try: yield
+    finally: _AS_FLOAT32.reset(t)
+
 # %% ../nbs/05_layers.ipynb #ae2b5396
 def dense_weight(layer: nn.Module) -> torch.Tensor:
     "A float32 `(d_out, d_in)` copy of a linear-like layer's weight (float64 for a float64 weight), dequantized with bitsandbytes' own functions."
     kind, w = layer_kind(layer), layer.weight
-    dt = torch.float64 if w.dtype == torch.float64 else torch.float32   # a float64 layer's basis is exact in float64
+    dt = torch.float64 if w.dtype == torch.float64 and not _AS_FLOAT32.get() else torch.float32   # a float64 layer's basis is exact in float64
     if kind == 'conv1d': return w.detach().to(dt).T.contiguous()  # stored (d_in, d_out): transpose, never reshape
     if not _quantized(layer, kind): return w.detach().to(dt).clone()   # nn.Linear, or a bnb layer not yet quantized
     import bitsandbytes.functional as bF

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.weight_norm import WeightNorm
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import DTYPES, dtype_name, AdapterConfig, UnknownVariant, Variant, attach_scope, variant_cls, dense_weight, current_coeff, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS, _holds
+from .core import DTYPES, dtype_name, AdapterConfig, UnknownVariant, Variant, attach_scope, variant_cls, dense_weight, check_weight_alive, current_coeff, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS
 from .targets import find_targets, wraps_base
 from .calibration import calibration_batches, hooks_changed, POOL_RANKS
-from .layers import dims, layer_kind, check_layouts, hold_layouts, release_layouts, check_forward
+from .layers import dims, layer_kind, read_as_float32, check_layouts, hold_layouts, release_layouts, check_forward
 
 # %% auto #0
 __all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'ENTRY', 'WATCH', 'FIRED', 'CROSS', 'RELOADED', 'ROWS',
@@ -141,6 +140,15 @@ def _coeff_now(a) -> float:
     return c
 
 # %% ../nbs/03_runtime.ipynb #d8f859fb
+def _resized(ads, d_in: int, d_out: int | None):
+    "Raise: the layer under adapters `ads` now maps `d_in -> d_out`, not the sizes they were built for."
+    a = ads[0]
+    now = f"{d_in} -> {d_out}" if d_out is not None else f"{d_in} inputs"
+    raise RuntimeError(f"a layer with an antipasto {a.name} adapter now runs {now}, but the adapter was built for {a.d_in} -> "
+                       f"{a.d_out}: the layer was resized since the attach (resize_token_embeddings on an output layer tied to "
+                       "the embeddings keeps the module and swaps its weight). ap.save the adapter if you need it, ap.detach(model), "
+                       "resize, and attach again")
+
 def _run(a, layer, x, y, c):
     if a.steerable: return a(layer, x, y)
     if c == 1.0: return a(layer, x, y)
@@ -154,6 +162,7 @@ def _post_hook(layer, args, kwargs, y):
     if not ads: return None
     _recompute_outside_wrapper(ads)
     x = args[0] if args else next(iter(kwargs.values()))
+    if any(x.shape[-1] != a.d_in or y.shape[-1] != a.d_out for a in ads): _resized(ads, x.shape[-1], y.shape[-1])
     if len(ads) == 1: return _run(ads[0], layer, x, y, _coeff_now(ads[0]))
     out = y
     for a in ads: out = out + (_run(a, layer, x, y, _coeff_now(a)) - y)
@@ -169,6 +178,7 @@ def _pre_hook(layer, args, kwargs):
     c = _coeff_now(a)
     if args: x, rest = args[0], None
     else: key = next(iter(kwargs)); x = kwargs[key]
+    if x.shape[-1] != a.d_in: _resized(ads, x.shape[-1], None)
     x_new = a.forward_input(layer, x) if (a.steerable or c == 1.0) else (x if c == 0.0 else x + c * (a.forward_input(layer, x) - x))
     if args: return (x_new,) + tuple(args[1:]), kwargs
     return args, {**kwargs, key: x_new}
@@ -498,7 +508,7 @@ def _fired(layer, args):
 
 def _compiled(parent, layer) -> bool:
     "Whether `layer` runs compiled (`layer.compile()`, or a `torch.compile` wrapper in its place): its hooks then run only while traced, where `_fired` cannot record."
-    return getattr(layer, '_compiled_call_impl', None) is not None or any(getattr(c, '_orig_mod', None) is layer for c in parent.children())
+    return getattr(layer, '_compiled_call_impl', None) is not None or any(getattr(c, '_orig_mod', None) is layer for c in parent.modules())
 
 def _stop_watching(parent, names) -> None:
     "Take the watch off targets `names` of `parent`, and off `parent` once it watches none."
@@ -530,18 +540,22 @@ def _watch_post(parent, args, out):
     if missed:
         raise RuntimeError(f"the antipasto adapters on {missed} did not run: their parent {type(parent).__name__} ran its "
                            "forward without calling them (it reads their weight directly: nn.MultiheadAttention's functional "
-                           "path, a fused kernel, a sliced tensor-parallel path), so an adapter there changes nothing, and a "
+                           "path, a fused kernel, a sliced tensor-parallel path; or it routes among the layers of a ModuleList "
+                           "and has run none of these yet), so an adapter there changes nothing, and a "
                            "merge would change what the live adapter does not. ap.detach the model and attach again with "
                            f"those layers excluded (exclude_names=)")
     _stop_watching(parent, list(w))
     return None
 
 def _watch(m, targets: dict) -> None:
-    "Until its parent's first forward, check that each target layer is called, by its parent's hook and its own."
+    "Until the first forward of the nearest module above it that has one (a ModuleList or ModuleDict has none), check that each target layer is called, by that module's hook and its own."
     for n, l in targets.items():
         pn, _, attr = n.rpartition('.')
         parent = m.get_submodule(pn)
         if parent._modules.get(attr) is not l: continue   # not reachable by its name (a peft rename): nothing to check
+        while type(parent).forward is nn.Module.forward and pn:   # a ModuleList / ModuleDict never runs: its owner calls the layer
+            pn = pn.rpartition('.')[0]; parent = m.get_submodule(pn)
+        if type(parent).forward is nn.Module.forward: continue   # nothing above it runs a forward of its own
         if WATCH not in parent.__dict__:
             parent.__dict__[WATCH] = {}   # the layer itself, not its attribute: peft may wrap it in place later
             parent.register_forward_pre_hook(_watch_pre, with_kwargs=True); parent.register_forward_hook(_watch_post)
@@ -738,7 +752,7 @@ def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tupl
                              "loaded): an adapter would be built on meta and read no weight, and its output would be garbage. "
                              "Load the model with every target layer in memory (a device_map with no 'disk' entry for them, "
                              "or no offloading), or exclude those layers (layers=, exclude_names=)")
-        try: check_forward(n, l); vcls.check(cfg, n, l)   # a forward that is not its weight's linear map: a router, a scaled weight
+        try: check_forward(n, l); vcls.check(cfg, n, l); check_weight_alive(vcls, n, l)   # a forward that is not its weight's linear map: a router, a scaled weight
         except ValueError as e:
             if where is None: raise
             raise AdapterFileError(f"{where}: adapter {name!r} does not fit this model: {e}") from None
@@ -823,6 +837,15 @@ def _check_whole(n: str, layer: nn.Module, what: str) -> None:
                            f"adapter's tensors (FSDP1 FullyShardedDataParallel); call ap.{what} inside "
                            "`with FullyShardedDataParallel.summon_full_params(model):` on every rank")
 
+def _check_size(n: str, layer: nn.Module, a: Variant) -> None:
+    "Refuse to save adapter `a` of layer `n` if the layer's weight no longer has the sizes `a` was built for (a resized tied head)."
+    w, k = layer.weight, layer_kind(layer)
+    shape = tuple(w.shape) if k == 'linear' else tuple(w.shape)[::-1] if k == 'conv1d' else dims(layer)[::-1]
+    if shape != (a.d_out, a.d_in):
+        raise RuntimeError(f"save of layer {n!r}: its weight is now {shape[1]} -> {shape[0]}, but its adapter was built for "
+                           f"{a.d_in} -> {a.d_out} (the layer was resized since the attach); a file of the two would fit no base. "
+                           "ap.detach(model), resize, and attach again")
+
 # %% ../nbs/03_runtime.ipynb #da42b977
 @torch.no_grad()
 def fingerprint(W: torch.Tensor) -> dict:
@@ -867,11 +890,10 @@ def _stored_from(e: dict, n: str, layer: nn.Module) -> dict:
     return e[BASIS_FROM].get(n) or (e['fingerprints'] or {}).get(n) or _weight_record(layer)
 
 def _rebuilds(a: Variant, now: dict) -> bool:
-    "Whether the weight recorded as `now` still gives the bases `a` holds: the one they were computed from, in that dtype or one that holds it (not rounded by a `model.to(bfloat16)` since)."
+    "Whether the weight recorded as `now` still gives the bases `a` holds: the one they were computed from, in that dtype (not rounded by a `model.to(bfloat16)` since, nor cast to float64, whose exact route differs from float32's)."
     src = a.__dict__.get(BASIS_FROM)
     if src is None: return True
-    d = src.get('dtype') or now['dtype']   # a file from before dtypes were recorded: its fingerprint alone
-    same = d == now['dtype'] or (d in DTYPES and now['dtype'] in DTYPES and _holds(DTYPES[now['dtype']], DTYPES[d]))
+    same = (src.get('dtype') or now['dtype']) == now['dtype']   # a file from before dtypes were recorded: its fingerprint alone
     # float32 sums on another device differ by ~1e-7; bfloat16 rounding moves a sketch by ~1e-3, float16 by ~3e-4
     return same and abs(now['norm'] - src['norm']) <= 1e-5 * src['norm'] and \
         max(abs(x - y) for x, y in zip(now['sketch'], src['sketch'])) <= 1e-5 * math.sqrt(sum(y * y for y in src['sketch']) / 8) + 1e-12
@@ -904,7 +926,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
             pre = adp[n].forward_input is not None
             if not _has_hook(l._forward_pre_hooks if pre else l._forward_hooks, _pre_hook if pre else _post_hook):
                 if pre: l.register_forward_pre_hook(_pre_hook, with_kwargs=True)
-                else: l.register_forward_hook(_post_hook, with_kwargs=True)
+                else: l.register_forward_hook(_post_hook, with_kwargs=True, prepend=True)   # before the user's: they see the adapted output
                 added = True
             for p in adp[n].parameters(): p.requires_grad_(True)
         _watch(m, targets)
@@ -933,6 +955,14 @@ def attach(model: nn.Module, cfg: AdapterConfig, calibration_data=None, name: st
     return adp
 
 # %% ../nbs/03_runtime.ipynb #082b5e78
+def _set_flag(p: torch.Tensor, flag: bool) -> None:
+    "`p.requires_grad_(flag)`; inside `inference_mode` for an inference tensor (a model built or moved under it), which torch allows only there."
+    with torch.inference_mode(p.is_inference()): p.requires_grad_(flag)
+
+def _write(t: torch.Tensor, value: torch.Tensor) -> None:
+    "`t.copy_(value)`, inside `inference_mode` for an inference tensor, which torch lets only code there write (it wrote, then raised)."
+    with torch.inference_mode(t.is_inference()): t.copy_(value)
+
 class _Ref:
     "A weak reference to a parameter that a copy or a pickle of the model takes as dead (the copy's parameters are other objects): the record never keeps a replaced parameter alive."
     def __init__(self, p=None): self.r = None if p is None else weakref.ref(p)
@@ -947,10 +977,10 @@ def _restore_flags(m, saved) -> None:
     done = set()
     for n, ref, flag in saved:
         p = ref()
-        if p is not None and id(p) in here: p.requires_grad_(flag); done.add(id(p))
+        if p is not None and id(p) in here: _set_flag(p, flag); done.add(id(p))
     for n, ref, flag in saved:
         p, q = ref(), now.get(n)
-        if not (p is not None and id(p) in here) and q is not None and id(q) not in done: q.requires_grad_(flag)
+        if not (p is not None and id(p) in here) and q is not None and id(q) not in done: _set_flag(q, flag)
 
 # %% ../nbs/03_runtime.ipynb #fe2d1b51
 def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
@@ -1124,10 +1154,11 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
             if layer_kind(l) not in ('linear', 'conv1d') or not l.weight.is_floating_point():
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: it is a {type(l).__name__} with a {l.weight.dtype} "
                                  "weight; merging needs a dense weight (keep the live adapter on a quantized base)")
-            if parametrize.is_parametrized(l, 'weight') or any(isinstance(h, WeightNorm) for h in l._forward_pre_hooks.values()):
+            if parametrize.is_parametrized(l, 'weight') or not isinstance(l._parameters.get('weight'), nn.Parameter):
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: its weight is computed from other tensors on every "
-                                 "access (a parametrization such as weight_norm or spectral_norm), so a write to it goes "
-                                 "nowhere; keep the adapter live on this layer, or remove the parametrization before attaching")
+                                 "access or forward (a parametrization such as weight_norm or spectral_norm, a pruning mask), "
+                                 "so a write to it goes nowhere; keep the adapter live on this layer, or remove the "
+                                 "reparametrization (torch.nn.utils.prune.remove, remove_weight_norm) before attaching")
             names_ = [pn for pn, p in params if p is l.weight]
             tied = [pn for pn in names_ if pn != f'{n}.weight']
             if len(names_) > 1:
@@ -1150,13 +1181,21 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     for n, (dW, db) in deltas.items():
         if layers[n].bias is None and db.abs().max() > 0:
             raise ValueError(f"cannot merge into {n!r}: the adapter shifts the output at x = 0 but the layer has no bias")
-    for n, (dW, db) in deltas.items():
-        l = layers[n]
-        if n not in st.merged:
-            st.merged[n] = (l, l.weight.detach().to('cpu', copy=True), None if l.bias is None else l.bias.detach().to('cpu', copy=True))
-        dW = dW.T if layer_kind(l) == 'conv1d' else dW   # Conv1D stores its weight (d_in, d_out)
-        l.weight.copy_((l.weight.to(dW.dtype) + dW).to(l.weight.dtype))
-        if l.bias is not None: l.bias.copy_((l.bias.to(db.dtype) + db).to(l.bias.dtype))
+    before = {}
+    try:
+        for n, (dW, db) in deltas.items():
+            l = layers[n]
+            before[n] = (l.weight.detach().to('cpu', copy=True), None if l.bias is None else l.bias.detach().to('cpu', copy=True))
+            if n not in st.merged: st.merged[n] = (l, *before[n])
+            dW = dW.T if layer_kind(l) == 'conv1d' else dW   # Conv1D stores its weight (d_in, d_out)
+            _write(l.weight, (l.weight.to(dW.dtype) + dW).to(l.weight.dtype))
+            if l.bias is not None: _write(l.bias, (l.bias.to(db.dtype) + db).to(l.bias.dtype))
+    except BaseException:   # a write that failed part-way: every layer goes back to what it held, the adapters stay as they were
+        for n, (w, b) in before.items():
+            l = layers[n]; _write(l.weight, w.to(l.weight.device))
+            if b is not None: _write(l.bias, b.to(l.bias.device))
+            if st.merged[n][1] is w: del st.merged[n]
+        raise
     for k in todo:
         for a in st.named[k].adapters.values(): a.merged = True; a.__dict__[MERGED_AT] = at[k]
     _guard_loads(m)
@@ -1170,8 +1209,8 @@ def unmerge(model: nn.Module) -> None:
     st = _state(m)
     if not st.merged: raise RuntimeError("nothing is merged on this model")
     for n, (l, w, b) in st.merged.items():
-        l.weight.copy_(w.to(l.weight.device))
-        if b is not None: l.bias.copy_(b.to(l.bias.device))
+        _write(l.weight, w.to(l.weight.device))
+        if b is not None: _write(l.bias, b.to(l.bias.device))
     st.merged.clear()
     _guard_loads(m)
     for e in st.named.values():
@@ -1258,7 +1297,7 @@ def _save(model, path, name=None, basis: bool = False, write: bool = True, meta:
     for k in _select(st, name):
         e = st.named[k]
         _check_offloaded(st, [k], "Nothing was written; attach after dispatching, with the target layers kept in memory")
-        for n, l in e.layers.items(): _check_whole(n, l, 'save')
+        for n, l in e.layers.items(): _check_whole(n, l, 'save'); _check_size(n, l, e.adapters[n])
         fps = {n: {**fingerprint(_base_weight(st, n, l)), 'dtype': _dtype_str(l)} for n, l in e.layers.items()}
         recomputed, picked = ([], False) if basis else _recomputable(e, next(iter(e.adapters.values())), fps)
         for key, a, kind, b, v in _file_keys(k, e.adapters, recomputed, picked):
@@ -1446,14 +1485,19 @@ def _check_base(path, e: dict, targets: dict, weight, move: str = "pass check_ba
                                    f"({why or 'no fingerprint'}); load it into the model it was trained on, or {fix}")
 
 # %% ../nbs/03_runtime.ipynb #fdb9b404
+def _float32_basis(d: str | None, layer: nn.Module) -> bool:
+    "Whether a file's bases came from a float32 weight (its record's dtype `d`) that `layer` now holds in float64: rebuilt by float32's route."
+    return d == 'float32' and layer_kind(layer) in ('linear', 'conv1d') and layer.weight.dtype == torch.float64
+
 @torch.no_grad()
 def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False, fps: dict | None = None) -> None:
     "Rebuild the bases the file left out from the base weights (and the directions it picked), align each direction's sign to the file's, and verify."
     if selected: _check_selection(path, name, targets, adp, ts)
     with attach_scope():
         for n, l in targets.items():
-            if selected: adp[n].select(l, ts[f'{name}/{n}.selected'])
-            else: adp[n].reset(l)
+            with read_as_float32(_float32_basis(((fps or {}).get(n) or {}).get('dtype'), l)):
+                if selected: adp[n].select(l, ts[f'{name}/{n}.selected'])
+                else: adp[n].reset(l)
     for n, a in adp.items():
         want = {b: ts[f'{name}/{n}.{b}#sketch'] for b in recomputed if b in ROWS}
         # a sketch near 0 cannot tell a direction's sign (rounding on another machine flips it): that direction keeps the
@@ -1512,6 +1556,8 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
             a.__dict__['held_in'] = e['held_in']   # stored bases a cast rounded: a compact save stores them again
             a._coeff = e['coeffs'].get(n, a._coeff)   # the coefficient it ran with when saved
             if not e['recomputed'] and _has_bases(a): a.__dict__[BASIS_FROM] = _stored_from(e, n, targets[n])
+            elif _has_bases(a) and _float32_basis(((e['fingerprints'] or {}).get(n) or {}).get('dtype'), targets[n]):
+                a.__dict__[BASIS_FROM] = e['fingerprints'][n]   # rebuilt from the float32 weight: a save stores them
         built.append((cfg, targets, adp, e['name'], e['calibrated']))
     done = []
     try:

@@ -124,10 +124,22 @@ def find_targets(model: nn.Module, cfg: AdapterConfig) -> dict[str, nn.Module]:
                                  "select it with target_names (and target_roles=()) or exclude it with exclude_names")
             if role not in cfg.target_roles: continue
         out[n] = m
+    mods = [(n, x) for n, x in model.named_modules() if n and n not in linears]
+    odd = lambda p: [f"{n!r} ({type(x).__name__})" for n, x in mods if re.search(p, n)]
+    defaults = set(getattr(type(cfg), 'target_names', ()))
+    for p in cfg.target_names:   # a pattern the user wrote that names only modules that cannot carry an adapter
+        if p in defaults or any(re.search(p, k) or re.search(p, n) for n, (k, _) in linears.items()): continue
+        if o := odd(p):
+            raise ValueError(f"target_names pattern {p!r} matches only modules that are not linear layers, so nothing there "
+                             f"would be adapted: {o[0]}{f' and {len(o) - 1} more' if len(o) > 1 else ''}. Adapters go on "
+                             "linear-like layers (nn.Linear, transformers' Conv1D, a bitsandbytes Linear; not fused 3-D "
+                             "expert weights, convolutions or embeddings): name the linear layers, or drop the pattern")
     if not out:
         sample = ', '.join(list(linears)[:6]) or 'none'
+        o = [x for p in cfg.target_names for x in odd(p)]
+        hint = f" Modules that match but are not linear-like: {', '.join(o[:3])}" if o else ''
         raise ValueError(f"no target layers match target_names={cfg.target_names}, target_roles={cfg.target_roles}, "
-                         f"layers={cfg.layers}, exclude_names={cfg.exclude_names}. Linear-like layers include: {sample}")
+                         f"layers={cfg.layers}, exclude_names={cfg.exclude_names}. Linear-like layers include: {sample}.{hint}")
     fused = sorted({n.rpartition('.')[0] for n, p in model.named_parameters() if p.dim() == 3 and re.search(r'(^|\.)experts(\.|$)', n)})
     if cfg.target_roles and fused:   # transformers 5 keeps MoE experts as 3-D tensors: roles would silently pass them over
         warnings.warn(f"target_roles={cfg.target_roles}: this model holds its mixture-of-experts weights as fused 3-D "

@@ -27,6 +27,7 @@ class AntiPaSTOConfig(FamilyConfig):
 class AntiPaSTO(SVDVariant):
     "Diagonal core `diag(S * (1 + ELU(coeff g)))` in the layer's frozen rank-r basis; `g = 0` at init."
     name, config_cls = 'antipasto', AntiPaSTOConfig
+    from_weight = 'weight'   # it scales W's singular values: nothing to scale on a zero weight
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):

@@ -45,6 +45,7 @@ class AntiPaSTOAblateConfig(FamilyConfig):
 class AntiPaSTOAblate(SVDVariant):
     "Contraction core `h - coeff (h C) diag(alpha) C^T` on output coordinates `h = S * p` of the frozen basis."
     name, config_cls = 'antipasto_ablate', AntiPaSTOAblateConfig
+    from_weight = 'weight'   # it scales W's singular values: nothing to scale on a zero weight
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):

@@ -35,6 +35,7 @@ class AntiPaSTODPLRConfig(AntiPaSTOConfig):
 class AntiPaSTODPLR(AntiPaSTO):
     "Core `diag(S * (1 + ELU(coeff g))) + coeff B A` on the unscaled coordinates `p = B_basis x`; `g = 0`, `B = 0` at init."
     name, config_cls = 'antipasto_dplr', AntiPaSTODPLRConfig
+    from_weight = ''   # its low-rank term B A is its own, not scaled by S: it learns on a zero weight
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):

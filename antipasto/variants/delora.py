@@ -43,6 +43,7 @@ class DeLoRAConfig(AdapterConfig):
 class DeLoRA(Variant):
     "Normalised low-rank update `B diag(lambda / r / (|a_i| |b_i|)) A diag(w)`; `B = 0` at init."
     name, config_cls, delta_from_input = 'delora', DeLoRAConfig, True   # W's column norms: a buffer, read at init
+    from_weight = 'weight'   # scaled by those norms: zero on a zero weight
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out):

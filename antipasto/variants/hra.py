@@ -58,6 +58,7 @@ class HRAConfig(AdapterConfig):
 class HRA(Variant):
     "Input rotation `y = W (H_0 ... H_{r-1}) x + b` by `r` Householder reflections; paired at init so the product is I."
     name, config_cls = 'hra', HRAConfig
+    from_weight = 'weight'   # W H x: reflections of the input that W then reads
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out): return {'U': ParamSpec((d_in, cfg.r), paired_kaiming)}

@@ -64,6 +64,7 @@ class _Gate(Variant):
 class IA3(_Gate):
     "IA3 output gate `y * l` (peft's non-feedforward branch); `l` starts near 1."
     name, config_cls = 'ia3', IA3Config
+    from_weight = 'output'   # a gate on y = W x + b
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out): return {'l': ParamSpec((d_out,), 'near_one')}
@@ -75,6 +76,7 @@ class IA3(_Gate):
 class IA3FF(_Gate):
     "IA3 input gate `W (x * l) + b` (peft's feedforward branch); `l` starts near 1."
     name, config_cls = 'ia3_ff', IA3FFConfig
+    from_weight = 'weight'   # a gate on x that W then reads
 
     @classmethod
     def param_specs(cls, cfg, d_in, d_out): return {'l': ParamSpec((d_in,), 'near_one')}

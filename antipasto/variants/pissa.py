@@ -33,6 +33,7 @@ class PiSSAConfig(AdapterConfig):
 class PiSSA(LoRA):
     "LoRA initialised from the top-`r` SVD of `W`, in delta form: `y + s (B A - B0 A0) x`, the base weight untouched."
     name, config_cls = 'pissa', PiSSAConfig
+    from_weight = 'weight'   # B0 A0 from W's SVD: on a zero weight both start at 0, a saddle of B A
     weight_bases = ('A0', 'B0')   # the weight's own top-r split: a compact file leaves them out and load rebuilds them
 
     @classmethod

@@ -57,6 +57,7 @@ class RoadConfig(AdapterConfig):
 class Road(Variant):
     "Grouped 2x2 rotations-and-scales of the output, `y' = a * y + b * rot(y)`; theta = 0, alpha = 1 at init."
     name, config_cls = 'road', RoadConfig
+    from_weight = 'output'   # a rotation and scaling of y = W x + b
     ranked = False
 
     @classmethod
