@@ -30,6 +30,8 @@ STATE = '_antipasto'     # the record on the model that detach, save and steer r
 DEFAULT = 'default'
 
 # %% ../nbs/03_runtime.ipynb #0a4567d9
+_ATTACHES = itertools.count()
+
 @dataclass
 class _Named:
     "One named adapter: a private copy of its config and, per target layer name, the layer and its adapter."
@@ -37,6 +39,7 @@ class _Named:
     layers: dict
     adapters: dict
     calibrated: bool = False   # True when its tensors came from calibration data (they cannot be recomputed from the base)
+    token: int = field(default_factory=lambda: next(_ATTACHES))   # this attach or load, apart from any other under the name
 
 # %% ../nbs/03_runtime.ipynb #6a2b1418
 @dataclass
@@ -75,6 +78,11 @@ def unwrap(model: nn.Module) -> nn.Module:
 def _state(model, required: bool = True) -> _State | None:
     st = unwrap(model).__dict__.get(STATE)
     if st is None and required:
+        m = unwrap(model)
+        if m.__dict__.get(ENTRY) is not None or any(ADAPTER in x._modules for x in m.modules()):   # the error path only
+            raise RuntimeError("no antipasto adapter is attached to this module itself: it is part of a model that has them (its "
+                               "backbone, model.model, or a copy of one), whose record is on the outer model. Pass the model "
+                               "ap.attach or ap.load was given")
         raise RuntimeError("no antipasto adapter is attached to this model; call ap.attach (or ap.load) first")
     return st
 
@@ -144,7 +152,7 @@ def _resized(ads, d_in: int, d_out: int | None):
     "Raise: the layer under adapters `ads` now maps `d_in -> d_out`, not the sizes they were built for."
     a = ads[0]
     now = f"{d_in} -> {d_out}" if d_out is not None else f"{d_in} inputs"
-    raise RuntimeError(f"a layer with an antipasto {a.name} adapter now runs {now}, but the adapter was built for {a.d_in} -> "
+    raise RuntimeError(f"a layer with an antipasto adapter ({a.name}) now runs {now}, but the adapter was built for {a.d_in} -> "
                        f"{a.d_out}: the layer was resized since the attach (resize_token_embeddings on an output layer tied to "
                        "the embeddings keeps the module and swaps its weight). ap.save the adapter if you need it, ap.detach(model), "
                        "resize, and attach again")
@@ -239,7 +247,7 @@ def _steering_now(st: _State) -> tuple:
     out = []
     for k, e in st.named.items():
         a = next(iter(e.adapters.values()))
-        out.append((k, a.__dict__.get(MERGED_AT, 1.0) if a.merged else _coeff_of(a), a.merged))
+        out.append((k, a.__dict__.get(MERGED_AT, 1.0) if a.merged else _coeff_of(a), a.merged, e.token))
     return tuple(out)
 
 def _filled(cache) -> bool | None:
@@ -253,9 +261,9 @@ def _cache_of(kwargs: dict):
     if cache is None: cache = kwargs.get('past_key_values')
     return cache if hasattr(cache, 'get_seq_length') and hasattr(cache, '__dict__') else None
 
-def _coeffs(tag: tuple) -> dict:
-    "Per adapter name, the coefficient in a cache tag: merged at c or live at c is the same function of the input."
-    return {k: c for k, c, _ in tag}
+def _coeffs(tag: tuple, tokens: bool = False) -> dict:
+    "Per adapter name (and attach, with `tokens`), the coefficient in a cache tag: merged at c or live at c is the same function of the input."
+    return {((k, t) if tokens else k): c for k, c, _, t in tag}
 
 def _check_cache(st: _State, kwargs: dict) -> None:
     "Tag a fresh KV cache with the steering it is filled at; warn when a forward continues it at another one."
@@ -264,7 +272,7 @@ def _check_cache(st: _State, kwargs: dict) -> None:
     now, tag = _steering_now(st), cache.__dict__.get(CACHE_TAG)
     if tag is None and _filled(cache):   # unknown (None): a recurrent state's origin cannot be told, so no warning
         warnings.warn(f"this forward continues a KV cache that was filled without these adapters (before the attach, or by "
-                      f"a model without them), and runs at {({k: c for k, c, _ in now})}: the cached positions carry no "
+                      f"a model without them), and runs at {_coeffs(now)}: the cached positions carry no "
                       "steering. Rebuild the cache with the adapters on, unless you prefill unsteered on purpose", stacklevel=2)
     elif tag is not None and _coeffs(tag) != _coeffs(now) and _filled(cache) is not False:
         was, to = _coeffs(tag), _coeffs(now)
@@ -272,6 +280,10 @@ def _check_cache(st: _State, kwargs: dict) -> None:
                       f"and runs at {to} (or with other adapters attached): the cached positions keep the old "
                       "steering. Rebuild the cache under the new coefficient, unless you prefill at one coefficient on purpose",
                       stacklevel=2)
+    elif tag is not None and _coeffs(tag, True) != _coeffs(now, True) and _filled(cache) is not False:
+        warnings.warn(f"this forward continues a KV cache filled by other adapters under the names {sorted(_coeffs(now))} (one was "
+                      "detached and attached or loaded again since): the cached positions carry the old adapter's change. "
+                      "Rebuild the cache", stacklevel=2)
     cache.__dict__[CACHE_TAG] = now
 
 # %% ../nbs/03_runtime.ipynb #a1d3e5f7
@@ -431,7 +443,7 @@ def _root_hook(model, args, kwargs, entry: bool = False):
     if not torch.compiler.is_compiling():
         if not entry and _running(model):   # a root forward never runs inside its own: a count a KeyboardInterrupt left
             with _BUSY: _INFLIGHT.get(id(model), {}).pop(threading.get_ident(), None)
-        _enter(model)
+        _enter(model); _ROOTS.add(model)
     _wrap_checkpointing(st)
     _check_reloaded(st)
     _check_context(st)
@@ -711,20 +723,35 @@ def _no_autocast():
         yield
 
 # %% ../nbs/03_runtime.ipynb #b8206f9f
+_ROOTS = weakref.WeakSet()   # the models that hold a record (a copy joins at its first forward)
+
 def _refuse_nested(m, st, what: str) -> None:
     "Refuse an attach or load on a module inside an adapted model, or on a model holding one: a second record would split the adapters between two, with neither steering, saving nor detaching them all."
     own = {id(a) for e in st.named.values() for a in e.adapters.values()} if st is not None else set()
     inner = next((n for n, x in m.named_modules() if x is not m and STATE in x.__dict__), None)
     stray = next((n for n, x in m.named_modules() if ADAPTER in x._modules and any(id(a) not in own for a in x._modules[ADAPTER].values())), None)
     if m.__dict__.get(ENTRY) is not None or (stray is not None and inner is None):
-        raise RuntimeError(f"ap.{what} on a module inside a model that already has antipasto adapters"
-                           f"{f' (on {stray!r})' if stray else ''}: its record is on the outer model, and a second one here would "
-                           "split them, with neither ap.steer, ap.save nor ap.detach reaching all. Call ap." + what + " on the outer "
-                           "model (the one ap.attach was given), under another name")
+        raise RuntimeError(f"ap.{what} on a module inside a model that already has antipasto adapters, or one that shares "
+                           f"an adapted layer with such a model{f' (on {stray!r})' if stray else ''}: their record is on that "
+                           "model, and a second one here would split them, with neither ap.steer, ap.save nor ap.detach reaching "
+                           "all. Call ap." + what + " on the outer model (the one ap.attach was given), under another name, or "
+                           "give this model its own copy of the shared module")
     if inner is not None:
         raise RuntimeError(f"ap.{what} on a model whose submodule {inner!r} already has antipasto adapters (attached to that "
                            f"submodule): a second record here would split them. Call ap.{what} on {inner!r} under another name, "
                            "or ap.detach it and attach everything here")
+
+def _refuse_shared(m, targets: dict, what: str) -> None:
+    "Refuse targets that another adapted model also runs (a block two models share): its forwards would run these adapters, out of reach of its steer, save and detach."
+    for r in list(_ROOTS):
+        if r is m or STATE not in r.__dict__: continue
+        ids = {id(x) for x in r.modules()}
+        hit = [n for n, l in targets.items() if id(l) in ids]
+        if hit:
+            raise RuntimeError(f"ap.{what}: layer {hit[0]!r} is also part of another model with antipasto adapters "
+                               f"({type(r).__name__}), which runs it in its own forwards: an adapter here would run there too, "
+                               "where that model's ap.steer, ap.save and ap.detach cannot reach it. Give this model its own copy "
+                               "of the shared module (copy.deepcopy), or attach to one model that holds both")
 
 # %% ../nbs/03_runtime.ipynb #3d2cf8e8
 def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tuple[nn.Module, type, AdapterConfig, dict, dict]:
@@ -746,6 +773,7 @@ def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tupl
                            f"{what} outside the inference_mode block")
     check_layouts(m)   # a 4-bit layer rewritten for CPU inference has lost its weight and passes no gradient
     targets = find_targets(m, cfg) if layers is None else _resolve(m, layers, where)
+    _refuse_shared(m, targets, 'load' if where is not None else 'attach')
     for n, l in targets.items():
         if l.weight.is_meta:   # accelerate offloaded it (device_map 'disk', or 'cpu' beside a GPU), or it was never loaded
             raise ValueError(f"layer {n!r} has its weight on the meta device (offloaded by accelerate's device_map, or not "
@@ -910,7 +938,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
                     peft_before=any(wraps_base(x) for x in m.modules()))
     try:
         if first:
-            m.__dict__[STATE] = st
+            m.__dict__[STATE] = st; _ROOTS.add(m)
             for p in m.parameters(): p.requires_grad_(False)
             m.register_forward_pre_hook(_root_hook, with_kwargs=True)
             m.register_forward_hook(_root_post, with_kwargs=True, always_call=True)
@@ -1012,7 +1040,7 @@ def _remove(m, st, sel, outer: nn.Module | None = None) -> None:
     _unhook_entries(m)
     if st.ddp_ignore is None: m.__dict__.pop('_ddp_params_and_buffers_to_ignore', None)
     else: m._ddp_params_and_buffers_to_ignore = st.ddp_ignore
-    del m.__dict__[STATE]
+    del m.__dict__[STATE]; _ROOTS.discard(m)
     with _BUSY: _INFLIGHT.pop(id(m), None)   # its root hooks are gone (a detach inside a forward never reaches the post hook)
 
 # %% ../nbs/03_runtime.ipynb #7537f63f
