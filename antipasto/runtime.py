@@ -18,11 +18,11 @@ from .calibration import calibration_batches, hooks_changed, POOL_RANKS
 from .layers import dims, layer_kind, read_as_float32, check_layouts, hold_layouts, release_layouts, check_forward
 
 # %% auto #0
-__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'ENTRY', 'WATCH', 'FIRED', 'CROSS', 'RELOADED', 'ROWS',
-           'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'BASIS_FROM', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS', 'MAX_ERR',
-           'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint', 'fingerprint',
-           'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers', 'sketch', 'save',
-           'AdapterFileError', 'read_config', 'load', 'cast', 'restore', 'AdapterState', 'AdapterCheckpoints']
+__all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'ENTRY', 'WATCH', 'FIRED', 'CROSS', 'GROUPS', 'RELOADED',
+           'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'BASIS_FROM', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS',
+           'MAX_ERR', 'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint',
+           'fingerprint', 'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers', 'sketch',
+           'save', 'AdapterFileError', 'read_config', 'load', 'cast', 'restore', 'AdapterState', 'AdapterCheckpoints']
 
 # %% ../nbs/03_runtime.ipynb #a0db59f2
 ADAPTER = 'ap_adapter'   # the ModuleDict {adapter name: Variant} added to each target layer
@@ -135,16 +135,26 @@ def _recompute_outside_wrapper(adapters_) -> None:
                            "forward first), or ap.checkpoint(fn, *args) instead of torch.utils.checkpoint.checkpoint")
 
 _CKPT_RECORDS: contextvars.ContextVar = contextvars.ContextVar('antipasto_ckpt_records', default=())
-_CHANGED = object()   # recorded for an adapter whose own coefficient changed within one checkpointed forward
+_CKPT_REPLAY: contextvars.ContextVar = contextvars.ContextVar('antipasto_ckpt_replay', default=None)
+
+class _Replay(dict):
+    "A steering table, at the bottom of a recompute's stack, that gives each adapter the own coefficient it read at the same call of the forward."
+    def __init__(self, rec: dict):
+        super().__init__({i: cs[0] for i, (a, cs) in rec.items()})
+        self.seqs, self.calls = {i: cs for i, (a, cs) in rec.items()}, {}
+    def advance(self, i: int) -> None:
+        k = self.calls.get(i, 0); self.calls[i] = k + 1
+        s = self.seqs[i]; self[i] = s[min(k, len(s) - 1)]
 
 def _coeff_now(a) -> float:
-    "`current_coeff(a)`; an own coefficient (no steer entry names `a`) is written down for every checkpoint whose forward runs now."
+    "`current_coeff(a)` for one call of adapter `a`: an own coefficient (no steer entry names `a`) is written down, in call order, for every checkpoint whose forward runs now, and a recompute replays them."
+    recs, rp = _CKPT_RECORDS.get(), _CKPT_REPLAY.get()
+    if recs or rp is not None:
+        own = not any(id(a) in t for _, t in STEERING.get() if not isinstance(t, _Replay))
+        if own and rp is not None and id(a) in rp.seqs: rp.advance(id(a))
     c = current_coeff(a)
-    recs = _CKPT_RECORDS.get()
-    if recs and not any(id(a) in t for _, t in STEERING.get()):
-        for rec in recs:
-            was = rec.setdefault(id(a), (a, c))
-            if was[1] is not _CHANGED and was[1] != c: rec[id(a)] = (a, _CHANGED)
+    if recs and own:
+        for rec in recs: rec.setdefault(id(a), (a, []))[1].append(c)
     return c
 
 # %% ../nbs/03_runtime.ipynb #d8f859fb
@@ -196,25 +206,21 @@ class _SteerCheckpoint:
     "Wraps a checkpoint function so the recompute in backward runs with the steering of the original forward, and with the own coefficients its adapters ran at."
     def __init__(self, fn): self.fn = fn
     def __call__(self, function, *args, **kwargs):
-        steering, rec, ran = STEERING.get(), {}, []
+        # an outer recompute's replay is not this block's: what it gave, this block's own record replays
+        steering, rec, ran = tuple(e for e in STEERING.get() if not isinstance(e[1], _Replay)), {}, []
         def run(*a, **k):
             if not ran:   # the forward: runs as it is, writing down the own coefficients its adapters read
                 ran.append(True)
                 t1, t2 = _IN_CKPT.set(True), _CKPT_RECORDS.set(_CKPT_RECORDS.get() + (rec,))
                 try: return function(*a, **k)
                 finally: _CKPT_RECORDS.reset(t2); _IN_CKPT.reset(t1)
-            bad = [x for x, c in rec.values() if c is _CHANGED]
-            if bad:
-                raise RuntimeError("gradient checkpointing is recomputing a block in which an antipasto adapter's own "
-                                   "coefficient (a.coeff) changed between two of its calls in one forward, so the recompute "
-                                   "cannot replay it. Use ap.steer blocks for coefficients that change within a forward")
-            # the own coefficients at the bottom: a steer entry still wins, as it did in the forward
-            table = {i: c for i, (x, c) in rec.items()}
-            t1, t2, t3 = STEERING.set(((object(), table),) + steering), _IN_CKPT.set(True), _CKPT_RECORDS.set(())
+            # the own coefficients at the bottom, call by call: a steer entry still wins, as it did in the forward
+            rp = _Replay(rec)
+            t1, t2, t3, t4 = STEERING.set(((object(), rp),) + steering), _IN_CKPT.set(True), _CKPT_RECORDS.set(()), _CKPT_REPLAY.set(rp)
             was = [(x, x.__dict__.get('_was_steered')) for x, _ in rec.values()]
             try: return function(*a, **k)
             finally:
-                _CKPT_RECORDS.reset(t3); _IN_CKPT.reset(t2); STEERING.reset(t1)
+                _CKPT_REPLAY.reset(t4); _CKPT_RECORDS.reset(t3); _IN_CKPT.reset(t2); STEERING.reset(t1)
                 for x, w in was:   # replayed, not steered: a later recompute outside the wrapper stays allowed
                     if w: x.__dict__['_was_steered'] = w
                     else: x.__dict__.pop('_was_steered', None)
@@ -513,6 +519,7 @@ def _unhook_entries(m) -> None:
 # %% ../nbs/03_runtime.ipynb #dd2e98f3
 WATCH, FIRED = '_antipasto_watch', '_antipasto_fired'   # on a parent: {full name: layer} of targets it must call; on a target: ever called
 CROSS = '_antipasto_cross_cached'   # on a parent: its forward started with its cross-attention keys and values cached
+GROUPS = '_antipasto_watch_groups'   # on a parent: {full name: the ModuleList / ModuleDict between it and that target}
 
 def _fired(layer, args):
     "Pre-hook on a watched target: it has been called (only ever set, so concurrent forwards cannot undo it)."
@@ -528,8 +535,9 @@ def _stop_watching(parent, names) -> None:
     for n in list(names):
         l = w.pop(n, None)
         if l is not None: _remove_hook(l, _fired, pre=True); l.__dict__.pop(FIRED, None)
+        parent.__dict__.get(GROUPS, {}).pop(n, None)
     if not w:
-        for k in (WATCH, CROSS): parent.__dict__.pop(k, None)
+        for k in (WATCH, CROSS, GROUPS): parent.__dict__.pop(k, None)
         _remove_hook(parent, _watch_pre, pre=True); _remove_hook(parent, _watch_post, pre=False)
 
 def _watch_pre(parent, args, kwargs):
@@ -547,13 +555,16 @@ def _watch_post(parent, args, out):
     "Post-hook on a watched target's parent: a target it ran without ever calling would leave its adapter silently idle."
     # nn.DataParallel's replicas share this dict but not the flags: only the original proves anything
     if torch.compiler.is_compiling() or parent.__dict__.get('_is_replica') or parent.__dict__.get(CROSS): return None
-    w = parent.__dict__.get(WATCH, {})
-    missed = [n for n, l in list(w.items()) if not l.__dict__.get(FIRED) and not _compiled(parent, l)]   # compiled: unprovable
+    w, groups = parent.__dict__.get(WATCH, {}), parent.__dict__.get(GROUPS, {})
+    ran = lambda l: l.__dict__.get(FIRED) or _compiled(parent, l)   # compiled: unprovable
+    missed = [n for n, l in list(w.items()) if n not in groups and not ran(l)]
+    for g in {id(h): h for h in groups.values()}.values():   # a container routes: one of its layers running is enough
+        ns = [n for n, h in groups.items() if h is g and n in w]
+        if ns and not any(ran(w[n]) for n in ns): missed += ns
     if missed:
         raise RuntimeError(f"the antipasto adapters on {missed} did not run: their parent {type(parent).__name__} ran its "
                            "forward without calling them (it reads their weight directly: nn.MultiheadAttention's functional "
-                           "path, a fused kernel, a sliced tensor-parallel path; or it routes among the layers of a ModuleList "
-                           "and has run none of these yet), so an adapter there changes nothing, and a "
+                           "path, a fused kernel, a sliced tensor-parallel path), so an adapter there changes nothing, and a "
                            "merge would change what the live adapter does not. ap.detach the model and attach again with "
                            f"those layers excluded (exclude_names=)")
     _stop_watching(parent, list(w))
@@ -565,14 +576,20 @@ def _watch(m, targets: dict) -> None:
         pn, _, attr = n.rpartition('.')
         parent = m.get_submodule(pn)
         if parent._modules.get(attr) is not l: continue   # not reachable by its name (a peft rename): nothing to check
+        holder, group = parent, None
         while type(parent).forward is nn.Module.forward and pn:   # a ModuleList / ModuleDict never runs: its owner calls the layer
+            group = holder
             pn = pn.rpartition('.')[0]; parent = m.get_submodule(pn)
         if type(parent).forward is nn.Module.forward: continue   # nothing above it runs a forward of its own
+        # the owner may route among a container's layers (task heads, experts, one head per codebook): watched only when
+        # every layer in it is a target, and then one of them running proves the owner calls them
+        if group is not None and not all(any(c is t for t in targets.values()) for c in group.children()): continue
         if WATCH not in parent.__dict__:
             parent.__dict__[WATCH] = {}   # the layer itself, not its attribute: peft may wrap it in place later
             parent.register_forward_pre_hook(_watch_pre, with_kwargs=True); parent.register_forward_hook(_watch_post)
         if n not in parent.__dict__[WATCH]: l.register_forward_pre_hook(_fired)
         parent.__dict__[WATCH][n] = l
+        if group is not None: parent.__dict__.setdefault(GROUPS, {})[n] = group
 
 def _unwatch(m, layers) -> None:
     "Stop watching `layers` (being detached)."
@@ -869,7 +886,7 @@ def _check_size(n: str, layer: nn.Module, a: Variant) -> None:
     "Refuse to save adapter `a` of layer `n` if the layer's weight no longer has the sizes `a` was built for (a resized tied head)."
     w, k = layer.weight, layer_kind(layer)
     shape = tuple(w.shape) if k == 'linear' else tuple(w.shape)[::-1] if k == 'conv1d' else dims(layer)[::-1]
-    if shape != (a.d_out, a.d_in):
+    if shape[1] != a.d_in or (a.forward_input is None and shape[0] != a.d_out):   # an input rewrite never sees d_out
         raise RuntimeError(f"save of layer {n!r}: its weight is now {shape[1]} -> {shape[0]}, but its adapter was built for "
                            f"{a.d_in} -> {a.d_out} (the layer was resized since the attach); a file of the two would fit no base. "
                            "ap.detach(model), resize, and attach again")
@@ -1182,8 +1199,10 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
             if layer_kind(l) not in ('linear', 'conv1d') or not l.weight.is_floating_point():
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: it is a {type(l).__name__} with a {l.weight.dtype} "
                                  "weight; merging needs a dense weight (keep the live adapter on a quantized base)")
-            if parametrize.is_parametrized(l, 'weight') or not isinstance(l._parameters.get('weight'), nn.Parameter):
-                raise ValueError(f"cannot merge adapter {k!r} into {n!r}: its weight is computed from other tensors on every "
+            held = lambda t: l._parameters.get(t, l._buffers.get(t))   # a weight or bias a write sticks to
+            if any(parametrize.is_parametrized(l, t) or held(t) is not getattr(l, t)
+                   for t in ('weight', 'bias') if getattr(l, t, None) is not None):
+                raise ValueError(f"cannot merge adapter {k!r} into {n!r}: its weight or bias is computed from other tensors on every "
                                  "access or forward (a parametrization such as weight_norm or spectral_norm, a pruning mask), "
                                  "so a write to it goes nowhere; keep the adapter live on this layer, or remove the "
                                  "reparametrization (torch.nn.utils.prune.remove, remove_weight_norm) before attaching")
