@@ -33,7 +33,8 @@ def dtype_name(dt) -> str:
 # %% ../nbs/00_core.ipynb #8d9a71b4
 def real_number(v, what: str, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False, fix: str = '') -> float:
     "`v` as a float if it is a finite real number (not a bool or string) inside the bounds, else a `ValueError` naming `what`."
-    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    try: ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError: ok = False   # an int too large for a float
     if ok:
         x = float(v)
         ok = (lo is None or (x > lo if lo_open else x >= lo)) and (hi is None or (x < hi if hi_open else x <= hi))
@@ -251,7 +252,8 @@ def check_coeff(c, what: str = 'coeff') -> float:
     "`c` as a float, or a clear error naming `what` if it is not a finite real number of sensible size."
     if isinstance(c, bool) or not isinstance(c, numbers.Real):
         raise TypeError(f"{what}={c!r} must be a real number (1.0 up, 0.0 off, -1.0 down)")
-    c = float(c)
+    try: c = float(c)
+    except OverflowError: c = math.inf   # an int too large for a float
     if not math.isfinite(c) or abs(c) > COEFF_MAX: raise ValueError(f"{what}={c!r} must be finite with |{what}| <= {COEFF_MAX:g}")
     return c
 
@@ -368,7 +370,12 @@ class Variant(nn.Module):
         return current_coeff(self)
 
     @coeff.setter
-    def coeff(self, c) -> None: self._coeff = check_coeff(c)
+    def coeff(self, c) -> None:
+        c = check_coeff(c)
+        if self.merged:   # its change is in the weights, at the merge's coefficient: a new one would reach nothing
+            raise RuntimeError("this adapter is merged into its layer's weight, where a coefficient no longer reaches it; "
+                               "ap.unmerge(model) first, set the coefficient, and merge again if you want it baked in")
+        self._coeff = c
 
     def __getstate__(self):
         "What a deep copy or pickle takes: all but the steer blocks open on this adapter now (the copy has none; they close on the original)."
@@ -582,7 +589,7 @@ def variant_cls(name_or_cfg) -> type[Variant]:
     return cls
 
 # %% ../nbs/00_core.ipynb #d2b87cd8
-def config_for(name: str, **overrides) -> AdapterConfig:
+def config_for(name: str, /, **overrides) -> AdapterConfig:
     "Build the config of variant `name` with some fields overridden."
     cls = variant_cls(name).config_cls
     known = {f.name for f in fields(cls)}

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import DTYPES, dtype_name, AdapterConfig, UnknownVariant, Variant, attach_scope, variant_cls, dense_weight, check_weight_alive, current_coeff, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS
+from .core import DTYPES, is_int, dtype_name, AdapterConfig, UnknownVariant, Variant, attach_scope, variant_cls, dense_weight, check_weight_alive, current_coeff, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS
 from .targets import find_targets, wraps_base
 from .calibration import calibration_batches, hooks_changed, POOL_RANKS
 from .layers import dims, layer_kind, read_as_float32, check_layouts, hold_layouts, release_layouts, check_forward
@@ -63,6 +63,8 @@ _WRAPPER_ATTRS = (('DistributedDataParallel', 'module'), ('DataParallel', 'modul
 
 def unwrap(model: nn.Module) -> nn.Module:
     "The model inside DDP / FSDP / `torch.compile` / peft wrappers (the one `attach` put its record on)."
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (the model itself, loaded or built), got a {type(model).__name__}: {model!r:.60}")
     m = model
     for _ in range(16):
         if STATE in m.__dict__: return m
@@ -85,6 +87,17 @@ def _state(model, required: bool = True) -> _State | None:
                                "ap.attach or ap.load was given")
         raise RuntimeError("no antipasto adapter is attached to this model; call ap.attach (or ap.load) first")
     return st
+
+def _flag(v, what: str) -> bool:
+    "`v` if it is True or False, else a `TypeError` naming `what` (a string such as 'no' is truthy)."
+    if not isinstance(v, bool): raise TypeError(f"{what}={v!r} must be True or False (got a {type(v).__name__})")
+    return v
+
+def _file_path(path) -> str:
+    "`path` as a string if it is one or an `os.PathLike`, else a `TypeError` (`str(None)` would name a file 'None')."
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise TypeError(f"path={path!r} must be a file path (a non-empty str or os.PathLike)")
+    return os.fspath(path) if isinstance(os.fspath(path), str) else os.fsdecode(path)
 
 # %% ../nbs/03_runtime.ipynb #11acd8f2
 def _select(st: _State, name) -> list[str]:
@@ -115,7 +128,9 @@ def adapters(model: nn.Module, name: str | None = None) -> dict[str, Variant]:
 # %% ../nbs/03_runtime.ipynb #6a8b5258
 def adapter_config(model: nn.Module, name: str = DEFAULT) -> AdapterConfig:
     "A copy of the config adapter `name` was attached with (editable: the attached one is read-only)."
-    c = copy.deepcopy(_state(model).named[_select(_state(model), name)[0]].cfg)
+    sel = _select(_state(model), name)
+    if len(sel) != 1: raise ValueError(f"name={name!r} selects adapters {sel}; adapter_config reads one: pass one name")
+    c = copy.deepcopy(_state(model).named[sel[0]].cfg)
     c.__dict__.pop('_frozen', None)
     return c
 
@@ -649,6 +664,9 @@ _NAME_OK = re.compile(r'[A-Za-z0-9_\-]{1,64}')
 def _check_name(name) -> str:
     if not isinstance(name, str) or not _NAME_OK.fullmatch(name):
         raise ValueError(f"name={name!r} must be 1-64 letters, digits, '_' or '-' (it keys the adapter on each layer)")
+    if hasattr(nn.ModuleDict(), name):   # the container that holds the adapters on each layer has it: 'training', 'to', 'keys'
+        raise ValueError(f"name={name!r} is an attribute of nn.ModuleDict, which holds the adapters on each layer under "
+                         "their names; pick another name")
     return name
 
 # %% ../nbs/03_runtime.ipynb #3f714834
@@ -1135,6 +1153,11 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
     sel = _select(st, name)
     ads = [(k, st.named[k].adapters[layer_name]) for k in sel if layer_name in st.named[k].adapters]
     if not ads: raise KeyError(f"no adapter {name!r} on layer {layer_name!r}")
+    if not (is_int(chunk) and chunk >= 1): raise ValueError(f"chunk={chunk!r} must be a positive int (probe columns per pass)")
+    merged = [k for k, a in ads if a.merged]
+    if merged:   # the layer's forward holds their change now: run again on top of it, a change that reads W comes out wrong
+        raise RuntimeError(f"adapters {merged} are merged into {layer_name!r}, whose weight now holds their change, so it cannot "
+                           "be read off again; ap.unmerge(model) first, or name only adapters that are live there")
     layer = st.named[ads[0][0]].layers[layer_name]
     d_in, d_out = dims(layer)
     W = layer.weight
@@ -1339,6 +1362,7 @@ def save(model: nn.Module, path, name: str | None = None, basis: bool = False) -
 
 def _save(model, path, name=None, basis: bool = False, write: bool = True, meta: dict | None = None) -> None:
     "`save`, gathering on every rank that calls it and writing only where `write` (FSDP2's gathers are collective); `meta`: extra file metadata."
+    path, basis = _file_path(path), _flag(basis, 'basis')
     st = _state(model)
     tensors, entries = {}, []
     for k in _select(st, name):
@@ -1457,7 +1481,7 @@ def read_config(path, name: str | None = None) -> AdapterConfig:
 # %% ../nbs/03_runtime.ipynb #6ad764b9
 def _read(path, tensors: bool = True):
     "Validated entries and (optionally) tensors of an adapter file; nothing from the file is executed or matched."
-    path = str(path)
+    path = _file_path(path)
     if not os.path.isfile(path): raise FileNotFoundError(f"no adapter file at {path}")
     try:
         with safe_open(path, 'pt') as f:
@@ -1581,6 +1605,7 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
 @_changes
 def load(model: nn.Module, path, name: str | None = None, check_base: bool = True) -> dict[str, Variant]:
     "Attach the adapters stored at `path` (`name`: just that one); refuses a damaged file or a different base."
+    _flag(check_base, 'check_base')
     entries, ts = _read(path)
     if name is not None:
         entries = [e for e in entries if e['name'] == name]

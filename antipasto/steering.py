@@ -31,6 +31,7 @@ def expand_pair(template: str) -> tuple[str, str]:
 # %% ../nbs/26_steering.ipynb #7c44279d
 def _strings(v, arg: str) -> list[str]:
     "`v` as a list of strings: one str is one item (not its characters)."
+    if not hasattr(v, '__iter__') or isinstance(v, (bytes, dict)): raise TypeError(f"{arg}={v!r:.60} must be a string or a list of strings")
     v = [v] if isinstance(v, str) else list(v)
     bad = next(((i, s) for i, s in enumerate(v) if not isinstance(s, str)), None)
     if bad: raise ValueError(f"{arg}[{bad[0]}]={bad[1]!r} is not a string")
@@ -89,7 +90,7 @@ CONCEPTS = {
 # %% ../nbs/26_steering.ipynb #f330f2d1
 def builtin_pairs(concept: str = 'honesty', n: int | None = None, seed: int = 0) -> list[tuple[str, str]]:
     "Contrastive pairs for a built-in concept of `CONCEPTS`, generated from its templates, word pairs and suffixes."
-    if concept not in CONCEPTS:
+    if not isinstance(concept, str) or concept not in CONCEPTS:
         raise ValueError(f"concept={concept!r} is not built in; choose one of {sorted(CONCEPTS)} or build pairs with contrastive_pairs")
     return contrastive_pairs(**CONCEPTS[concept], n=n, seed=seed)
 
@@ -457,6 +458,9 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     for nm, v in (('steps', steps), ('batch_size', batch_size), ('k', k), ('max_length', max_length)):
         if not (is_int(v) and v >= 1): raise ValueError(f"{nm}={v!r} must be a positive int")
     if not is_int(seed): raise ValueError(f"seed={seed!r} must be an int")
+    if not isinstance(progress, bool): raise TypeError(f"progress={progress!r} must be True or False")
+    if record is not None and not isinstance(record, list):   # checked now: it is appended to after the first step
+        raise TypeError(f"record={record!r:.60} must be a list (each step's losses are appended to it) or None")
     lr = real_number(lr, 'lr', 0, lo_open=True, fix='the default is lr=1e-2')
     margin, threshold = (None if v is None else real_number(v, nm, 0, fix='None takes the model kind\'s default (DEFAULTS)')
                          for nm, v in (('margin', margin), ('threshold', threshold)))
@@ -553,6 +557,7 @@ HELD_OUT = [
 # %% ../nbs/26_steering.ipynb #2c5c50ee
 def _pair_diffs(model, tokenizer, pairs, layer, max_length):
     pairs = _check_pairs(pairs)
+    if not (is_int(max_length) and max_length >= 1): raise ValueError(f"max_length={max_length!r} must be a positive int")
     _check_tokens(_pair_ids(tokenizer, pairs, max_length), max_length)
     n = len(blocks(model))
     if not (is_int(layer) and 0 <= layer < n): raise ValueError(f"layer={layer!r} must be a block index in [0, {n - 1}]")
@@ -562,7 +567,10 @@ def _pair_diffs(model, tokenizer, pairs, layer, max_length):
 class SteeringVector:
     "A fixed direction `vector` added to the residual stream after block `layer` at every token, scaled by a coefficient: h + c v."
     def __init__(self, vector: torch.Tensor, layer: int, method: str = ''):
+        if not isinstance(vector, torch.Tensor): raise TypeError(f"vector must be a torch.Tensor (d_model,), got a {type(vector).__name__}")
         if vector.ndim != 1: raise ValueError(f"vector must be 1-D (d_model,), got shape {tuple(vector.shape)}")
+        if vector.is_meta or not torch.isfinite(vector).all():   # a NaN made every logit NaN
+            raise ValueError("vector must hold finite numbers on a real device (it has NaN or inf, or is on meta)")
         if not (is_int(layer) and layer >= 0): raise ValueError(f"layer={layer!r} must be a block index (an int >= 0)")
         self.vector, self.layer, self.method = vector.detach().float(), int(layer), method   # int: a numpy index prints as one
 

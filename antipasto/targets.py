@@ -56,6 +56,7 @@ def width_at(name: str, widths: dict[str, int]) -> int | None:
 # %% ../nbs/01_targets.ipynb #fc21c043
 def layer_index(name: str) -> int | None:
     "The block index in a dotted module name (its first integer component)."
+    if not isinstance(name, str): raise TypeError(f"name={name!r} must be a dotted module name (a str)")
     for part in name.split('.'):
         if part.isdigit(): return int(part)
     return None
@@ -98,6 +99,7 @@ def candidates(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
 # %% ../nbs/01_targets.ipynb #c9bf330d
 def find_targets(model: nn.Module, cfg: AdapterConfig) -> dict[str, nn.Module]:
     "The linear-like modules of `model` that `cfg` selects, by name; raises if none or if a selection is ambiguous."
+    if not isinstance(cfg, AdapterConfig): raise TypeError(f"cfg must be an antipasto config (ap.config_for(...)), got {cfg!r:.60}")
     linears = candidates(model)
     widths = tower_widths(model) if cfg.target_roles else {}
     if cfg.layers is not None:
