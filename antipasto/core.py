@@ -12,10 +12,10 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'OPEN_STEERS', 'SPEC_INITS', 'REGISTRY', 'dtype_name',
-           'real_number', 'check_number', 'is_int', 'check_int', 'check_bool', 'check_choice', 'check_patterns',
-           'check_layers', 'AdapterConfig', 'SteerableConfig', 'ParamSpec', 'init_tensor', 'Constant', 'check_coeff',
-           'current_coeff', 'Variant', 'check_specs', 'register', 'UnknownVariant', 'variant_cls', 'config_for',
-           'check_weight_alive', 'attach_scope', 'memo']
+           'real_number', 'check_number', 'is_int', 'is_bool', 'check_int', 'check_bool', 'check_choice',
+           'check_patterns', 'check_layers', 'AdapterConfig', 'SteerableConfig', 'ParamSpec', 'init_tensor', 'Constant',
+           'check_coeff', 'current_coeff', 'Variant', 'check_specs', 'register', 'UnknownVariant', 'variant_cls',
+           'config_for', 'check_weight_alive', 'attach_scope', 'memo']
 
 # %% ../nbs/00_core.ipynb #4e0abd63
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
@@ -63,6 +63,10 @@ def check_number(cfg, name: str, lo=None, hi=None, lo_open: bool = False, hi_ope
 def is_int(v) -> bool:
     "Whether `v` is an integer (a Python or numpy int), not a bool: `True` is an int to Python, but never a count."
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+def is_bool(v) -> bool:
+    "Whether `v` is True or False: a Python or numpy bool (a string such as 'no', or 0, is not)."
+    return isinstance(v, bool) or (type(v).__module__ == 'numpy' and type(v).__name__ in ('bool', 'bool_'))
 
 # %% ../nbs/00_core.ipynb #0503111a
 def check_int(cfg, name: str, lo: int = 1, fix: str = '') -> int:
@@ -191,7 +195,10 @@ class AdapterConfig:
             raise ValueError(f"a config dict needs a 'variant' name string and the config's fields (as cfg.to_dict() "
                              f"writes it); got {got}")
         d = dict(d)
-        return config_for(d.pop('variant'), **d)
+        v = d.pop('variant')
+        if 'name' in d:   # config_for's own argument: it would be passed twice
+            raise ValueError(f"{v}: unknown config field(s) ['name']; fields are {sorted(f.name for f in fields(variant_cls(v).config_cls))}")
+        return config_for(v, **d)
 
     def replace(self, **kw) -> 'AdapterConfig':
         "A copy with some fields changed (validated again)."
@@ -589,7 +596,7 @@ def variant_cls(name_or_cfg) -> type[Variant]:
     return cls
 
 # %% ../nbs/00_core.ipynb #d2b87cd8
-def config_for(name: str, /, **overrides) -> AdapterConfig:
+def config_for(name: str, **overrides) -> AdapterConfig:
     "Build the config of variant `name` with some fields overridden."
     cls = variant_cls(name).config_cls
     known = {f.name for f in fields(cls)}

@@ -40,7 +40,7 @@ def _core64(a):
                 if t is not None and t.is_floating_point():
                     t64 = t.detach().to('cpu', torch.float64)
                     store[k] = nn.Parameter(t64, requires_grad=False) if isinstance(t, nn.Parameter) else t64
-    b.coeff = a.coeff
+    b._coeff = a.coeff   # a merged one's copy too: the coefficient it runs at, read, never set on a live adapter
     return b
 
 # %% ../nbs/07_export.ipynb #f8a94621

@@ -12,10 +12,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import DTYPES, is_int, dtype_name, AdapterConfig, UnknownVariant, Variant, attach_scope, variant_cls, dense_weight, check_weight_alive, current_coeff, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS
+from .core import DTYPES, is_bool, is_int, dtype_name, AdapterConfig, UnknownVariant, Variant, attach_scope, variant_cls, dense_weight, check_weight_alive, current_coeff, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS
 from .targets import find_targets, wraps_base
 from .calibration import calibration_batches, hooks_changed, POOL_RANKS
-from .layers import dims, layer_kind, read_as_float32, check_layouts, hold_layouts, release_layouts, check_forward
+from .layers import dims, is_linear_like, layer_kind, read_as_float32, check_layouts, hold_layouts, release_layouts, check_forward
 
 # %% auto #0
 __all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'ENTRY', 'WATCH', 'FIRED', 'CROSS', 'GROUPS', 'RELOADED',
@@ -90,8 +90,8 @@ def _state(model, required: bool = True) -> _State | None:
 
 def _flag(v, what: str) -> bool:
     "`v` if it is True or False, else a `TypeError` naming `what` (a string such as 'no' is truthy)."
-    if not isinstance(v, bool): raise TypeError(f"{what}={v!r} must be True or False (got a {type(v).__name__})")
-    return v
+    if not is_bool(v): raise TypeError(f"{what}={v!r} must be True or False (got a {type(v).__name__})")
+    return bool(v)
 
 def _file_path(path) -> str:
     "`path` as a string if it is one or an `os.PathLike`, else a `TypeError` (`str(None)` would name a file 'None')."
@@ -152,25 +152,31 @@ def _recompute_outside_wrapper(adapters_) -> None:
 _CKPT_RECORDS: contextvars.ContextVar = contextvars.ContextVar('antipasto_ckpt_records', default=())
 _CKPT_REPLAY: contextvars.ContextVar = contextvars.ContextVar('antipasto_ckpt_replay', default=None)
 
-class _Replay(dict):
-    "A steering table, at the bottom of a recompute's stack, that gives each adapter the own coefficient it read at the same call of the forward."
-    def __init__(self, rec: dict):
-        super().__init__({i: cs[0] for i, (a, cs) in rec.items()})
-        self.seqs, self.calls = {i: cs for i, (a, cs) in rec.items()}, {}
-    def advance(self, i: int) -> None:
+class _Replay:
+    "The own coefficients each adapter of a checkpointed block read in its forward, call by call, for the recompute to give back."
+    def __init__(self, rec: dict): self.seqs, self.calls = {i: cs for i, (a, cs) in rec.items()}, {}
+    def next(self, i: int) -> float:
         k = self.calls.get(i, 0); self.calls[i] = k + 1
-        s = self.seqs[i]; self[i] = s[min(k, len(s) - 1)]
+        s = self.seqs[i]; return s[min(k, len(s) - 1)]
 
-def _coeff_now(a) -> float:
-    "`current_coeff(a)` for one call of adapter `a`: an own coefficient (no steer entry names `a`) is written down, in call order, for every checkpoint whose forward runs now, and a recompute replays them."
+def _coeff_now(a) -> tuple[float, bool]:
+    "`(current_coeff(a), replayed)` for one call of adapter `a`: an own coefficient (no steer entry names `a`) is written down, in call order, for every checkpoint whose forward runs now, and a recompute gives back the recorded one (`replayed`)."
     recs, rp = _CKPT_RECORDS.get(), _CKPT_REPLAY.get()
-    if recs or rp is not None:
-        own = not any(id(a) in t for _, t in STEERING.get() if not isinstance(t, _Replay))
-        if own and rp is not None and id(a) in rp.seqs: rp.advance(id(a))
-    c = current_coeff(a)
+    if not recs and rp is None: return current_coeff(a), False
+    own = not any(id(a) in t for _, t in STEERING.get())
+    if own and rp is not None and id(a) in rp.seqs: c, replayed = rp.next(id(a)), True
+    else: c, replayed = current_coeff(a), False
     if recs and own:
         for rec in recs: rec.setdefault(id(a), (a, []))[1].append(c)
-    return c
+    return c, replayed
+
+@contextmanager
+def _pinned(a, c: float, on: bool):
+    "Within (when `on`): adapter `a` runs at `c`, its `self.coeff` too; between its calls its own coefficient reads as the user set it."
+    if not on: yield; return
+    t = STEERING.set(STEERING.get() + ((object(), {id(a): c}),))
+    try: yield
+    finally: STEERING.reset(t)
 
 # %% ../nbs/03_runtime.ipynb #d8f859fb
 def _resized(ads, d_in: int, d_out: int | None):
@@ -196,10 +202,14 @@ def _post_hook(layer, args, kwargs, y):
     _recompute_outside_wrapper(ads)
     x = args[0] if args else next(iter(kwargs.values()))
     if any(x.shape[-1] != a.d_in or y.shape[-1] != a.d_out for a in ads): _resized(ads, x.shape[-1], y.shape[-1])
-    if len(ads) == 1: return _run(ads[0], layer, x, y, _coeff_now(ads[0]))
+    if len(ads) == 1: return _call(ads[0], layer, x, y)
     out = y
-    for a in ads: out = out + (_run(a, layer, x, y, _coeff_now(a)) - y)
+    for a in ads: out = out + (_call(a, layer, x, y) - y)
     return out
+
+def _call(a, layer, x, y):
+    c, replayed = _coeff_now(a)
+    with _pinned(a, c, replayed): return _run(a, layer, x, y, c)
 
 # %% ../nbs/03_runtime.ipynb #f8c84c34
 def _pre_hook(layer, args, kwargs):
@@ -208,11 +218,12 @@ def _pre_hook(layer, args, kwargs):
     if not ads: return None
     a = ads[0]
     _recompute_outside_wrapper(ads)
-    c = _coeff_now(a)
+    c, replayed = _coeff_now(a)
     if args: x, rest = args[0], None
     else: key = next(iter(kwargs)); x = kwargs[key]
     if x.shape[-1] != a.d_in: _resized(ads, x.shape[-1], None)
-    x_new = a.forward_input(layer, x) if (a.steerable or c == 1.0) else (x if c == 0.0 else x + c * (a.forward_input(layer, x) - x))
+    with _pinned(a, c, replayed):
+        x_new = a.forward_input(layer, x) if (a.steerable or c == 1.0) else (x if c == 0.0 else x + c * (a.forward_input(layer, x) - x))
     if args: return (x_new,) + tuple(args[1:]), kwargs
     return args, {**kwargs, key: x_new}
 
@@ -221,17 +232,16 @@ class _SteerCheckpoint:
     "Wraps a checkpoint function so the recompute in backward runs with the steering of the original forward, and with the own coefficients its adapters ran at."
     def __init__(self, fn): self.fn = fn
     def __call__(self, function, *args, **kwargs):
-        # an outer recompute's replay is not this block's: what it gave, this block's own record replays
-        steering, rec, ran = tuple(e for e in STEERING.get() if not isinstance(e[1], _Replay)), {}, []
+        steering, rec, ran = STEERING.get(), {}, []
         def run(*a, **k):
             if not ran:   # the forward: runs as it is, writing down the own coefficients its adapters read
                 ran.append(True)
                 t1, t2 = _IN_CKPT.set(True), _CKPT_RECORDS.set(_CKPT_RECORDS.get() + (rec,))
                 try: return function(*a, **k)
                 finally: _CKPT_RECORDS.reset(t2); _IN_CKPT.reset(t1)
-            # the own coefficients at the bottom, call by call: a steer entry still wins, as it did in the forward
+            # the own coefficients, call by call (a call a steer entry names is not replayed: the entry wins, as in the forward)
             rp = _Replay(rec)
-            t1, t2, t3, t4 = STEERING.set(((object(), rp),) + steering), _IN_CKPT.set(True), _CKPT_RECORDS.set(()), _CKPT_REPLAY.set(rp)
+            t1, t2, t3, t4 = STEERING.set(steering), _IN_CKPT.set(True), _CKPT_RECORDS.set(()), _CKPT_REPLAY.set(rp)
             was = [(x, x.__dict__.get('_was_steered')) for x, _ in rec.values()]
             try: return function(*a, **k)
             finally:
@@ -591,14 +601,14 @@ def _watch(m, targets: dict) -> None:
         pn, _, attr = n.rpartition('.')
         parent = m.get_submodule(pn)
         if parent._modules.get(attr) is not l: continue   # not reachable by its name (a peft rename): nothing to check
-        holder, group = parent, None
+        group = None
         while type(parent).forward is nn.Module.forward and pn:   # a ModuleList / ModuleDict never runs: its owner calls the layer
-            group = holder
+            group = parent
             pn = pn.rpartition('.')[0]; parent = m.get_submodule(pn)
         if type(parent).forward is nn.Module.forward: continue   # nothing above it runs a forward of its own
-        # the owner may route among a container's layers (task heads, experts, one head per codebook): watched only when
-        # every layer in it is a target, and then one of them running proves the owner calls them
-        if group is not None and not all(any(c is t for t in targets.values()) for c in group.children()): continue
+        # the owner may route among the layers of the container it holds (task heads, experts, one head per codebook, nested):
+        # watched only when every linear layer in it is a target, and then one of them running proves the owner calls them
+        if group is not None and not all(any(c is t for t in targets.values()) for c in group.modules() if is_linear_like(c)): continue
         if WATCH not in parent.__dict__:
             parent.__dict__[WATCH] = {}   # the layer itself, not its attribute: peft may wrap it in place later
             parent.register_forward_pre_hook(_watch_pre, with_kwargs=True); parent.register_forward_hook(_watch_post)
@@ -672,7 +682,6 @@ def _check_name(name) -> str:
 # %% ../nbs/03_runtime.ipynb #3f714834
 def _resolve(m, layers, where) -> dict:
     "Target layers named in a file: looked up by name (no pattern from the file runs against the model)."
-    from antipasto.targets import is_linear_like
     out = {}
     for n in layers:
         try: l = m.get_submodule(n)
@@ -779,7 +788,7 @@ def _refuse_nested(m, st, what: str) -> None:
 def _refuse_shared(m, targets: dict, what: str) -> None:
     "Refuse targets that another adapted model also runs (a block two models share): its forwards would run these adapters, out of reach of its steer, save and detach."
     for r in list(_ROOTS):
-        if r is m or STATE not in r.__dict__: continue
+        if r is m or STATE not in r.__dict__ or r.__dict__[STATE] is m.__dict__.get(STATE): continue   # a shallow copy shares it
         ids = {id(x) for x in r.modules()}
         hit = [n for n, l in targets.items() if id(l) in ids]
         if hit:
@@ -908,6 +917,10 @@ def _check_size(n: str, layer: nn.Module, a: Variant) -> None:
         raise RuntimeError(f"save of layer {n!r}: its weight is now {shape[1]} -> {shape[0]}, but its adapter was built for "
                            f"{a.d_in} -> {a.d_out} (the layer was resized since the attach); a file of the two would fit no base. "
                            "ap.detach(model), resize, and attach again")
+
+def _recomputed(layer: nn.Module, t: str) -> bool:
+    "Whether `layer`'s tensor `t` ('weight', 'bias') is computed on access or before each forward (a parametrization, a pruning mask, the old weight_norm): not the parameter or buffer a write would stick to."
+    return parametrize.is_parametrized(layer, t) or layer._parameters.get(t, layer._buffers.get(t)) is not getattr(layer, t)
 
 # %% ../nbs/03_runtime.ipynb #da42b977
 @torch.no_grad()
@@ -1154,8 +1167,8 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
     ads = [(k, st.named[k].adapters[layer_name]) for k in sel if layer_name in st.named[k].adapters]
     if not ads: raise KeyError(f"no adapter {name!r} on layer {layer_name!r}")
     if not (is_int(chunk) and chunk >= 1): raise ValueError(f"chunk={chunk!r} must be a positive int (probe columns per pass)")
-    merged = [k for k, a in ads if a.merged]
-    if merged:   # the layer's forward holds their change now: run again on top of it, a change that reads W comes out wrong
+    merged = [k for k, a in ads if a.merged and not a.delta_from_input]
+    if merged:   # the layer's weight holds their change now: run again on W + dW, a change that reads W comes out wrong
         raise RuntimeError(f"adapters {merged} are merged into {layer_name!r}, whose weight now holds their change, so it cannot "
                            "be read off again; ap.unmerge(model) first, or name only adapters that are live there")
     layer = st.named[ads[0][0]].layers[layer_name]
@@ -1215,17 +1228,15 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     if steered:   # the block's later forwards would run at the merge's coefficient, not the block's
         raise RuntimeError(f"merge while an ap.steer block is open on adapters {steered} (in this thread or another): its "
                            "forwards after the merge would run at the merge's coefficient. Merge outside steer blocks")
-    params = list(m.named_parameters(remove_duplicate=False))   # a tied weight is one Parameter under two names
+    params = [*m.named_parameters(remove_duplicate=False), *m.named_buffers(remove_duplicate=False)]   # a tied weight: one tensor, two names
     for k in todo:
         for n, l in st.named[k].layers.items():
             _check_whole(n, l, 'merge')
             if layer_kind(l) not in ('linear', 'conv1d') or not l.weight.is_floating_point():
                 raise ValueError(f"cannot merge adapter {k!r} into {n!r}: it is a {type(l).__name__} with a {l.weight.dtype} "
                                  "weight; merging needs a dense weight (keep the live adapter on a quantized base)")
-            held = lambda t: l._parameters.get(t, l._buffers.get(t))   # a weight or bias a write sticks to
-            if any(parametrize.is_parametrized(l, t) or held(t) is not getattr(l, t)
-                   for t in ('weight', 'bias') if getattr(l, t, None) is not None):
-                raise ValueError(f"cannot merge adapter {k!r} into {n!r}: its weight or bias is computed from other tensors on every "
+            if _recomputed(l, 'weight'):
+                raise ValueError(f"cannot merge adapter {k!r} into {n!r}: its weight is computed from other tensors on every "
                                  "access or forward (a parametrization such as weight_norm or spectral_norm, a pruning mask), "
                                  "so a write to it goes nowhere; keep the adapter live on this layer, or remove the "
                                  "reparametrization (torch.nn.utils.prune.remove, remove_weight_norm) before attaching")
@@ -1251,6 +1262,10 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     for n, (dW, db) in deltas.items():
         if layers[n].bias is None and db.abs().max() > 0:
             raise ValueError(f"cannot merge into {n!r}: the adapter shifts the output at x = 0 but the layer has no bias")
+        if db.abs().max() > 0 and _recomputed(layers[n], 'bias'):
+            raise ValueError(f"cannot merge into {n!r}: the adapter changes the bias, which is computed from other tensors on "
+                             "every access or forward (a parametrization, a pruning mask), so a write to it goes nowhere; keep "
+                             "the adapter live on this layer, or remove the reparametrization before attaching")
     before = {}
     try:
         for n, (dW, db) in deltas.items():

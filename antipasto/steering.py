@@ -8,7 +8,7 @@ import contextlib, itertools, random, re
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import check_coeff, is_int, real_number
+from .core import check_coeff, is_bool, is_int, real_number
 from .runtime import adapters, steer, unwrap
 
 # %% auto #0
@@ -458,8 +458,8 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     for nm, v in (('steps', steps), ('batch_size', batch_size), ('k', k), ('max_length', max_length)):
         if not (is_int(v) and v >= 1): raise ValueError(f"{nm}={v!r} must be a positive int")
     if not is_int(seed): raise ValueError(f"seed={seed!r} must be an int")
-    if not isinstance(progress, bool): raise TypeError(f"progress={progress!r} must be True or False")
-    if record is not None and not isinstance(record, list):   # checked now: it is appended to after the first step
+    if not is_bool(progress): raise TypeError(f"progress={progress!r} must be True or False")
+    if record is not None and not callable(getattr(record, 'append', None)):   # checked now: it is appended to after the first step
         raise TypeError(f"record={record!r:.60} must be a list (each step's losses are appended to it) or None")
     lr = real_number(lr, 'lr', 0, lo_open=True, fix='the default is lr=1e-2')
     margin, threshold = (None if v is None else real_number(v, nm, 0, fix='None takes the model kind\'s default (DEFAULTS)')

@@ -255,9 +255,9 @@ def test_variant_field_refused(tiny, case):
 
 
 # ---- the public functions' own arguments ----------------------------------------------------------------------------
-def _attached(*names_):
+def _attached(*names_, variant='antipasto'):
     m = _tiny()
-    for n in names_ or ('default',): ap.attach(m, ap.config_for('antipasto', r=8), name=n)
+    for n in names_ or ('default',): ap.attach(m, ap.config_for(variant, **({'r': 8} if variant != 'ia3' else {})), name=n)
     perturb_trainables(m, 0.3)
     return m
 
@@ -266,7 +266,7 @@ def _set_coeff(model, c):
     for a in ap.adapters(model).values(): a.coeff = c
 
 
-API_CASES = [   # (id, adapters attached, merged first, call, what the message says)
+API_CASES = [   # (id, adapter names attached (a str: one 'default' of that variant), merged first, call, what the message says)
     ('save-path-None', (), False, lambda m: ap.save(m, None), 'path=None must be a file path'),
     ('save-basis-str', (), False, lambda m: ap.save(m, 'x.st', basis='no'), "basis='no' must be True or False"),
     ('load-path-int', None, False, lambda m: ap.load(m, 3), 'path=3 must be a file path'),
@@ -274,7 +274,7 @@ API_CASES = [   # (id, adapters attached, merged first, call, what the message s
     ('adapter_config-two', ('a', 'b'), False, lambda m: ap.adapter_config(m, None), "selects adapters ['a', 'b']"),
     ('attach-name-attr', (), False, lambda m: ap.attach(m, ap.config_for('lora', r=2), name='training'), 'is an attribute of nn.ModuleDict'),
     ('delta_weight-chunk', (), False, lambda m: ap.delta_weight(m, 'model.layers.0.self_attn.q_proj', chunk=-1), 'chunk=-1 must be a positive int'),
-    ('delta_weight-merged', (), True, lambda m: ap.delta_weight(m, 'model.layers.0.self_attn.q_proj'), 'are merged into'),
+    ('delta_weight-merged', 'ia3', True, lambda m: ap.delta_weight(m, 'model.layers.0.self_attn.v_proj'), 'are merged into'),
     ('coeff-merged', (), True, lambda m: _set_coeff(m, 0.0), 'merged into its layer'),
     ('steer-huge-int', (), False, lambda m: ap.steer(m, 10 ** 400).__enter__(), 'must be finite'),
     ('names-not-a-model', None, False, lambda m: ap.names('gpt2'), 'model must be a torch.nn.Module'),
@@ -285,7 +285,16 @@ API_CASES = [   # (id, adapters attached, merged first, call, what the message s
 def test_api_argument_refused(case, tmp_path, monkeypatch):
     _, names_, merged, call, says = case
     monkeypatch.chdir(tmp_path)   # a path that slipped through would be written here, not in the checkout
-    m = _tiny() if names_ is None else _attached(*names_)
+    m = _tiny() if names_ is None else _attached(variant=names_) if isinstance(names_, str) else _attached(*names_)
     if merged: ap.merge(m)
     _expect_refused(m, tiny_batch(), call, [says])
     assert sorted(tmp_path.iterdir()) == []   # nothing written ('None', '3')
+
+
+def test_api_accepts_numpy_bools_and_pathlib(tmp_path):
+    "What the argument checks must still take: a numpy bool for a flag, a pathlib path."
+    import numpy as np
+    m = _attached()
+    ap.save(m, tmp_path / 'a.st', basis=np.True_)
+    fresh = _tiny(); ap.load(fresh, tmp_path / 'a.st', check_base=np.False_)
+    assert ap.names(fresh) == ['default']
