@@ -15,7 +15,7 @@ from .targets import find_targets, layer_index
 from .calibration import calibration_pass
 from .cost import variant_names, is_family
 from .train import fit, trainable, provenance, run_id, default_targets, run_config, has_rank
-from .train import positive_int, positive_float, int_list, str_list, writable_dir
+from .train import positive_int, positive_float, int_list, str_list, writable_dir, seed_int
 
 # %% auto #0
 __all__ = ['TEACHER_TARGETS', 'TEACHERS', 'BLOCKS', 'BENCH_R', 'BENCH_FAMILY_R', 'BENCH_FAMILY_LR', 'BENCH_BASELINE_LR',
@@ -415,7 +415,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--objectives', type=str_list, default=','.join(DEFAULT_OBJECTIVES), help="where students are trained and scored: "
                    "layer (outputs of the edited projections), block (the last edited block's output); default layer")
     p.add_argument('--steps', type=positive_int, default=150, help="training steps per run (default 150)")
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=seed_int, default=0)
     p.add_argument('--out', type=writable_dir, default='results', help="output folder (default results)")
     p.add_argument('--layers', type=int_list, default=','.join(map(str, BLOCKS)), help="edited MiniLM blocks, consecutive (default 1,2)")
     p.add_argument('--r', type=positive_int, default=BENCH_R, help=f"rank of LoRA-likes (default {BENCH_R})")

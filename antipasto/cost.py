@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_cost.ipynb #934461bf
 from __future__ import annotations
-import argparse, contextlib, copy, csv, ctypes, os, platform, statistics, sys, tempfile, time, warnings, weakref
+import argparse, contextlib, copy, csv, ctypes, os, platform, re, statistics, sys, tempfile, time, warnings, weakref
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,11 +21,11 @@ from .train import run_config, has_rank, csv_list, str_list, writable_file, devi
 
 # %% auto #0
 __all__ = ['QWEN3_06B', 'DEFAULT_VOCAB', 'LLAMA3_8B', 'TARGETS', 'ORDER', 'REFERENCES', 'COLUMNS', 'NOCALIB', 'M_MMAP_THRESHOLD',
-           'GOALS', 'PRESETS', 'qwen3_06b_shaped', 'load_pretrained', 'vocab_size', 'random_batch', 'task_loss',
-           'llama8b_shaped', 'TensorMemory', 'backprop_to_inputs', 'forward_flops', 'marginal_flops', 'step_peak_bytes',
-           'step_times', 'decode_times', 'merged_times', 'variant_names', 'is_family', 'cost_config', 'check_no_calib',
-           'timed_group_init', 'timed_attach', 'pin_malloc', 'warm_linalg', 'warm_peft', 'cost_report',
-           'markdown_table', 'write_tsv', 'peak_meaning', 'target_ratios', 'parse_args', 'main']
+           'GOALS', 'PRESETS', 'WEIGHT_FILES', 'qwen3_06b_shaped', 'load_pretrained', 'vocab_size', 'random_batch',
+           'task_loss', 'llama8b_shaped', 'TensorMemory', 'backprop_to_inputs', 'forward_flops', 'marginal_flops',
+           'step_peak_bytes', 'step_times', 'decode_times', 'merged_times', 'variant_names', 'is_family', 'cost_config',
+           'check_no_calib', 'timed_group_init', 'timed_attach', 'pin_malloc', 'warm_linalg', 'warm_peft',
+           'cost_report', 'markdown_table', 'write_tsv', 'peak_meaning', 'target_ratios', 'parse_args', 'main']
 
 # %% ../nbs/40_cost.ipynb #81ca3d2f
 QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -532,6 +532,8 @@ PRESETS = {'llama8b-shaped': dict(layers=1, r=256, variants=['antipasto'], refer
                                    batch=1, seq=64, repeats=7, warmup=1, calib_batches=4, decode_repeats=7)}
 
 # %% ../nbs/40_cost.ipynb #ba67c987
+WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'pytorch_model.bin.index.json')
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='antipasto-cost', description="Cost of every registered adapter variant on one model "
                                 "and one target set: parameters, buffers, attach/forward/backward time, peak memory, MACs.")
@@ -573,6 +575,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if pre.model in PRESETS: p.set_defaults(**PRESETS[pre.model])
     a = p.parse_args(argv)
     if a.seq < 2: p.error("--seq must be >= 2 (the loss predicts the next token)")
+    if a.vocab < 2: p.error("--vocab must be >= 2 (the random tokens are drawn from 1 .. vocab - 1)")
+    for t in a.targets:
+        try: re.compile(t)
+        except re.error as e: p.error(f"--targets: {t!r} is not a valid regex ({e})")
+    if len(set(a.references)) < len(a.references): p.error(f"--references: {a.references} names a row twice")
     import antipasto  # registers every variant, so the names below can be checked before any model is built
     try: names = variant_names(a.variants)
     except ValueError as e: p.error(str(e))
@@ -584,9 +591,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as e: p.error(str(e))
     if a.model and a.model not in PRESETS:
         from transformers import AutoConfig
-        try: AutoConfig.from_pretrained(a.model, local_files_only=True)
+        try: cfg = AutoConfig.from_pretrained(a.model, local_files_only=True)
         except (OSError, ValueError): p.error(f"--model: no model config found offline at {a.model!r}; pass a local folder "
                                               "written by save_pretrained, or a hub name already in the local cache")
+        if os.path.isdir(a.model) and not any(os.path.isfile(os.path.join(a.model, f)) for f in WEIGHT_FILES):
+            p.error(f"--model: {a.model!r} has a config but no weights ({', '.join(WEIGHT_FILES)})")
+        n = getattr(cfg.get_text_config(), 'num_hidden_layers', None)
+        if a.layers is not None and n is not None and a.layers > n:   # the rest would be built from random weights, unsaid
+            p.error(f"--layers {a.layers}: {a.model!r} has {n} blocks; keep at most {n}")
     return a
 
 # %% ../nbs/40_cost.ipynb #484a9d99

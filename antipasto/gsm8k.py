@@ -13,7 +13,7 @@ from .runtime import attach, save
 from .targets import find_targets
 from .cost import is_family
 from .train import fit, init_distributed, finish_distributed, world, trainable, provenance, default_targets, run_config
-from .train import positive_int, positive_float, nonneg_float, int_list, str_list, writable_dir, readable_file
+from .train import positive_int, positive_float, nonneg_float, int_list, str_list, writable_dir, readable_file, seed_int
 
 # %% auto #0
 __all__ = ['NUMBER', 'ANSWER_TOKEN', 'MARKER', 'TRAIN_FIELDS', 'TEST_FIELDS', 'PROMPT', 'ANSWER_IS', 'DEFAULT_MODEL', 'GSM8K_R',
@@ -303,7 +303,7 @@ def parse_gsm8k_args(argv=None) -> argparse.Namespace:
     p.add_argument('--n-test', type=positive_int, help="score only the first N test problems")
     p.add_argument('--calib-batches', type=positive_int, default=8, help="batches of training data for variants that calibrate")
     p.add_argument('--dtype', choices=['float32', 'bfloat16'], help="default: bfloat16 on CUDA, float32 on CPU")
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=seed_int, default=0)
     p.add_argument('--out', type=writable_dir, default='results', help="output folder (default results)")
     p.add_argument('--save-adapter', action='store_true', help="also write the trained adapter (<run_id>.safetensors)")
     p.add_argument('--no-progress', action='store_true', help="no progress bars")

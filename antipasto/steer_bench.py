@@ -12,7 +12,7 @@ from .runtime import attach, detach, steer, adapters
 from .steering import builtin_pairs, train_steering, SteeringVector, embed, ByteTokenizer, preference, HELD_OUT
 from .bench import write_tsv
 from .train import provenance, run_id
-from .train import positive_int, nonneg_int, float_list, str_list, writable_dir
+from .train import positive_int, nonneg_int, float_list, str_list, writable_dir, seed_int
 
 # %% auto #0
 __all__ = ['PROBE_POS', 'PROBE_NEG', 'QUERIES', 'TARGETS', 'BLOCKS', 'COEFFS', 'METHODS', 'DEFAULT_METHODS', 'TSV_COLUMNS',
@@ -225,7 +225,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--batch-size', type=positive_int, default=8, help="pairs per step (default 8)")
     p.add_argument('--coeffs', type=float_list, default=','.join(map(str, COEFFS)), help="comma-separated coefficients to evaluate, "
                    "e.g. --coeffs -2,-1,0,1,2 (must include -1, 0, 1)")
-    p.add_argument('--seed', type=nonneg_int, default=0, help="seed of the pairs drawn, the inits and the batches (an int >= 0)")
+    p.add_argument('--seed', type=seed_int, default=0, help="seed of the pairs drawn, the inits and the batches (an int in [0, 2^31 - 1])")
     p.add_argument('--out', type=writable_dir, default=os.path.join('results', 'steer'), help="output folder (default results/steer); "
                    "each run writes <run id>.tsv, .md and .png there")
     p.add_argument('--mechanics-steps', type=nonneg_int, default=10, help="steps of the tiny causal LM mechanics run (0: skip)")

@@ -13,10 +13,10 @@ from .targets import find_targets
 from .layers import dims
 
 # %% auto #0
-__all__ = ['cosine_lr', 'world', 'init_distributed', 'finish_distributed', 'shard', 'trainable', 'fit', 'has_rank',
+__all__ = ['SEED_MAX', 'cosine_lr', 'world', 'init_distributed', 'finish_distributed', 'shard', 'trainable', 'fit', 'has_rank',
            'default_targets', 'run_config', 'provenance', 'run_id', 'csv_list', 'positive_int', 'nonneg_int',
-           'positive_float', 'nonneg_float', 'int_list', 'float_list', 'str_list', 'writable_dir', 'writable_file',
-           'readable_file', 'device_arg']
+           'positive_float', 'nonneg_float', 'int_list', 'float_list', 'str_list', 'seed_int', 'writable_dir',
+           'writable_file', 'readable_file', 'device_arg']
 
 # %% ../nbs/38_train.ipynb #242f8c51
 def cosine_lr(step: int, total: int, warmup: int = 0) -> float:
@@ -200,8 +200,14 @@ def float_list(s: str) -> list[float]:
 
 # %% ../nbs/38_train.ipynb #f3d85afb
 def str_list(s: str) -> list[str]:
-    "argparse `type=`: comma-separated names, at least one (an empty value is refused, not read as 'all')."
-    return _checked(s, csv_list, bool, 'comma-separated names, at least one')
+    "argparse `type=`: comma-separated names, at least one, each once (an empty value is refused, not read as 'all'; a name twice would run twice)."
+    return _checked(s, csv_list, lambda v: v and len(set(v)) == len(v), 'comma-separated names, at least one, none twice')
+
+SEED_MAX = 2 ** 31 - 1   # a seed is offset (seed * 1000 + k) and given to torch, which takes 64 bits: far inside both
+
+def seed_int(s: str) -> int:
+    "argparse `type=`: a seed, an integer in [0, 2^31 - 1]."
+    return _checked(s, int, lambda v: 0 <= v <= SEED_MAX, f'an integer in [0, {SEED_MAX}]')
 
 # %% ../nbs/38_train.ipynb #4631cc62
 def _blocked(folder: str) -> str | None:
@@ -226,13 +232,15 @@ def _blocked(folder: str) -> str | None:
 
 def writable_dir(s: str) -> str:
     "argparse `type=`: an output folder that exists or can be created."
+    if not s: raise argparse.ArgumentTypeError("the path is empty; give a folder ('.' for this one)")
     why = _blocked(s)
     if why: raise argparse.ArgumentTypeError(f"cannot write into {s!r}: {why}")
     return s
 
 def writable_file(s: str) -> str:
     "argparse `type=`: an output file path: not a folder; an existing file we can write, or a new one in a folder that can be created."
-    if os.path.isdir(s): raise argparse.ArgumentTypeError(f"{s!r} is a folder; give a file path")
+    if not s: raise argparse.ArgumentTypeError("the path is empty; give a file path")
+    if os.path.isdir(s) or s.endswith(('/', os.sep)): raise argparse.ArgumentTypeError(f"{s!r} is a folder; give a file path")
     if os.path.isfile(s):
         try: open(s, 'a').close()   # appending nothing leaves the file as it is
         except OSError as e: raise argparse.ArgumentTypeError(f"cannot write {s!r}: {e.strerror or e}") from None
@@ -252,9 +260,13 @@ def readable_file(s: str) -> str:
 
 # %% ../nbs/38_train.ipynb #1b6ece7b
 def device_arg(s: str) -> str:
-    "argparse `type=`: a torch device this machine has (`cuda` refused without CUDA)."
+    "argparse `type=`: a torch device this machine has (`cuda` refused without CUDA; any other kind must hold a tensor)."
     try: d = torch.device(s)
     except RuntimeError: raise argparse.ArgumentTypeError(f"{s!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if d.type == 'meta': raise argparse.ArgumentTypeError(f"{s!r} holds no data to compute on; give cpu or cuda")
+    if d.type not in ('cpu', 'cuda'):
+        try: torch.empty(1, device=d)
+        except Exception: raise argparse.ArgumentTypeError(f"{s!r}: this machine has no {d.type} device") from None
     if d.type == 'cuda' and not torch.cuda.is_available(): raise argparse.ArgumentTypeError(f"{s!r}: CUDA is not available here")
     if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
         raise argparse.ArgumentTypeError(f"{s!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
