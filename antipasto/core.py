@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'OPEN_STEERS', 'SPEC_INITS', 'REGISTRY', 'dtype_name',
-           'real_number', 'check_number', 'is_int', 'is_bool', 'check_int', 'check_bool', 'check_choice',
-           'check_patterns', 'check_layers', 'AdapterConfig', 'SteerableConfig', 'ParamSpec', 'init_tensor', 'Constant',
-           'check_coeff', 'current_coeff', 'Variant', 'check_specs', 'register', 'UnknownVariant', 'variant_cls',
-           'config_for', 'check_weight_alive', 'attach_scope', 'memo']
+__all__ = ['DTYPES', 'ROLES', 'INIT_STD', 'STEERING', 'COEFF_MAX', 'OPEN_STEERS', 'CKPT_RECORDS', 'CKPT_REPLAY', 'SPEC_INITS',
+           'REGISTRY', 'dtype_name', 'real_number', 'check_number', 'is_int', 'is_bool', 'check_int', 'check_bool',
+           'check_choice', 'check_patterns', 'check_layers', 'AdapterConfig', 'SteerableConfig', 'ParamSpec',
+           'init_tensor', 'Constant', 'check_coeff', 'Replay', 'current_coeff', 'Variant', 'check_specs', 'register',
+           'UnknownVariant', 'variant_cls', 'config_for', 'check_weight_alive', 'attach_scope', 'memo']
 
 # %% ../nbs/00_core.ipynb #4e0abd63
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
@@ -267,8 +267,18 @@ def check_coeff(c, what: str = 'coeff') -> float:
 # %% ../nbs/00_core.ipynb #84e40fac
 OPEN_STEERS = '_antipasto_open_steers'   # on an adapter: the steer blocks open on it now (any thread)
 
+CKPT_RECORDS: contextvars.ContextVar = contextvars.ContextVar('antipasto_ckpt_records', default=())   # checkpoints whose forward runs now
+CKPT_REPLAY: contextvars.ContextVar = contextvars.ContextVar('antipasto_ckpt_replay', default=None)   # the recompute running now
+
+class Replay:
+    "The own coefficients each adapter read in a checkpointed forward, read by read, for its recompute to give back in the same order."
+    def __init__(self, rec: dict): self.seqs, self.reads = {i: cs for i, (a, cs) in rec.items()}, {}
+    def next(self, i: int) -> float:
+        k = self.reads.get(i, 0); self.reads[i] = k + 1
+        s = self.seqs[i]; return s[min(k, len(s) - 1)]
+
 def current_coeff(adapter) -> float:
-    "The coefficient `adapter` runs with now: the innermost steering entry that names it, else its own."
+    "The coefficient `adapter` runs with now: the innermost steering entry that names it, else its own (in a checkpoint's recompute: the own one the forward read at the same read)."
     for _, table in reversed(STEERING.get()):
         c = table.get(id(adapter))
         if c is not None:
@@ -280,7 +290,10 @@ def current_coeff(adapter) -> float:
                            "ap.steer cannot reach (the coefficient belongs to the forward's thread and adapter object), so "
                            "this forward would silently run at the adapter's own coefficient. Use DistributedDataParallel "
                            "under torchrun (the Trainer does when launched with torchrun), or one GPU")
-    return adapter.__dict__.get('_coeff', 1.0)
+    rp = CKPT_REPLAY.get()
+    c = rp.next(id(adapter)) if rp is not None and id(adapter) in rp.seqs else adapter.__dict__.get('_coeff', 1.0)
+    for rec in CKPT_RECORDS.get(): rec.setdefault(id(adapter), (adapter, []))[1].append(c)
+    return c
 
 # %% ../nbs/00_core.ipynb #a7e3d9c1
 def _holds(wide: torch.dtype, narrow: torch.dtype) -> bool:

@@ -596,8 +596,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                               "written by save_pretrained, or a hub name already in the local cache")
         if os.path.isdir(a.model) and not any(os.path.isfile(os.path.join(a.model, f)) for f in WEIGHT_FILES):
             p.error(f"--model: {a.model!r} has a config but no weights ({', '.join(WEIGHT_FILES)})")
-        n = getattr(cfg.get_text_config(), 'num_hidden_layers', None)
-        if a.layers is not None and n is not None and a.layers > n:   # the rest would be built from random weights, unsaid
+        try: n = getattr(cfg.get_text_config(), 'num_hidden_layers', None) if a.layers is not None else None
+        except ValueError: n = None   # several text configs (an encoder and a decoder): the load decides
+        if n is not None and a.layers > n:   # the rest would be built from random weights, unsaid
             p.error(f"--layers {a.layers}: {a.model!r} has {n} blocks; keep at most {n}")
     return a
 

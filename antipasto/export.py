@@ -13,7 +13,7 @@ from torch import nn
 from safetensors.torch import save_file
 from contextlib import nullcontext
 from .core import real_number, dense_weight
-from .runtime import steer, unwrap, merged_layers, _state, _select
+from .runtime import MERGED_AT, steer, unwrap, merged_layers, _state, _select
 from .basis import SVDVariant
 from .variants.hra import householder_wy
 from .variants.delora import delora_scale
@@ -40,7 +40,7 @@ def _core64(a):
                 if t is not None and t.is_floating_point():
                     t64 = t.detach().to('cpu', torch.float64)
                     store[k] = nn.Parameter(t64, requires_grad=False) if isinstance(t, nn.Parameter) else t64
-    b._coeff = a.coeff   # a merged one's copy too: the coefficient it runs at, read, never set on a live adapter
+    b._coeff = a.__dict__.get(MERGED_AT, 1.0) if a.merged else a.coeff   # a merged one: the coefficient the merge wrote
     return b
 
 # %% ../nbs/07_export.ipynb #f8a94621

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import DTYPES, is_bool, is_int, dtype_name, AdapterConfig, UnknownVariant, Variant, attach_scope, variant_cls, dense_weight, check_weight_alive, current_coeff, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS
+from .core import DTYPES, is_bool, is_int, dtype_name, AdapterConfig, UnknownVariant, Variant, attach_scope, variant_cls, dense_weight, check_weight_alive, current_coeff, CKPT_RECORDS, CKPT_REPLAY, Replay, check_coeff, COEFF_MAX, STEERING, OPEN_STEERS
 from .targets import find_targets, wraps_base
 from .calibration import calibration_batches, hooks_changed, POOL_RANKS
 from .layers import dims, is_linear_like, layer_kind, read_as_float32, check_layouts, hold_layouts, release_layouts, check_forward
@@ -149,34 +149,7 @@ def _recompute_outside_wrapper(adapters_) -> None:
                            "its backbone (model.model; a loop that calls the blocks itself after enabling it: run one such "
                            "forward first), or ap.checkpoint(fn, *args) instead of torch.utils.checkpoint.checkpoint")
 
-_CKPT_RECORDS: contextvars.ContextVar = contextvars.ContextVar('antipasto_ckpt_records', default=())
-_CKPT_REPLAY: contextvars.ContextVar = contextvars.ContextVar('antipasto_ckpt_replay', default=None)
 
-class _Replay:
-    "The own coefficients each adapter of a checkpointed block read in its forward, call by call, for the recompute to give back."
-    def __init__(self, rec: dict): self.seqs, self.calls = {i: cs for i, (a, cs) in rec.items()}, {}
-    def next(self, i: int) -> float:
-        k = self.calls.get(i, 0); self.calls[i] = k + 1
-        s = self.seqs[i]; return s[min(k, len(s) - 1)]
-
-def _coeff_now(a) -> tuple[float, bool]:
-    "`(current_coeff(a), replayed)` for one call of adapter `a`: an own coefficient (no steer entry names `a`) is written down, in call order, for every checkpoint whose forward runs now, and a recompute gives back the recorded one (`replayed`)."
-    recs, rp = _CKPT_RECORDS.get(), _CKPT_REPLAY.get()
-    if not recs and rp is None: return current_coeff(a), False
-    own = not any(id(a) in t for _, t in STEERING.get())
-    if own and rp is not None and id(a) in rp.seqs: c, replayed = rp.next(id(a)), True
-    else: c, replayed = current_coeff(a), False
-    if recs and own:
-        for rec in recs: rec.setdefault(id(a), (a, []))[1].append(c)
-    return c, replayed
-
-@contextmanager
-def _pinned(a, c: float, on: bool):
-    "Within (when `on`): adapter `a` runs at `c`, its `self.coeff` too; between its calls its own coefficient reads as the user set it."
-    if not on: yield; return
-    t = STEERING.set(STEERING.get() + ((object(), {id(a): c}),))
-    try: yield
-    finally: STEERING.reset(t)
 
 # %% ../nbs/03_runtime.ipynb #d8f859fb
 def _resized(ads, d_in: int, d_out: int | None):
@@ -207,9 +180,7 @@ def _post_hook(layer, args, kwargs, y):
     for a in ads: out = out + (_call(a, layer, x, y) - y)
     return out
 
-def _call(a, layer, x, y):
-    c, replayed = _coeff_now(a)
-    with _pinned(a, c, replayed): return _run(a, layer, x, y, c)
+def _call(a, layer, x, y): return _run(a, layer, x, y, current_coeff(a))
 
 # %% ../nbs/03_runtime.ipynb #f8c84c34
 def _pre_hook(layer, args, kwargs):
@@ -218,12 +189,11 @@ def _pre_hook(layer, args, kwargs):
     if not ads: return None
     a = ads[0]
     _recompute_outside_wrapper(ads)
-    c, replayed = _coeff_now(a)
+    c = current_coeff(a)
     if args: x, rest = args[0], None
     else: key = next(iter(kwargs)); x = kwargs[key]
     if x.shape[-1] != a.d_in: _resized(ads, x.shape[-1], None)
-    with _pinned(a, c, replayed):
-        x_new = a.forward_input(layer, x) if (a.steerable or c == 1.0) else (x if c == 0.0 else x + c * (a.forward_input(layer, x) - x))
+    x_new = a.forward_input(layer, x) if (a.steerable or c == 1.0) else (x if c == 0.0 else x + c * (a.forward_input(layer, x) - x))
     if args: return (x_new,) + tuple(args[1:]), kwargs
     return args, {**kwargs, key: x_new}
 
@@ -236,16 +206,15 @@ class _SteerCheckpoint:
         def run(*a, **k):
             if not ran:   # the forward: runs as it is, writing down the own coefficients its adapters read
                 ran.append(True)
-                t1, t2 = _IN_CKPT.set(True), _CKPT_RECORDS.set(_CKPT_RECORDS.get() + (rec,))
+                t1, t2 = _IN_CKPT.set(True), CKPT_RECORDS.set(CKPT_RECORDS.get() + (rec,))
                 try: return function(*a, **k)
-                finally: _CKPT_RECORDS.reset(t2); _IN_CKPT.reset(t1)
-            # the own coefficients, call by call (a call a steer entry names is not replayed: the entry wins, as in the forward)
-            rp = _Replay(rec)
-            t1, t2, t3, t4 = STEERING.set(steering), _IN_CKPT.set(True), _CKPT_RECORDS.set(()), _CKPT_REPLAY.set(rp)
+                finally: CKPT_RECORDS.reset(t2); _IN_CKPT.reset(t1)
+            # every read of an own coefficient gets the forward's, read by read (a steer entry still wins, as in the forward)
+            t1, t2, t3, t4 = STEERING.set(steering), _IN_CKPT.set(True), CKPT_RECORDS.set(()), CKPT_REPLAY.set(Replay(rec))
             was = [(x, x.__dict__.get('_was_steered')) for x, _ in rec.values()]
             try: return function(*a, **k)
             finally:
-                _CKPT_REPLAY.reset(t4); _CKPT_RECORDS.reset(t3); _IN_CKPT.reset(t2); STEERING.reset(t1)
+                CKPT_REPLAY.reset(t4); CKPT_RECORDS.reset(t3); _IN_CKPT.reset(t2); STEERING.reset(t1)
                 for x, w in was:   # replayed, not steered: a later recompute outside the wrapper stays allowed
                     if w: x.__dict__['_was_steered'] = w
                     else: x.__dict__.pop('_was_steered', None)
@@ -595,6 +564,10 @@ def _watch_post(parent, args, out):
     _stop_watching(parent, list(w))
     return None
 
+def _only_targets(c: nn.Module, ids: set) -> bool:
+    "Whether container `c` holds only targets (ids `ids`) and containers of them: a head of another kind (an Identity, a small MLP) is a route that calls none."
+    return all(id(x) in ids if type(x).forward is not nn.Module.forward else _only_targets(x, ids) for x in c.children())
+
 def _watch(m, targets: dict) -> None:
     "Until the first forward of the nearest module above it that has one (a ModuleList or ModuleDict has none), check that each target layer is called, by that module's hook and its own."
     for n, l in targets.items():
@@ -608,7 +581,7 @@ def _watch(m, targets: dict) -> None:
         if type(parent).forward is nn.Module.forward: continue   # nothing above it runs a forward of its own
         # the owner may route among the layers of the container it holds (task heads, experts, one head per codebook, nested):
         # watched only when every linear layer in it is a target, and then one of them running proves the owner calls them
-        if group is not None and not all(any(c is t for t in targets.values()) for c in group.modules() if is_linear_like(c)): continue
+        if group is not None and not _only_targets(group, {id(t) for t in targets.values()}): continue
         if WATCH not in parent.__dict__:
             parent.__dict__[WATCH] = {}   # the layer itself, not its attribute: peft may wrap it in place later
             parent.register_forward_pre_hook(_watch_pre, with_kwargs=True); parent.register_forward_hook(_watch_post)
@@ -1159,6 +1132,14 @@ def steer(model: nn.Module, coeff):
         for a in ads: a.__dict__.get(OPEN_STEERS, set()).discard(entry[0])
 
 # %% ../nbs/03_runtime.ipynb #893224e0
+@contextmanager
+def _steering(table: dict):
+    "Within: the adapters `table` names (by id) run at its coefficients, on top of every steer entry (nothing when empty)."
+    if not table: yield; return
+    t = STEERING.set(STEERING.get() + ((object(), table),))
+    try: yield
+    finally: STEERING.reset(t)
+
 @torch.no_grad()
 def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     "The change `(dW, db)` (float32; float64 on a float64 weight) the unmerged adapters `name` (None: all) make on one layer's map `x -> W x + b`, read through their forward."
@@ -1174,6 +1155,7 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
     layer = st.named[ads[0][0]].layers[layer_name]
     d_in, d_out = dims(layer)
     W = layer.weight
+    at = {id(a): a.__dict__.get(MERGED_AT, 1.0) for k, a in ads if a.merged}   # a merged one: the coefficient the merge wrote
     # the probe goes in as the layer's input: in its compute dtype for a quantized layer (its weight's int8 / uint8 codes
     # would truncate the change to 0)
     xdt = W.dtype if layer_kind(layer) in ('linear', 'conv1d') else (getattr(layer, 'compute_dtype', None) or torch.float32)
@@ -1191,7 +1173,7 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
             else: y_new = _run(a, layer, x, y, c)
             out = out + (y_new.to(acc) - y.to(acc))
         return out
-    with _no_autocast():   # the probes in the layer's own precision: under autocast the change came out in bfloat16
+    with _no_autocast(), _steering(at):   # the probes in the layer's own precision: under autocast the change came out in bfloat16
         db = change(torch.zeros(1, d_in, dtype=xdt, device=W.device))[0]   # an output gate also scales the bias
         dW = torch.zeros(d_out, d_in, dtype=acc, device=W.device)
         for i in range(0, d_in, chunk):
