@@ -1133,12 +1133,16 @@ def steer(model: nn.Module, coeff):
 
 # %% ../nbs/03_runtime.ipynb #893224e0
 @contextmanager
-def _steering(table: dict):
-    "Within: the adapters `table` names (by id) run at its coefficients, on top of every steer entry (nothing when empty)."
-    if not table: yield; return
-    t = STEERING.set(STEERING.get() + ((object(), table),))
+def _steering(coeffs: dict):
+    "Within: each adapter of `coeffs` (adapter -> coefficient) runs at its coefficient, on top of every steer entry; its steered flag stays as it was."
+    if not coeffs: yield; return
+    was = [(a, a.__dict__.get('_was_steered')) for a in coeffs]
+    t = STEERING.set(STEERING.get() + ((object(), {id(a): c for a, c in coeffs.items()}),))
     try: yield
-    finally: STEERING.reset(t)
+    finally:
+        STEERING.reset(t)
+        for a, w in was:   # not steered by the user: a plain checkpoint's recompute of it stays allowed
+            if not w: a.__dict__.pop('_was_steered', None)
 
 @torch.no_grad()
 def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1155,7 +1159,7 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
     layer = st.named[ads[0][0]].layers[layer_name]
     d_in, d_out = dims(layer)
     W = layer.weight
-    at = {id(a): a.__dict__.get(MERGED_AT, 1.0) for k, a in ads if a.merged}   # a merged one: the coefficient the merge wrote
+    at = {a: a.__dict__.get(MERGED_AT, 1.0) for k, a in ads if a.merged}   # a merged one: the coefficient the merge wrote
     # the probe goes in as the layer's input: in its compute dtype for a quantized layer (its weight's int8 / uint8 codes
     # would truncate the change to 0)
     xdt = W.dtype if layer_kind(layer) in ('linear', 'conv1d') else (getattr(layer, 'compute_dtype', None) or torch.float32)
