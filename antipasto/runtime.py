@@ -1238,13 +1238,18 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     _check_partial_merge(st, todo)
     ctx = steer(m, coeff if isinstance(coeff, dict) else {k: coeff for k in todo}) if coeff is not None else _nullctx()
     layers = {n: l for k in todo for n, l in st.named[k].layers.items()}
-    with ctx:
-        deltas = {}
-        for k in todo:
-            for n in st.named[k].layers:
-                dW, db = _affine_delta(m, n, k)
-                deltas[n] = (deltas[n][0] + dW, deltas[n][1] + db) if n in deltas else (dW, db)
-        at = {k: _coeff_of(next(iter(st.named[k].adapters.values()))) for k in todo}   # what a KV cache filled merged is tagged with
+    was = [(a, a.__dict__.get('_was_steered')) for k in todo for a in st.named[k].adapters.values()]
+    try:
+        with ctx:
+            deltas = {}
+            for k in todo:
+                for n in st.named[k].layers:
+                    dW, db = _affine_delta(m, n, k)
+                    deltas[n] = (deltas[n][0] + dW, deltas[n][1] + db) if n in deltas else (dW, db)
+            at = {k: _coeff_of(next(iter(st.named[k].adapters.values()))) for k in todo}   # what a KV cache filled merged is tagged with
+    finally:
+        for a, w in was:   # read at the merge's coefficient, not steered by the user: a plain checkpoint of it stays allowed
+            if not w: a.__dict__.pop('_was_steered', None)
     for n, (dW, db) in deltas.items():
         if layers[n].bias is None and db.abs().max() > 0:
             raise ValueError(f"cannot merge into {n!r}: the adapter shifts the output at x = 0 but the layer has no bias")
