@@ -211,13 +211,8 @@ class _SteerCheckpoint:
                 finally: CKPT_RECORDS.reset(t2); _IN_CKPT.reset(t1)
             # every read of an own coefficient gets the forward's, read by read (a steer entry still wins, as in the forward)
             t1, t2, t3, t4 = STEERING.set(steering), _IN_CKPT.set(True), CKPT_RECORDS.set(()), CKPT_REPLAY.set(Replay(rec))
-            was = [(x, x.__dict__.get('_was_steered')) for x, _ in rec.values()]
-            try: return function(*a, **k)
-            finally:
-                CKPT_REPLAY.reset(t4); CKPT_RECORDS.reset(t3); _IN_CKPT.reset(t2); STEERING.reset(t1)
-                for x, w in was:   # replayed, not steered: a later recompute outside the wrapper stays allowed
-                    if w: x.__dict__['_was_steered'] = w
-                    else: x.__dict__.pop('_was_steered', None)
+            try: return function(*a, **k)   # a replayed read marks nothing steered: only the forward's own steer entries do
+            finally: CKPT_REPLAY.reset(t4); CKPT_RECORDS.reset(t3); _IN_CKPT.reset(t2); STEERING.reset(t1)
         return self.fn(run, *args, **kwargs)
 
 # %% ../nbs/03_runtime.ipynb #fad84660
