@@ -5,6 +5,7 @@
 # %% ../nbs/20_basis.ipynb #aeb1ee98
 from __future__ import annotations
 import math
+import numpy as np
 from dataclasses import dataclass
 from typing import NamedTuple
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
 from .calibration import calibration_pass, count_tokens, pass_groups, check_budget_gb, across_ranks, pooled
 
 # %% auto #0
-__all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'gram_eigh', 'gram_svd', 'svd', 'subspace_iteration',
+__all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'eigh64', 'gram_eigh', 'gram_svd', 'svd', 'subspace_iteration',
            'randomized_svd', 'top_svd', 'layer_svd', 'check_enough_tokens', 'activation_scores', 'top_directions',
            'Spectrum', 'spectrum', 'spectrum_bytes', 'pick', 'second_moments', 'corda_basis', 'gain', 'gain_delta',
            'add_product', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig', 'SVDVariant', 'measured_delta',
@@ -28,12 +29,20 @@ def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, to
     sign = torch.where(U.gather(0, idx) < 0, -1.0, 1.0).to(U.dtype)
     return U * sign, Vh * sign.T
 
+# %% ../nbs/20_basis.ipynb #1066ebf3
+def eigh64(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "`torch.linalg.eigh` of a symmetric float64 `G` (its lower triangle), by numpy's LAPACK when `G` is on the CPU."
+    if G.device.type != 'cpu' or G.requires_grad: return torch.linalg.eigh(G)
+    try: lam, Q = np.linalg.eigh(G.numpy())
+    except np.linalg.LinAlgError: return torch.linalg.eigh(G)   # torch raises its own error, naming the failure
+    return torch.from_numpy(lam), torch.from_numpy(Q)
+
 # %% ../nbs/20_basis.ipynb #ffed26f3
 def gram_eigh(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     "`(S, Q, right)`: every singular value of `W` (float64, descending) from `eigh` of its smaller Gram matrix, and that side's singular vectors as the columns of `Q` (`right`: they are `V`, for a tall or square `W`)."
     Wd = W.detach().double()
     right = Wd.shape[0] >= Wd.shape[1]
-    lam, Q = torch.linalg.eigh(Wd.T @ Wd if right else Wd @ Wd.T)
+    lam, Q = eigh64(Wd.T @ Wd if right else Wd @ Wd.T)
     return lam.flip(0).clamp(min=0).sqrt(), Q.flip(1), right
 
 # %% ../nbs/20_basis.ipynb #92f9c78e

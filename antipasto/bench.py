@@ -462,8 +462,10 @@ def main(argv=None) -> int:
     table = '\n\n'.join(f"## {titles[o]}\n\n{markdown_table(rows, o)}" for o in _ordered(rows, 'objective'))
     cpu = sum(r.get('train_cpu_s') or 0 for r in rows)
     lr_used = 'per-variant lr (BENCH_LR)' if a.lr is None else f"lr {a.lr:g} for every variant (--lr)"
+    ran = sorted({r['r'] for r in rows if r.get('r') is not None and not is_family(r['variant'])})   # what ran: a rank past the width is clamped
+    r_used = f"r={a.r}" if ran in ([], [a.r]) else f"r={','.join(map(str, ran))} (--r {a.r} clamped to the layer width)"
     head = (f"# antipasto-bench recovery `{rid}`\n\nMiniLM-L6, blocks {list(layers)} edited (q/v); {a.steps} steps, each a batch "
-            f"of up to 8 training sentences of one token length; r={a.r} (LoRA-likes), family r<={a.family_r}, {lr_used}. Cells: fraction of the teacher-base "
+            f"of up to 8 training sentences of one token length; {r_used} (LoRA-likes), family r<={a.family_r}, {lr_used}. Cells: fraction of the teacher-base "
             f"gap closed on {a.heldout} held-out sentences. Wall {wall:.0f} s ({cpu:.0f} s of process CPU time in "
             f"training), {torch.get_num_threads()} threads. antipasto {prov['version']}, commit {prov['git_commit']}.\n")
     print(head); print(table)
