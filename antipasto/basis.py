@@ -118,9 +118,9 @@ def top_svd(W: torch.Tensor, r: int, exact: bool = False) -> tuple[torch.Tensor,
     return svd(W, r)
 
 # %% ../nbs/20_basis.ipynb #8f66d5a8
-def layer_svd(layer: nn.Module, r: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_svd(layer: nn.Module, r: int | None = None, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "`top_svd` of a layer's dense weight (the full exact `svd` when `r` is None), on the weight's device; nothing is cached."
-    return svd(dense_weight(layer)) if r is None else top_svd(dense_weight(layer), r)
+    return svd(dense_weight(layer)) if r is None else top_svd(dense_weight(layer), r, exact)
 
 # %% ../nbs/20_basis.ipynb #04043a0b
 POOLS = ('rms', 'mean_abs')
@@ -312,10 +312,15 @@ class SVDVariant(Variant):
     @classmethod
     def group_init_replaces(cls, cfg) -> bool: return True   # the selection or the orientation rebuilds the whole basis
 
+    @classmethod
+    def needs_exact_basis(cls, cfg) -> bool:
+        "Whether the core's guarantee needs `W`'s own top-r triplets (range of `W_res` orthogonal to `U`), so the init never takes the randomized route: `suppress_only`."
+        return bool(getattr(cfg, 'suppress_only', False))
+
     def init(self, layer):
         self.selected = None
         if self.cfg.basis == 'corda': return  # the oriented basis needs the calibration data: group_init fills it
-        self.set_basis(*layer_svd(layer, self.cfg.r))
+        self.set_basis(*layer_svd(layer, self.cfg.r, exact=self.needs_exact_basis(self.cfg)))
 
     def keep(self, W, sp: Spectrum, index: torch.Tensor) -> None:
         "Keep directions `index` of `sp = spectrum(W)` as the basis (`pick`), and record them in `selected`."

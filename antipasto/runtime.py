@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_runtime.ipynb #b47931c3
 from __future__ import annotations
-import contextlib, contextvars, copy, functools, gc, itertools, json, math, numbers, os, re, tempfile, threading, uuid, warnings, weakref
+import contextlib, contextvars, copy, functools, gc, itertools, json, math, numbers, os, re, sys, tempfile, threading, uuid, warnings, weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -107,6 +107,9 @@ def _select(st: _State, name) -> list[str]:
     if names is None or not all(isinstance(n, str) for n in names):
         raise TypeError(f"name={name!r}: pass an adapter name (a str), a list of names, or None for all; attached: {list(st.named)}")
     if not names: raise ValueError(f"name={name!r} selects no adapter; pass None for all of them ({list(st.named)})")
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:   # a merge would write its change twice, a save store it twice
+        raise ValueError(f"name={name!r} lists {twice!r} twice; list each adapter once")
     bad = [n for n in names if n not in st.named]
     if bad: raise KeyError(f"no adapter named {bad[0]!r} on this model; attached: {list(st.named)}")
     return names
@@ -354,26 +357,32 @@ def _check_offloaded(st: _State, names=None, fix: str = '', first: bool = False)
 
 # %% ../nbs/03_runtime.ipynb #310d678b
 _BUSY = threading.Lock()   # guards the two tables below
-_INFLIGHT: dict = {}       # id(model) -> {thread id: forwards of that model running in it}
+_INFLIGHT: dict = {}       # id(model) -> {thread id: the frames that called the forwards of that model running in it, outermost first}
 _CHANGING: dict = {}       # id(model) -> the thread attaching, loading, detaching, merging or casting its adapters
 
-def _enter(model) -> None:
-    "A forward of `model` starts: refused while another thread changes its adapters (it would run some layers before the change, some after)."
+def _enter(model, frame) -> None:
+    "A forward of `model`, called from `frame`, starts: refused while another thread changes its adapters (it would run some layers before the change, some after)."
     tid = threading.get_ident()
     with _BUSY:
         if _CHANGING.get(id(model), tid) != tid:
             raise RuntimeError("a forward of this model started while another thread is changing its adapters (attach, load, "
                                "detach, merge, unmerge, cast or restore), so it would run some layers with the change and some "
                                "without; take a lock around the forwards and the changes")
-        d = _INFLIGHT.setdefault(id(model), {})
-        d[tid] = d.get(tid, 0) + 1
+        _INFLIGHT.setdefault(id(model), {}).setdefault(tid, []).append(frame)
+
+def _on_stack(frame, top) -> bool:
+    "Whether `frame` is `top` or one of its callers: the call it made has not returned."
+    while top is not None:
+        if top is frame: return True
+        top = top.f_back
+    return False
 
 def _leave(model) -> None:
     "A forward of `model` ended (or raised)."
     tid = threading.get_ident()
     with _BUSY:
         d = _INFLIGHT.get(id(model), {})
-        if d.get(tid, 0) > 1: d[tid] -= 1
+        if len(d.get(tid, ())) > 1: d[tid].pop()
         else:
             d.pop(tid, None)
             if not d: _INFLIGHT.pop(id(model), None)
@@ -384,8 +393,8 @@ def _exclusive(model, what: str):
     m, tid = unwrap(model), threading.get_ident()
     with _BUSY:
         if STATE not in m.__dict__: _INFLIGHT.pop(id(m), None)   # no root hook counts its forwards: an entry is stale (an id reused)
-        alive = {t.ident for t in threading.enumerate()}
-        others = [t for t, n in _INFLIGHT.get(id(m), {}).items() if n and t != tid and t in alive]
+        now = sys._current_frames()   # a count whose frame is off its thread's stack was left by an interrupt (or the thread ended)
+        others = [t for t, fs in _INFLIGHT.get(id(m), {}).items() if fs and t != tid and _on_stack(fs[0], now.get(t))]
         if others or _CHANGING.get(id(m), tid) != tid:
             raise RuntimeError(f"{what} while {'a forward of this model runs' if others else 'another change runs'} in another "
                                "thread: the forward would run some layers with the change and some without. Nothing was "
@@ -431,14 +440,14 @@ def _check_reloaded(st: _State) -> None:
                       "'<checkpoint>/antipasto_adapter.safetensors'). If the current adapters are what you want, ignore this",
                       stacklevel=3)
 
-def _root_hook(model, args, kwargs, entry: bool = False):
+def _root_hook(model, args, kwargs, entry: bool = False, frame=None):
     "Root pre-hook (`entry`: run for a forward that starts at a backbone): checkpoint functions see the forward's steering, KV caches remember theirs, a lost steering or adapter is told."
     st = model.__dict__.get(STATE)
     if st is None: return None
     if not torch.compiler.is_compiling():
-        if not entry and _running(model):   # a root forward never runs inside its own: a count a KeyboardInterrupt left
+        if not entry and _running(model):   # a root forward never runs inside its own: a count an interrupt left, its frame kept
             with _BUSY: _INFLIGHT.get(id(model), {}).pop(threading.get_ident(), None)
-        _enter(model); _ROOTS.add(model)
+        _enter(model, frame or sys._getframe(1)); _ROOTS.add(model)   # the frame running the module's hooks, alive until it returns
     _wrap_checkpointing(st)
     _check_reloaded(st)
     _check_context(st)
@@ -470,15 +479,20 @@ def _root_post(model, args, kwargs, out):
 ENTRY = '_antipasto_entry'   # on a backbone below the root (`model.model`): the root whose checks a forward starting there runs
 
 def _running(root) -> bool:
-    "Whether a forward of `root` is under way in this thread (its root hook counted it)."
-    return _INFLIGHT.get(id(root), {}).get(threading.get_ident(), 0) > 0
+    "Whether a forward of `root` is under way in this thread: its root hook counted it, and the frame that called it is still on the stack."
+    tid = threading.get_ident()
+    frames = _INFLIGHT.get(id(root), {}).get(tid)
+    if not frames: return False
+    if _on_stack(frames[0], sys._getframe(1)): return True
+    with _BUSY: _INFLIGHT.get(id(root), {}).pop(tid, None)   # a count a KeyboardInterrupt left (torch runs no always_call hook for it)
+    return False
 
 def _entry_pre(module, args, kwargs):
     "Pre-hook on a backbone: a forward that starts there, not at the root, gets the root's checks; inside a root forward, only its count."
     root = module.__dict__.get(ENTRY)
     if root is None or torch.compiler.is_compiling(): return None
-    if _running(root): _enter(root); return None   # the root hook checked this forward
-    return _root_hook(root, args, kwargs, entry=True)
+    if _running(root): _enter(root, sys._getframe(1)); return None   # the root hook checked this forward
+    return _root_hook(root, args, kwargs, entry=True, frame=sys._getframe(1))
 
 def _entry_post(module, args, kwargs, out):
     "Post-hook on a backbone (registered `always_call`): the count the pre-hook took is given back, a cache it made is tagged."
@@ -772,8 +786,9 @@ def _prepare(model, cfg, name: str, layers=None, where=None, pending=()) -> tupl
     _refuse_wrapped(model, 'load' if where is not None else 'attach')
     st = m.__dict__.get(STATE)
     if st is not None and name in st.named:
-        raise RuntimeError(f"an adapter named {name!r} is already attached; call ap.detach(model, name={name!r}) first "
-                           "or attach under another name")
+        raise RuntimeError(f"an adapter named {name!r} is already attached; call ap.detach(model, name={name!r}) first, "
+                           + ("or load this one under another name (ap.load(model, path, as_name='other'))" if where is not None
+                              else "or attach under another name (ap.attach(model, cfg, name='other'))"))
     if st is not None and st.merged: raise RuntimeError("adapters are merged into this model; call ap.unmerge(model) first")
     _refuse_nested(m, st, 'load' if where is not None else 'attach')
     if not isinstance(cfg, AdapterConfig): raise TypeError(f"cfg must be an antipasto config, got {type(cfg).__name__}")
@@ -943,6 +958,11 @@ def _rebuilds(a: Variant, now: dict) -> bool:
         max(abs(x - y) for x, y in zip(now['sketch'], src['sketch'])) <= 1e-5 * math.sqrt(sum(y * y for y in src['sketch']) / 8) + 1e-12
 
 # %% ../nbs/03_runtime.ipynb #b8f391a7
+def _guard_hooks() -> None:
+    "Make `torch.compile` guard on modules' hook dictionaries (process-wide): code compiled for a block without adapters must not run a block with them."
+    import torch._dynamo.config as dc   # transformers has imported it already
+    if getattr(dc, 'skip_nnmodule_hook_guards', False): dc.skip_nnmodule_hook_guards = False
+
 def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Module | None = None) -> None:
     "Put built adapters on the model: containers, hooks, grad flags (`outer`: the model as the caller passed it). Rolled back if anything fails."
     st = m.__dict__.get(STATE)
@@ -954,6 +974,7 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
                     peft_before=any(wraps_base(x) for x in m.modules()))
     try:
         if first:
+            _guard_hooks()
             m.__dict__[STATE] = st; _ROOTS.add(m)
             for p in m.parameters(): p.requires_grad_(False)
             m.register_forward_pre_hook(_root_hook, with_kwargs=True)
@@ -1181,7 +1202,7 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
 
 # %% ../nbs/03_runtime.ipynb #5af8f169
 def delta_weight(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> torch.Tensor:
-    "The weight change `dW` (d_out x d_in; float32, float64 on a float64 weight) the unmerged adapters `name` (None: all) make on one layer."
+    "The weight change `dW` (d_out x d_in; float32, float64 on a float64 weight) adapters `name` (None: all) make on one layer; a merged one's is what its merge wrote into the weight."
     return _affine_delta(model, layer_name, name, chunk)[0]
 
 # %% ../nbs/03_runtime.ipynb #b0b8330b
@@ -1604,13 +1625,21 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
 
 # %% ../nbs/03_runtime.ipynb #8d95119b
 @_changes
-def load(model: nn.Module, path, name: str | None = None, check_base: bool = True) -> dict[str, Variant]:
-    "Attach the adapters stored at `path` (`name`: just that one); refuses a damaged file or a different base."
+def load(model: nn.Module, path, name: str | None = None, check_base: bool = True, as_name: str | None = None) -> dict[str, Variant]:
+    "Attach the adapters stored at `path` (`name`: just that one; `as_name`: attach it under this name); refuses a damaged file or a different base."
     _flag(check_base, 'check_base')
+    if as_name is not None: _check_name(as_name)
     entries, ts = _read(path)
     if name is not None:
         entries = [e for e in entries if e['name'] == name]
         if not entries: raise KeyError(f"{path} has no adapter named {name!r}")
+    if as_name is not None:   # two adapters trained apart, each saved as 'default', composed on one model
+        if len(entries) != 1:
+            raise ValueError(f"as_name={as_name!r} renames one adapter, and {path} holds {[e['name'] for e in entries]}: "
+                             "pick one with name=")
+        old = entries[0]['name']
+        entries = [{**entries[0], 'name': as_name}]
+        ts = {as_name + k[len(old):] if k.startswith(old + '/') else k: v for k, v in ts.items()}
     m = unwrap(model)
     built = []
     for e in entries:

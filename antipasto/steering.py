@@ -519,6 +519,7 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
             terms['loss'].backward()
             if clip is not None: torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
+            torch.clear_autocast_cache()   # an enclosing autocast region keeps its low-precision copy of each weight: the next step must see this one
             hist.append(terms['loss'].item())
             if record is not None: record.append({k_: float(v.detach()) for k_, v in terms.items()})
             if bar is not None: bar.update(1); bar.set_postfix(loss=f'{hist[-1]:.3g}', refresh=False)
@@ -527,6 +528,7 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
                 up, down = (preference(model, tokenizer, pairs, layer, Q, ref, c, kind, name, max_length) for c in (1.0, -1.0))
             if monotonic_loss(-up, -down, margin) < monotonic_loss(up, down, margin): flip_sign(model, name)
     finally:
+        torch.clear_autocast_cache()   # the caller's later forwards in the same region see the trained (and flipped) values
         if bar is not None: bar.close()
         for p in others: p.requires_grad_(True)
         for p, g0 in grads0: p.grad = g0   # every .grad as it was before the call

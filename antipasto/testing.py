@@ -17,8 +17,9 @@ from .runtime import WATCH, FIRED, CROSS, _fired, _watch_pre, _watch_post
 __all__ = ['SENTENCES', 'TEST_MODELS', 'CHECK_KW', 'CHECK_DEFAULTS', 'tiny_lm', 'tiny_batch', 'minilm_path', 'minilm',
            'minilm_batch', 'model_out', 'enable_checkpointing', 'dataparallel_replica', 'dispatched_ops', 'snapshot',
            'assert_unchanged', 'check_kw', 'VariantRun', 'start_check', 'check_identity', 'check_training',
-           'check_steering', 'check_detach_reload', 'check_variant', 'perturb_trainables', 'dense_errors',
-           'check_dense_reference', 'check_float64', 'check_all', 'show_rows', 'refusal']
+           'check_steering', 'check_detach_reload', 'check_variant', 'perturb_trainables', 'worst_gain',
+           'guarantee_report', 'dense_errors', 'check_dense_reference', 'check_float64', 'check_all', 'show_rows',
+           'refusal']
 
 # %% ../nbs/04_testing.ipynb #091851ae
 def tiny_lm(seed: int = 0, dtype=torch.float32, **overrides) -> nn.Module:
@@ -329,6 +330,30 @@ def perturb_trainables(model: nn.Module, scale: float = 0.1, seed: int = 0) -> N
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad: p.add_((scale * torch.randn(p.shape, generator=g)).to(p))
+
+# %% ../nbs/04_testing.ipynb #472f5931
+def worst_gain(W: torch.Tensor, W_eff: torch.Tensor) -> float:
+    "`max_x ||W_eff x|| / ||W x||` over every input (float64; `W` of full column rank)."
+    W, W_eff = W.double(), W_eff.double()
+    Li = torch.linalg.inv(torch.linalg.cholesky(W.T @ W))
+    return torch.linalg.eigvalsh(Li @ W_eff.T @ W_eff @ Li.T).max().sqrt().item()
+
+# %% ../nbs/04_testing.ipynb #32c84e3e
+def guarantee_report(model: nn.Module, rand_delta) -> tuple[float, float, float]:
+    "Worst over `model`'s adapters: `||U^T W_res|| / ||W||` of the basis, `worst_gain` of the live change, and of `rand_delta(U, S, Vh)` on the randomized top-r basis."
+    from antipasto.core import dense_weight
+    from antipasto.runtime import adapters
+    from antipasto.basis import measured_delta, randomized_svd
+    cross = worst = worst_rand = 0.0
+    for n, a in adapters(model).items():
+        layer = model.get_submodule(n)
+        W = dense_weight(layer).double()
+        U, S, Vh = (t.double() for t in (a.U, a.S, a.Vh))
+        cross = max(cross, ((U.T @ (W - U @ torch.diag(S) @ Vh)).norm() / W.norm()).item())
+        worst = max(worst, worst_gain(W, W + measured_delta(a, layer)))
+        U, S, Vh = (t.double() for t in randomized_svd(dense_weight(layer), a.cfg.r))
+        worst_rand = max(worst_rand, worst_gain(W, W + rand_delta(U, S, Vh)))
+    return cross, worst, worst_rand
 
 # %% ../nbs/04_testing.ipynb #cdc21923
 def dense_errors(name: str, delta_fn, model: str = 'minilm', coeffs=(1.0, -1.0, 0.5), tol: float = 1e-5,

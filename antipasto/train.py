@@ -100,6 +100,7 @@ def fit(model: nn.Module, loss_fn, batches, steps: int, lr: float, warmup: int =
             if clip: torch.nn.utils.clip_grad_norm_(params, clip)
             lrs.append(sched.get_last_lr()[0])
             opt.step(); sched.step()
+            torch.clear_autocast_cache()   # an enclosing autocast region keeps its low-precision copy of each weight: the next step must see this one
             losses.append(loss.item())
             if bar is not None:
                 bar.update(1); bar.set_postfix(loss=f'{losses[-1]:.4g}', refresh=False)

@@ -102,3 +102,40 @@ def test_calibration_after_a_compiled_forward():
     assert p.returncode == 0, p.stderr[-3000:]
     vals = p.stdout.split()[-4:]
     for same, diff in (vals[:2], vals[2:]): assert same == '1' and float(diff) <= 1e-5, vals
+
+
+SOME_BLOCKS = r'''
+import torch, antipasto as ap
+from antipasto.testing import tiny_lm, tiny_batch
+ids = tiny_batch()['input_ids']
+for targets in (r'layers\.1\.self_attn\.(q|v)_proj$', r'layers\.0\.self_attn\.(q|v)_proj$'):
+    torch.compiler.reset()
+    m = tiny_lm()
+    with torch.no_grad(): base = m(input_ids=ids, use_cache=False).logits
+    ads = ap.attach(m, ap.AntiPaSTOConfig(r=8, target_names=(targets,)))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for a in ads.values(): a.g.copy_(torch.randn(a.g.shape, generator=g))   # a trained gain
+    cm = torch.compile(m, backend='eager')
+    for c in (1.0, -1.0):
+        with torch.no_grad(), ap.steer(m, c):   # serving: the first compiled calls
+            e = m(input_ids=ids, use_cache=False).logits
+            k = cm(input_ids=ids, use_cache=False).logits
+        print((k - e).abs().max().item(), (e - base).abs().max().item())
+    with ap.steer(m, 1.0): loss = cm(input_ids=ids, use_cache=False).logits.pow(2).mean()   # training through it
+    print(float(loss.requires_grad), 0.0)
+'''
+
+
+def test_adapters_on_some_blocks_compiled(tmp_path):
+    """Adapters on block 1 only: dynamo compiles a block's forward as its own frame (the adapter hook breaks the graph) and,
+    without guards on hook dictionaries, block 1 ran block 0's hook-free code: the compiled model was the base, 0.15 off
+    the eager one, and its loss had no gradient. No KV cache (`use_cache=False`), where dynamo does not recompile per block
+    anyway. Tolerance as above (eager backend). Run from a file: from `python -c` the wrong reuse did not show."""
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1'}
+    (tmp_path / 'some_blocks.py').write_text(SOME_BLOCKS)
+    p = subprocess.run([sys.executable, str(tmp_path / 'some_blocks.py')], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [list(map(float, l.split())) for l in p.stdout.strip().splitlines()[-6:]]
+    for blocks in (rows[:3], rows[3:]):
+        assert all(diff <= 1e-5 and effect > 1e-2 for diff, effect in blocks[:2]) and blocks[2][0] == 1.0, rows

@@ -48,6 +48,9 @@ class AntiPaSTOAblate(SVDVariant):
     from_weight = 'weight'   # it scales W's singular values: nothing to scale on a zero weight
 
     @classmethod
+    def needs_exact_basis(cls, cfg) -> bool: return True   # "cannot amplify" needs the range of W_res orthogonal to U
+
+    @classmethod
     def param_specs(cls, cfg, d_in, d_out):
         return {**cls.basis_specs(cfg, d_in, d_out), 'c': ParamSpec((cfg.r, cfg.k), c_init),
                 'alpha': ParamSpec((cfg.k,), Constant(cfg.init_alpha))}
