@@ -16,11 +16,11 @@ from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
 from .calibration import calibration_pass, count_tokens, pass_groups, check_budget_gb, across_ranks, pooled
 
 # %% auto #0
-__all__ = ['KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'eigh64', 'gram_eigh', 'gram_svd', 'svd', 'subspace_iteration',
-           'randomized_svd', 'top_svd', 'layer_svd', 'check_enough_tokens', 'activation_scores', 'top_directions',
-           'Spectrum', 'spectrum', 'spectrum_bytes', 'pick', 'second_moments', 'corda_basis', 'gain', 'gain_delta',
-           'add_product', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig', 'SVDVariant', 'measured_delta',
-           'transfer_matrix']
+__all__ = ['EIGH_NUMPY_MIN', 'KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'eigh64', 'gram_eigh', 'gram_svd', 'svd',
+           'subspace_iteration', 'randomized_svd', 'top_svd', 'layer_svd', 'check_enough_tokens', 'activation_scores',
+           'top_directions', 'Spectrum', 'spectrum', 'spectrum_bytes', 'pick', 'second_moments', 'corda_basis', 'gain',
+           'gain_delta', 'add_product', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig', 'SVDVariant',
+           'measured_delta', 'transfer_matrix']
 
 # %% ../nbs/20_basis.ipynb #c79a5fde
 def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,11 +30,14 @@ def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, to
     return U * sign, Vh * sign.T
 
 # %% ../nbs/20_basis.ipynb #1066ebf3
+EIGH_NUMPY_MIN = 2048   # narrower: the same time either way, and OpenBLAS's threads then spin beside torch's
+
 def eigh64(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    "`torch.linalg.eigh` of a symmetric float64 `G` (its lower triangle), by numpy's LAPACK when `G` is on the CPU."
-    if G.device.type != 'cpu' or G.requires_grad: return torch.linalg.eigh(G)
+    "`torch.linalg.eigh` of a symmetric float64 `G` (its lower triangle), by numpy's LAPACK when `G` is on the CPU and at least `EIGH_NUMPY_MIN` wide."
+    if G.device.type != 'cpu' or G.requires_grad or G.shape[-1] < EIGH_NUMPY_MIN: return torch.linalg.eigh(G)
     try: lam, Q = np.linalg.eigh(G.numpy())
-    except np.linalg.LinAlgError: return torch.linalg.eigh(G)   # torch raises its own error, naming the failure
+    except np.linalg.LinAlgError: lam = None
+    if lam is None or not np.isfinite(lam).all(): return torch.linalg.eigh(G)   # torch's error, naming the failure (NaN in, NaN out in numpy)
     return torch.from_numpy(lam), torch.from_numpy(Q)
 
 # %% ../nbs/20_basis.ipynb #ffed26f3
