@@ -320,10 +320,11 @@ class SVDVariant(Variant):
         "Whether the core's guarantee needs `W`'s own top-r triplets (range of `W_res` orthogonal to `U`), so the init never takes the randomized route: `suppress_only`."
         return bool(getattr(cfg, 'suppress_only', False))
 
-    def init(self, layer):
+    def init(self, layer, exact: bool | None = None):
+        "The plain top-r basis (`exact`: the exact route at any size; None: as `needs_exact_basis` says)."
         self.selected = None
         if self.cfg.basis == 'corda': return  # the oriented basis needs the calibration data: group_init fills it
-        self.set_basis(*layer_svd(layer, self.cfg.r, exact=self.needs_exact_basis(self.cfg)))
+        self.set_basis(*layer_svd(layer, self.cfg.r, exact=self.needs_exact_basis(self.cfg) if exact is None else exact))
 
     def keep(self, W, sp: Spectrum, index: torch.Tensor) -> None:
         "Keep directions `index` of `sp = spectrum(W)` as the basis (`pick`), and record them in `selected`."

@@ -357,23 +357,29 @@ def _check_offloaded(st: _State, names=None, fix: str = '', first: bool = False)
 
 # %% ../nbs/03_runtime.ipynb #310d678b
 _BUSY = threading.Lock()   # guards the two tables below
-_INFLIGHT: dict = {}       # id(model) -> {thread id: the frames that called the forwards of that model running in it, outermost first}
+_INFLIGHT: dict = {}       # id(model) -> {thread id: forwards of that model running in it}
 _CHANGING: dict = {}       # id(model) -> the thread attaching, loading, detaching, merging or casting its adapters
 
-def _enter(model, frame) -> None:
-    "A forward of `model`, called from `frame`, starts: refused while another thread changes its adapters (it would run some layers before the change, some after)."
+def _enter(model) -> None:
+    "A forward of `model` starts: refused while another thread changes its adapters (it would run some layers before the change, some after)."
     tid = threading.get_ident()
     with _BUSY:
         if _CHANGING.get(id(model), tid) != tid:
             raise RuntimeError("a forward of this model started while another thread is changing its adapters (attach, load, "
                                "detach, merge, unmerge, cast or restore), so it would run some layers with the change and some "
                                "without; take a lock around the forwards and the changes")
-        _INFLIGHT.setdefault(id(model), {}).setdefault(tid, []).append(frame)
+        d = _INFLIGHT.setdefault(id(model), {})
+        d[tid] = d.get(tid, 0) + 1
 
-def _on_stack(frame, top) -> bool:
-    "Whether `frame` is `top` or one of its callers: the call it made has not returned."
+_CALL_IMPL = nn.Module._call_impl.__code__
+
+def _in_forward(root, top, own=None) -> bool:
+    "Whether a forward of `root`, or of a backbone that runs `root`'s checks, is on the stack from frame `top` up (the first call of module `own` not counted): read from the frames, since a KeyboardInterrupt skips the hook that ends a count."
     while top is not None:
-        if top is frame: return True
+        if top.f_code is _CALL_IMPL:
+            x = top.f_locals.get('self')
+            if x is own: own = None
+            elif x is root or (isinstance(x, nn.Module) and x.__dict__.get(ENTRY) is root): return True
         top = top.f_back
     return False
 
@@ -382,7 +388,7 @@ def _leave(model) -> None:
     tid = threading.get_ident()
     with _BUSY:
         d = _INFLIGHT.get(id(model), {})
-        if len(d.get(tid, ())) > 1: d[tid].pop()
+        if d.get(tid, 0) > 1: d[tid] -= 1
         else:
             d.pop(tid, None)
             if not d: _INFLIGHT.pop(id(model), None)
@@ -393,8 +399,8 @@ def _exclusive(model, what: str):
     m, tid = unwrap(model), threading.get_ident()
     with _BUSY:
         if STATE not in m.__dict__: _INFLIGHT.pop(id(m), None)   # no root hook counts its forwards: an entry is stale (an id reused)
-        now = sys._current_frames()   # a count whose frame is off its thread's stack was left by an interrupt (or the thread ended)
-        others = [t for t, fs in _INFLIGHT.get(id(m), {}).items() if fs and t != tid and _on_stack(fs[0], now.get(t))]
+        now = sys._current_frames()   # a count with no forward on its thread's stack was left by an interrupt (or the thread ended)
+        others = [t for t, n in _INFLIGHT.get(id(m), {}).items() if n and t != tid and _in_forward(m, now.get(t))]
         if others or _CHANGING.get(id(m), tid) != tid:
             raise RuntimeError(f"{what} while {'a forward of this model runs' if others else 'another change runs'} in another "
                                "thread: the forward would run some layers with the change and some without. Nothing was "
@@ -440,14 +446,14 @@ def _check_reloaded(st: _State) -> None:
                       "'<checkpoint>/antipasto_adapter.safetensors'). If the current adapters are what you want, ignore this",
                       stacklevel=3)
 
-def _root_hook(model, args, kwargs, entry: bool = False, frame=None):
+def _root_hook(model, args, kwargs, entry: bool = False):
     "Root pre-hook (`entry`: run for a forward that starts at a backbone): checkpoint functions see the forward's steering, KV caches remember theirs, a lost steering or adapter is told."
     st = model.__dict__.get(STATE)
     if st is None: return None
     if not torch.compiler.is_compiling():
-        if not entry and _running(model):   # a root forward never runs inside its own: a count an interrupt left, its frame kept
+        if not entry and _running(model, model):   # a root forward never runs inside its own: a count a KeyboardInterrupt left
             with _BUSY: _INFLIGHT.get(id(model), {}).pop(threading.get_ident(), None)
-        _enter(model, frame or sys._getframe(1)); _ROOTS.add(model)   # the frame running the module's hooks, alive until it returns
+        _enter(model); _ROOTS.add(model)
     _wrap_checkpointing(st)
     _check_reloaded(st)
     _check_context(st)
@@ -478,12 +484,11 @@ def _root_post(model, args, kwargs, out):
 # %% ../nbs/03_runtime.ipynb #9e384964
 ENTRY = '_antipasto_entry'   # on a backbone below the root (`model.model`): the root whose checks a forward starting there runs
 
-def _running(root) -> bool:
-    "Whether a forward of `root` is under way in this thread: its root hook counted it, and the frame that called it is still on the stack."
+def _running(root, own) -> bool:
+    "Whether a forward of `root` is under way in this thread around the call of module `own` that asks: counted, and on the stack."
     tid = threading.get_ident()
-    frames = _INFLIGHT.get(id(root), {}).get(tid)
-    if not frames: return False
-    if _on_stack(frames[0], sys._getframe(1)): return True
+    if not _INFLIGHT.get(id(root), {}).get(tid, 0): return False
+    if _in_forward(root, sys._getframe(1), own): return True
     with _BUSY: _INFLIGHT.get(id(root), {}).pop(tid, None)   # a count a KeyboardInterrupt left (torch runs no always_call hook for it)
     return False
 
@@ -491,8 +496,8 @@ def _entry_pre(module, args, kwargs):
     "Pre-hook on a backbone: a forward that starts there, not at the root, gets the root's checks; inside a root forward, only its count."
     root = module.__dict__.get(ENTRY)
     if root is None or torch.compiler.is_compiling(): return None
-    if _running(root): _enter(root, sys._getframe(1)); return None   # the root hook checked this forward
-    return _root_hook(root, args, kwargs, entry=True, frame=sys._getframe(1))
+    if _running(root, module): _enter(root); return None   # the root hook checked this forward
+    return _root_hook(root, args, kwargs, entry=True)
 
 def _entry_post(module, args, kwargs, out):
     "Post-hook on a backbone (registered `always_call`): the count the pre-hook took is given back, a cache it made is tagged."
@@ -1202,7 +1207,7 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
 
 # %% ../nbs/03_runtime.ipynb #5af8f169
 def delta_weight(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> torch.Tensor:
-    "The weight change `dW` (d_out x d_in; float32, float64 on a float64 weight) adapters `name` (None: all) make on one layer; a merged one's is what its merge wrote into the weight."
+    "The weight change `dW` (d_out x d_in; float32, float64 on a float64 weight) adapters `name` (None: all) make on one layer; a merged one whose change reads only its input: what its merge wrote (others are refused)."
     return _affine_delta(model, layer_name, name, chunk)[0]
 
 # %% ../nbs/03_runtime.ipynb #b0b8330b
@@ -1591,37 +1596,54 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
             with read_as_float32(_float32_basis(((fps or {}).get(n) or {}).get('dtype'), l)):
                 if selected: adp[n].select(l, ts[f'{name}/{n}.selected'])
                 else: adp[n].reset(l)
+    old = []   # layers whose file holds a basis of the randomized route where an attach now takes the exact one
     for n, a in adp.items():
         want = {b: ts[f'{name}/{n}.{b}#sketch'] for b in recomputed if b in ROWS}
         # a sketch near 0 cannot tell a direction's sign (rounding on another machine flips it): that direction keeps the
         # canonical sign the decomposition gives, which the saved one had too
         sure = {b: w.abs() > SIGN_SURE * w.square().mean().sqrt() for b, w in want.items()}
-        for row, col in SIGN_PAIRS:
-            if row in want and col in recomputed:
-                flip = (torch.sign(sketch(row, getattr(a, row))) != torch.sign(want[row])) & sure[row]
-                if flip.any():
-                    getattr(a, row)[flip.to(a.S.device if hasattr(a, 'S') else 'cpu')] *= -1
-                    getattr(a, col)[:, flip.to(getattr(a, col).device)] *= -1
-        for b, w in want.items():
-            s = sketch(b, getattr(a, b))
-            err = torch.where(sure[b], s - w, s.abs() - w.abs()).abs().max().item()
-            if err > 1e-3 * w.square().mean().sqrt().item() + 1e-12:
-                now, base_dtype = _dtype_str(targets[n]), ((fps or {}).get(n) or {}).get('dtype')
-                how = ("quantize the base as the file's was" if now.startswith('bnb') else
-                       "cast after (model.to(...) keeps the adapter's dtype)")
-                why = (f"the file was saved on a {base_dtype} base and this one is {now}: a compact file rebuilds its basis from "
-                       "the weight, and rounding the weight moves its singular directions. Load it into the "
-                       f"{base_dtype} base and {how}, or save it with "
-                       "ap.save(..., basis=True), which loads into either" if base_dtype not in (None, now) else
-                       f"was the base quantized another way (quant type, double quantization, block size), or the file saved by "
-                       "another antipasto version, whose decomposition differed? Save the adapter with ap.save(..., basis=True) to "
-                       "store the basis itself" if now.startswith('bnb') else
-                       "was the base weight changed since the file was saved (a fine-tuned or re-saved copy: a change too "
-                       "small for the base fingerprint still moves the singular directions), or the file saved by another "
-                       "antipasto version, whose decomposition differed? Load it onto the base it was saved on, or save the "
-                       "adapter with ap.save(..., basis=True) to store the basis itself")
-                raise AdapterFileError(f"{path}: the basis {b!r} of adapter {name!r} at layer {n!r}, recomputed from the base "
-                                       f"weight, does not reproduce the saved one (sketch error {err:.3g}): {why}")
+        def aligned():
+            "The first basis that misses the file's sketches after the signs are aligned, with its error; None if all match."
+            for row, col in SIGN_PAIRS:
+                if row in want and col in recomputed:
+                    flip = (torch.sign(sketch(row, getattr(a, row))) != torch.sign(want[row])) & sure[row]
+                    if flip.any():
+                        getattr(a, row)[flip.to(a.S.device if hasattr(a, 'S') else 'cpu')] *= -1
+                        getattr(a, col)[:, flip.to(getattr(a, col).device)] *= -1
+            for b, w in want.items():
+                s = sketch(b, getattr(a, b))
+                err = torch.where(sure[b], s - w, s.abs() - w.abs()).abs().max().item()
+                if err > 1e-3 * w.square().mean().sqrt().item() + 1e-12: return b, err
+            return None
+        miss = aligned()
+        if miss is not None and not selected and getattr(a, 'needs_exact_basis', lambda c: False)(a.cfg):
+            # saved before such variants took the exact route at every size: the randomized basis it was saved with
+            with attach_scope(), read_as_float32(_float32_basis(((fps or {}).get(n) or {}).get('dtype'), targets[n])):
+                a.init(targets[n], exact=False)
+            if aligned() is None: miss = None; old.append(n)
+        if miss is not None:
+            b, err = miss
+            now, base_dtype = _dtype_str(targets[n]), ((fps or {}).get(n) or {}).get('dtype')
+            how = ("quantize the base as the file's was" if now.startswith('bnb') else
+                   "cast after (model.to(...) keeps the adapter's dtype)")
+            why = (f"the file was saved on a {base_dtype} base and this one is {now}: a compact file rebuilds its basis from "
+                   "the weight, and rounding the weight moves its singular directions. Load it into the "
+                   f"{base_dtype} base and {how}, or save it with "
+                   "ap.save(..., basis=True), which loads into either" if base_dtype not in (None, now) else
+                   f"was the base quantized another way (quant type, double quantization, block size), or the file saved by "
+                   "another antipasto version, whose decomposition differed? Save the adapter with ap.save(..., basis=True) to "
+                   "store the basis itself" if now.startswith('bnb') else
+                   "was the base weight changed since the file was saved (a fine-tuned or re-saved copy: a change too "
+                   "small for the base fingerprint still moves the singular directions), or the file saved by another "
+                   "antipasto version, whose decomposition differed? Load it onto the base it was saved on, or save the "
+                   "adapter with ap.save(..., basis=True) to store the basis itself")
+            raise AdapterFileError(f"{path}: the basis {b!r} of adapter {name!r} at layer {n!r}, recomputed from the base "
+                                   f"weight, does not reproduce the saved one (sketch error {err:.3g}): {why}")
+    if old:
+        warnings.warn(f"{path}: adapter {name!r} ({adp[old[0]].name}) was saved by an antipasto version that built its basis by the "
+                      f"randomized top-r route at {len(old)} layers (e.g. {old[0]!r}), and is loaded with that basis. Its guarantee (no "
+                      "input grows through the layer for coeff in [0, 1]) needs each weight's own top-r triplets, which an attach "
+                      "now takes: attach it again and retrain to have it", stacklevel=5)   # the caller of ap.load
 
 # %% ../nbs/03_runtime.ipynb #8d95119b
 @_changes
@@ -1639,7 +1661,7 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
                              "pick one with name=")
         old = entries[0]['name']
         entries = [{**entries[0], 'name': as_name}]
-        ts = {as_name + k[len(old):] if k.startswith(old + '/') else k: v for k, v in ts.items()}
+        ts = {as_name + k[len(old):]: v for k, v in ts.items() if k.startswith(old + '/')}   # the others' keys go: one may be as_name's
     m = unwrap(model)
     built = []
     for e in entries:
@@ -1751,6 +1773,7 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
             for n, ad in st.named[e['name']].adapters.items():
                 ad.__dict__['held_in'] = e['held_in']
                 if _has_bases(ad): ad.__dict__[BASIS_FROM] = _stored_from(e, n, st.named[e['name']].layers[n])
+    torch.clear_autocast_cache()   # written in place: an enclosing autocast region would go on reading its copy of the old values
 
 # %% ../nbs/03_runtime.ipynb #b2d6ccae
 ADAPTER_FILE = 'antipasto_adapter.safetensors'

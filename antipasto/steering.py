@@ -253,6 +253,7 @@ def flip_sign(model: nn.Module, name: str | None = None) -> None:
     for a in adp.values():
         for t in FLIP[a.name]:
             if hasattr(a, t): getattr(a, t).neg_()
+    torch.clear_autocast_cache()   # an enclosing autocast region would go on reading its copy of the unflipped tensors
 
 # %% ../nbs/26_steering.ipynb #9042f174
 DEFAULTS = {'encoder': dict(margin=0.5, threshold=0.25), 'causal': dict(margin=0.2, threshold=0.1)}

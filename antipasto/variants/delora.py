@@ -37,10 +37,6 @@ class DeLoRAConfig(AdapterConfig):
     def __post_init__(self):
         super().__post_init__()
         check_number(self, 'delora_lambda', 0, lo_open=True, fix="the norm bound is positive (peft's default 15)")
-        if self.dtype == 'float16':   # with B = 0 its norms clamp at 1e-4: the scale starts past 65504, inf * 0 = NaN
-            raise ValueError("dtype='float16': DeLoRA's scale lambda / r / (|a_i| |b_i|) starts with B = 0, whose norms are clamped "
-                             "at 1e-4, so it is about 1e4 to 1e5, past float16's range (65504): inf, and inf * 0 is NaN at the first "
-                             "forward. Use dtype='bfloat16' (the same bytes, float32's range) or 'float32' (the default)")
 
 # %% ../../nbs/32_delora.ipynb #f1b62ddb
 @register
@@ -59,5 +55,6 @@ class DeLoRA(Variant):
 
     def forward(self, layer, x, y):
         h = F.linear(x.to(self.A.dtype) * self.w_norm, self.A)
-        h = F.linear(h * delora_scale(self.A, self.B, self.lam, self.cfg.r), self.B)
+        t = torch.promote_types(self.A.dtype, torch.float32)   # float16's range cannot hold the scale while B is near 0 (below)
+        h = F.linear(h.to(t) * delora_scale(self.A.to(t), self.B.to(t), self.lam.to(t), self.cfg.r), self.B.to(t))
         return y + h.to(y.dtype)
