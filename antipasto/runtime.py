@@ -57,6 +57,9 @@ class _State:
     slots: list = field(default_factory=list)            # (parent, attribute, layer, name) of every adapted layer
     above: list = field(default_factory=list)            # (parent, attribute, module, name) of every module above one
 
+    def __setstate__(self, d):   # an adapted model unpickled in a process that never attached: its compiled forwards need the guard too
+        self.__dict__.update(d); _guard_hooks()
+
 # %% ../nbs/03_runtime.ipynb #318cd204
 _WRAPPER_ATTRS = (('DistributedDataParallel', 'module'), ('DataParallel', 'module'),
                   ('FullyShardedDataParallel', 'module'), ('OptimizedModule', '_orig_mod'))
@@ -1207,7 +1210,7 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
 
 # %% ../nbs/03_runtime.ipynb #5af8f169
 def delta_weight(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> torch.Tensor:
-    "The weight change `dW` (d_out x d_in; float32, float64 on a float64 weight) adapters `name` (None: all) make on one layer; a merged one whose change reads only its input: what its merge wrote (others are refused)."
+    "The weight change `dW` (d_out x d_in; float32, float64 on a float64 weight) adapters `name` (None: all) make on one layer; a merged one whose change reads only its input: the change its merge added, before the weight's rounding (others are refused)."
     return _affine_delta(model, layer_name, name, chunk)[0]
 
 # %% ../nbs/03_runtime.ipynb #b0b8330b
@@ -1588,6 +1591,29 @@ def _float32_basis(d: str | None, layer: nn.Module) -> bool:
     return d == 'float32' and layer_kind(layer) in ('linear', 'conv1d') and layer.weight.dtype == torch.float64
 
 @torch.no_grad()
+def _align(a, want: dict, sure: dict, recomputed) -> tuple | None:
+    "Flip `a`'s recomputed directions to the signs of the file's sketches `want` (where `sure`); the first basis that still misses them, with its error, or None."
+    for row, col in SIGN_PAIRS:
+        if row in want and col in recomputed:
+            flip = (torch.sign(sketch(row, getattr(a, row))) != torch.sign(want[row])) & sure[row]
+            if flip.any():
+                getattr(a, row)[flip.to(a.S.device if hasattr(a, 'S') else 'cpu')] *= -1
+                getattr(a, col)[:, flip.to(getattr(a, col).device)] *= -1
+    for b, w in want.items():
+        s = sketch(b, getattr(a, b))
+        err = torch.where(sure[b], s - w, s.abs() - w.abs()).abs().max().item()
+        if err > 1e-3 * w.square().mean().sqrt().item() + 1e-12: return b, err
+    return None
+
+def _old_route(path, name: str, adapters_: dict) -> None:
+    "Warn once: adapters `adapters_` of `name` (by layer) were rebuilt with the randomized basis a file saved before the exact route holds."
+    if adapters_:
+        n = next(iter(adapters_))
+        warnings.warn(f"{path}: adapter {name!r} ({adapters_[n].name}) was saved by an antipasto version that built its basis by the "
+                      f"randomized top-r route at {len(adapters_)} layers (e.g. {n!r}), and is loaded with that basis. Its guarantee (no "
+                      "input grows through the layer for coeff in [0, 1]) needs each weight's own top-r triplets, which an attach "
+                      "now takes: attach it again and retrain to have it", stacklevel=5)   # the caller of ap.load or ap.restore
+
 def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False, fps: dict | None = None) -> None:
     "Rebuild the bases the file left out from the base weights (and the directions it picked), align each direction's sign to the file's, and verify."
     if selected: _check_selection(path, name, targets, adp, ts)
@@ -1602,25 +1628,12 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
         # a sketch near 0 cannot tell a direction's sign (rounding on another machine flips it): that direction keeps the
         # canonical sign the decomposition gives, which the saved one had too
         sure = {b: w.abs() > SIGN_SURE * w.square().mean().sqrt() for b, w in want.items()}
-        def aligned():
-            "The first basis that misses the file's sketches after the signs are aligned, with its error; None if all match."
-            for row, col in SIGN_PAIRS:
-                if row in want and col in recomputed:
-                    flip = (torch.sign(sketch(row, getattr(a, row))) != torch.sign(want[row])) & sure[row]
-                    if flip.any():
-                        getattr(a, row)[flip.to(a.S.device if hasattr(a, 'S') else 'cpu')] *= -1
-                        getattr(a, col)[:, flip.to(getattr(a, col).device)] *= -1
-            for b, w in want.items():
-                s = sketch(b, getattr(a, b))
-                err = torch.where(sure[b], s - w, s.abs() - w.abs()).abs().max().item()
-                if err > 1e-3 * w.square().mean().sqrt().item() + 1e-12: return b, err
-            return None
-        miss = aligned()
+        miss = _align(a, want, sure, recomputed)
         if miss is not None and not selected and getattr(a, 'needs_exact_basis', lambda c: False)(a.cfg):
             # saved before such variants took the exact route at every size: the randomized basis it was saved with
             with attach_scope(), read_as_float32(_float32_basis(((fps or {}).get(n) or {}).get('dtype'), targets[n])):
                 a.init(targets[n], exact=False)
-            if aligned() is None: miss = None; old.append(n)
+            if _align(a, want, sure, recomputed) is None: miss = None; old.append(n)
         if miss is not None:
             b, err = miss
             now, base_dtype = _dtype_str(targets[n]), ((fps or {}).get(n) or {}).get('dtype')
@@ -1639,11 +1652,7 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
                    "adapter with ap.save(..., basis=True) to store the basis itself")
             raise AdapterFileError(f"{path}: the basis {b!r} of adapter {name!r} at layer {n!r}, recomputed from the base "
                                    f"weight, does not reproduce the saved one (sketch error {err:.3g}): {why}")
-    if old:
-        warnings.warn(f"{path}: adapter {name!r} ({adp[old[0]].name}) was saved by an antipasto version that built its basis by the "
-                      f"randomized top-r route at {len(old)} layers (e.g. {old[0]!r}), and is loaded with that basis. Its guarantee (no "
-                      "input grows through the layer for coeff in [0, 1]) needs each weight's own top-r triplets, which an attach "
-                      "now takes: attach it again and retrain to have it", stacklevel=5)   # the caller of ap.load
+    _old_route(path, name, {n: adp[n] for n in old})
 
 # %% ../nbs/03_runtime.ipynb #8d95119b
 @_changes
@@ -1754,6 +1763,7 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
         if e['fingerprints'] is not None:
             _check_base(str(path), e, st.named[k].layers, lambda n, l: _base_weight(st, n, l),
                         "restore into the model it was trained on (ap.load(..., check_base=False) moves it to another base)")
+    rebuilt = {}   # (name, layer) -> a copy holding the randomized basis an older version saved the file with
     for e in sel:
         a = st.named[e['name']]
         _fill(str(path), e['name'], a.adapters, ts, e['recomputed'], e['selected'], copy_in=False)
@@ -1762,10 +1772,19 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
                 raise AdapterFileError(f"{path}: adapter {e['name']!r} was saved with the bases its base weight rebuilds, and "
                                        f"ap.cast rounded the attached ones (held in {[dtype_name(d) for d in ad.held_in]}); "
                                        "ap.load the file onto a fresh copy of the base instead")
-            for b in [b for b in e['recomputed'] if b in ROWS]:
-                w = ts[f"{e['name']}/{n}.{b}#sketch"]
-                if (sketch(b, getattr(ad, b)).abs() - w.abs()).abs().max() > 1e-3 * w.square().mean().sqrt() + 1e-12:
-                    raise AdapterFileError(f"{path}: the basis {b!r} of adapter {e['name']!r} at {n!r} differs from the attached one")
+            want = {b: ts[f"{e['name']}/{n}.{b}#sketch"] for b in e['recomputed'] if b in ROWS}
+            bad = next((b for b, w in want.items()
+                        if (sketch(b, getattr(ad, b)).abs() - w.abs()).abs().max() > 1e-3 * w.square().mean().sqrt() + 1e-12), None)
+            if bad is not None and not e['selected'] and getattr(ad, 'needs_exact_basis', lambda c: False)(ad.cfg):
+                alt, l = copy.deepcopy(ad), a.layers[n]   # a file from before the exact route: its randomized basis, on a copy
+                with attach_scope(), read_as_float32(_float32_basis(((e['fingerprints'] or {}).get(n) or {}).get('dtype'), l)):
+                    alt.init(l, exact=False)
+                sure = {b: w.abs() > SIGN_SURE * w.square().mean().sqrt() for b, w in want.items()}
+                if _align(alt, want, sure, e['recomputed']) is None: bad, rebuilt[(e['name'], n)] = None, alt
+            if bad is not None:
+                raise AdapterFileError(f"{path}: the basis {bad!r} of adapter {e['name']!r} at {n!r} differs from the attached one")
+    for (k, n), alt in rebuilt.items(): st.named[k].adapters[n].set_basis(alt.U, alt.S, alt.basis_in)
+    for k in dict.fromkeys(k for k, _ in rebuilt): _old_route(path, k, {n: st.named[k].adapters[n] for kk, n in rebuilt if kk == k})
     for e in sel:
         _fill(str(path), e['name'], st.named[e['name']].adapters, ts, e['recomputed'], e['selected'])
         for n, ad in st.named[e['name']].adapters.items(): ad._coeff = e['coeffs'].get(n, float(getattr(e['cfg'], 'coeff', 1.0)))

@@ -139,3 +139,36 @@ def test_adapters_on_some_blocks_compiled(tmp_path):
     rows = [list(map(float, l.split())) for l in p.stdout.strip().splitlines()[-6:]]
     for blocks in (rows[:3], rows[3:]):
         assert all(diff <= 1e-5 and effect > 1e-2 for diff, effect in blocks[:2]) and blocks[2][0] == 1.0, rows
+
+
+UNPICKLED = r'''
+import pickle, torch, antipasto as ap
+import torch._dynamo.config as dc
+from antipasto.testing import tiny_lm, tiny_batch
+ids = tiny_batch()['input_ids']
+m = tiny_lm()
+ads = ap.attach(m, ap.AntiPaSTOConfig(r=8, target_names=(r'layers\.1\.self_attn\.(q|v)_proj$',)))
+with torch.no_grad():
+    for a in ads.values(): a.g.normal_(0, 1, generator=torch.Generator().manual_seed(1))
+blob = pickle.dumps(m)
+dc.skip_nnmodule_hook_guards = True   # as in a process that never attached (the default)
+m = pickle.loads(blob)
+cm = torch.compile(m, backend='eager')
+for c in (1.0, -1.0):
+    with torch.no_grad(), ap.steer(m, c):
+        e = m(input_ids=ids, use_cache=False).logits
+        k = cm(input_ids=ids, use_cache=False).logits
+    with torch.no_grad(), ap.steer(m, 0.0): base = m(input_ids=ids, use_cache=False).logits
+    print((k - e).abs().max().item(), (e - base).abs().max().item())
+'''
+
+
+def test_unpickled_model_compiled(tmp_path):
+    """An adapted model unpickled where no attach ran (a worker, `torch.load` of the whole model): unpickling its record turns
+    the hook guards on, or the compiled model ran the base with adapters on block 1 only (0.15 off). Tolerance as above."""
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1'}
+    (tmp_path / 'unpickled.py').write_text(UNPICKLED)
+    p = subprocess.run([sys.executable, str(tmp_path / 'unpickled.py')], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [list(map(float, l.split())) for l in p.stdout.strip().splitlines()[-2:]]
+    assert all(diff <= 1e-5 and effect > 1e-2 for diff, effect in rows), rows

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ..core import AdapterConfig, ParamSpec, Constant, Variant, register, dense_weight, check_number
 
 # %% auto #0
-__all__ = ['DELORA_EPS', 'delora_scale', 'delora_delta', 'DeLoRAConfig', 'DeLoRA']
+__all__ = ['DELORA_EPS', 'delora_scale', 'delora_delta', 'delora_columns', 'DeLoRAConfig', 'DeLoRA']
 
 # %% ../../nbs/32_delora.ipynb #be632767
 DELORA_EPS = 1e-4  # peft's clamp on the row norms of A and column norms of B
@@ -26,6 +26,13 @@ def delora_scale(A: torch.Tensor, B: torch.Tensor, lam: torch.Tensor, r: int) ->
 def delora_delta(A, B, lam, r, w_norm) -> torch.Tensor:
     "The dense update `B diag(scale) A diag(w_norm)` (for checks; the forward never forms it)."
     return B @ torch.diag(delora_scale(A, B, lam, r)) @ A * w_norm.unsqueeze(0)
+
+# %% ../../nbs/32_delora.ipynb #5b32f93d
+def delora_columns(A: torch.Tensor, B: torch.Tensor, lam: torch.Tensor, r: int) -> torch.Tensor:
+    "`B diag(scale)`, formed as `B`'s unit columns times `lambda / r / ||a_i||`: bounded where the scale alone is not."
+    An = torch.clamp(A.norm(dim=1), min=DELORA_EPS)
+    Bn = torch.clamp(B.norm(dim=0), min=DELORA_EPS)
+    return (B / Bn) * ((lam / r) / An)
 
 # %% ../../nbs/32_delora.ipynb #e883feda
 @dataclass
@@ -55,6 +62,4 @@ class DeLoRA(Variant):
 
     def forward(self, layer, x, y):
         h = F.linear(x.to(self.A.dtype) * self.w_norm, self.A)
-        t = torch.promote_types(self.A.dtype, torch.float32)   # float16's range cannot hold the scale while B is near 0 (below)
-        h = F.linear(h.to(t) * delora_scale(self.A.to(t), self.B.to(t), self.lam.to(t), self.cfg.r), self.B.to(t))
-        return y + h.to(y.dtype)
+        return y + F.linear(h, delora_columns(self.A, self.B, self.lam, self.cfg.r)).to(y.dtype)
