@@ -1605,6 +1605,16 @@ def _align(a, want: dict, sure: dict, recomputed) -> tuple | None:
         if err > 1e-3 * w.square().mean().sqrt().item() + 1e-12: return b, err
     return None
 
+def _randomized_matches(a, layer, saved_dtype, want: dict, recomputed) -> bool:
+    "For a file saved before `a`'s variant took the exact route: rebuild `a`'s basis by the randomized route it was saved with, and whether the file's sketches `want` then match."
+    if not getattr(a, 'needs_exact_basis', lambda c: False)(a.cfg): return False
+    with attach_scope(), read_as_float32(_float32_basis(saved_dtype, layer)): a.init(layer, exact=False)
+    return _align(a, want, _sure(want), recomputed) is None
+
+def _sure(want: dict) -> dict:
+    "Per saved sketch, whether it can tell its direction's sign: one near 0 cannot (rounding on another machine flips it)."
+    return {b: w.abs() > SIGN_SURE * w.square().mean().sqrt() for b, w in want.items()}
+
 def _old_route(path, name: str, adapters_: dict) -> None:
     "Warn once: adapters `adapters_` of `name` (by layer) were rebuilt with the randomized basis a file saved before the exact route holds."
     if adapters_:
@@ -1625,15 +1635,10 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
     old = []   # layers whose file holds a basis of the randomized route where an attach now takes the exact one
     for n, a in adp.items():
         want = {b: ts[f'{name}/{n}.{b}#sketch'] for b in recomputed if b in ROWS}
-        # a sketch near 0 cannot tell a direction's sign (rounding on another machine flips it): that direction keeps the
-        # canonical sign the decomposition gives, which the saved one had too
-        sure = {b: w.abs() > SIGN_SURE * w.square().mean().sqrt() for b, w in want.items()}
-        miss = _align(a, want, sure, recomputed)
-        if miss is not None and not selected and getattr(a, 'needs_exact_basis', lambda c: False)(a.cfg):
-            # saved before such variants took the exact route at every size: the randomized basis it was saved with
-            with attach_scope(), read_as_float32(_float32_basis(((fps or {}).get(n) or {}).get('dtype'), targets[n])):
-                a.init(targets[n], exact=False)
-            if _align(a, want, sure, recomputed) is None: miss = None; old.append(n)
+        # a direction whose sketch cannot tell its sign keeps the canonical sign the decomposition gives, as the saved one did
+        miss = _align(a, want, _sure(want), recomputed)
+        if miss is not None and not selected and _randomized_matches(a, targets[n], ((fps or {}).get(n) or {}).get('dtype'), want, recomputed):
+            miss = None; old.append(n)
         if miss is not None:
             b, err = miss
             now, base_dtype = _dtype_str(targets[n]), ((fps or {}).get(n) or {}).get('dtype')
@@ -1775,12 +1780,10 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
             want = {b: ts[f"{e['name']}/{n}.{b}#sketch"] for b in e['recomputed'] if b in ROWS}
             bad = next((b for b, w in want.items()
                         if (sketch(b, getattr(ad, b)).abs() - w.abs()).abs().max() > 1e-3 * w.square().mean().sqrt() + 1e-12), None)
-            if bad is not None and not e['selected'] and getattr(ad, 'needs_exact_basis', lambda c: False)(ad.cfg):
-                alt, l = copy.deepcopy(ad), a.layers[n]   # a file from before the exact route: its randomized basis, on a copy
-                with attach_scope(), read_as_float32(_float32_basis(((e['fingerprints'] or {}).get(n) or {}).get('dtype'), l)):
-                    alt.init(l, exact=False)
-                sure = {b: w.abs() > SIGN_SURE * w.square().mean().sqrt() for b, w in want.items()}
-                if _align(alt, want, sure, e['recomputed']) is None: bad, rebuilt[(e['name'], n)] = None, alt
+            if bad is not None and not e['selected']:   # a file from before the exact route: its randomized basis, on a copy
+                alt = copy.deepcopy(ad)
+                if _randomized_matches(alt, a.layers[n], ((e['fingerprints'] or {}).get(n) or {}).get('dtype'), want, e['recomputed']):
+                    bad, rebuilt[(e['name'], n)] = None, alt
             if bad is not None:
                 raise AdapterFileError(f"{path}: the basis {bad!r} of adapter {e['name']!r} at {n!r} differs from the attached one")
     for (k, n), alt in rebuilt.items(): st.named[k].adapters[n].set_basis(alt.U, alt.S, alt.basis_in)
