@@ -44,6 +44,8 @@ def eigh64(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def gram_eigh(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     "`(S, Q, right)`: every singular value of `W` (float64, descending) from `eigh` of its smaller Gram matrix, and that side's singular vectors as the columns of `Q` (`right`: they are `V`, for a tall or square `W`)."
     Wd = W.detach().double()
+    if not torch.isfinite(Wd).all():   # LAPACK would print its own errors (SLASCL) and return NaN, or fail naming nothing
+        raise torch.linalg.LinAlgError(f"the {tuple(W.shape)} weight has non-finite (nan/inf) entries, so it has no decomposition")
     right = Wd.shape[0] >= Wd.shape[1]
     lam, Q = eigh64(Wd.T @ Wd if right else Wd @ Wd.T)
     return lam.flip(0).clamp(min=0).sqrt(), Q.flip(1), right

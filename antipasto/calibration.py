@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Callable, Iterable
 import torch
 from torch import nn
-from .layers import layouts_held
+from .layers import layouts_held, input_device
 
 # %% auto #0
 __all__ = ['BATCH_HELP', 'POOL_RANKS', 'calibration_batches', 'real_tokens', 'hooks_changed', 'pooled', 'check_same_targets',
@@ -211,7 +211,7 @@ def calibration_pass(model: nn.Module, layers: dict[str, nn.Module], fn: Callabl
                      data: Iterable) -> dict[str, int]:
     "Run `data` through `model`, calling `fn(name, x_real)` at each layer's input; returns each layer's real-token count."
     data = calibration_batches(data)
-    device = next(model.parameters()).device
+    device = input_device(model)   # not the first parameter: accelerate may have offloaded it to meta
     counts, state = dict.fromkeys(layers, 0), {'mask': None, 'kwargs': {}, 'i': -1, 'stopped': False}
     owner = threading.get_ident()
     streams, head, fired = _Streams(model), _head(model, layers), set()

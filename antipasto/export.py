@@ -13,7 +13,7 @@ from torch import nn
 from safetensors.torch import save_file
 from contextlib import nullcontext
 from .core import real_number, dense_weight
-from .runtime import MERGED_AT, steer, unwrap, merged_layers, _state, _select
+from .runtime import MERGED_AT, steer, unwrap, merged_layers, _state, _select, _check_usable
 from .basis import SVDVariant
 from .variants.hra import householder_wy
 from .variants.delora import delora_scale
@@ -164,6 +164,7 @@ def _pick(model, name):
     if len(sel) > 1: raise ValueError(f"export_peft: several adapters are {'attached' if name is None else 'selected'} "
                                       f"({sel}); pass name=... to export one of them")
     if not sel or not st.named[sel[0]].adapters: raise ValueError("export_peft: no adapter layers to export")
+    _check_usable(st, sel, 'export_peft')
     e = st.named[sel[0]]
     return sel[0], dict(e.adapters), dict(e.layers)
 

@@ -12,6 +12,7 @@ from .core import config_for, variant_cls
 from .runtime import attach, save
 from .targets import find_targets
 from .cost import is_family
+from .layers import input_device
 from .train import fit, init_distributed, finish_distributed, world, trainable, provenance, default_targets, run_config
 from .train import positive_int, positive_float, nonneg_float, int_list, str_list, writable_dir, readable_file, seed_int
 
@@ -19,9 +20,9 @@ from .train import positive_int, positive_float, nonneg_float, int_list, str_lis
 __all__ = ['NUMBER', 'ANSWER_TOKEN', 'MARKER', 'TRAIN_FIELDS', 'TEST_FIELDS', 'PROMPT', 'ANSWER_IS', 'DEFAULT_MODEL', 'GSM8K_R',
            'GSM8K_FAMILY_R', 'GSM8K_LR', 'GSM8K_LORA_LR', 'GSM8K_FAMILY_LR', 'GSM8K_COLUMNS', 'to_number',
            'extract_answer', 'is_correct', 'read_records', 'load_train', 'load_test', 'to_target', 'encode', 'collate',
-           'train_stream', 'batches', 'answer', 'check_test_lengths', 'evaluate', 'write_fixture', 'gsm8k_lr',
-           'run_name', 'load_model', 'parse_gsm8k_args', 'gsm8k_main', 'load_data', 'calibration_data', 'train_adapter',
-           'run_settings', 'results_record', 'append_tsv', 'write_results', 'run']
+           'train_stream', 'batches', 'answer', 'check_test_lengths', 'check_references', 'evaluate', 'write_fixture',
+           'gsm8k_lr', 'run_name', 'load_model', 'parse_gsm8k_args', 'gsm8k_main', 'load_data', 'calibration_data',
+           'train_adapter', 'run_settings', 'results_record', 'append_tsv', 'write_results', 'run']
 
 # %% ../nbs/43_gsm8k.ipynb #410e4e36
 _NUM = r'(?<![\d.,])(?:-\$?|\$-?)?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?![.,]?\d)'   # not a piece of a longer number
@@ -61,15 +62,31 @@ TRAIN_FIELDS, TEST_FIELDS = ('query', 'response'), ('question', 'answer')
 PROMPT = "Question: {}\nAnswer:"
 ANSWER_IS = re.compile(r'The answer is:?')
 
+def _json(text: str, path: str, at: str):
+    "`json.loads(text)`, its failure a ValueError naming the file and where (`at`)."
+    try: return json.loads(text)
+    except json.JSONDecodeError as e: raise ValueError(f"{path}: {at} is not valid JSON ({e.msg}, column {e.colno})") from None
+    except RecursionError: raise ValueError(f"{path}: {at} nests its JSON too deeply") from None
+
 def read_records(path: str, fields: tuple) -> list[dict]:
-    "Records of a JSON-lines (or JSON list) file, checked to have `fields`."
+    "Records of a JSON-lines (or JSON list) file: each an object whose `fields` are strings; an error names the file and the line."
     with open(path) as f:
         text = f.read()
-    recs = json.loads(text) if text.lstrip().startswith('[') else [json.loads(l) for l in text.splitlines() if l.strip()]
+    if text.lstrip().startswith('['):   # one JSON list: its records are numbered from 0
+        try: recs = json.loads(text)
+        except json.JSONDecodeError as e: raise ValueError(f"{path}: line {e.lineno} is not valid JSON ({e.msg})") from None
+        except RecursionError: raise ValueError(f"{path}: its JSON nests too deeply") from None
+        where = [f'record {i}' for i in range(len(recs))]
+    else:
+        rows = [(i, l) for i, l in enumerate(text.splitlines(), 1) if l.strip()]
+        recs, where = [_json(l, path, f'line {i}') for i, l in rows], [f'line {i}' for i, _ in rows]
     if not recs: raise ValueError(f"{path} has no records")
-    for i, r in enumerate(recs):
+    for at, r in zip(where, recs):
+        if not isinstance(r, dict): raise ValueError(f"{path}: {at} is a JSON {type(r).__name__}; each record is an object with {list(fields)}")
         missing = [k for k in fields if k not in r]
-        if missing: raise ValueError(f"{path}: record {i} lacks field(s) {missing}; each record needs {list(fields)}")
+        if missing: raise ValueError(f"{path}: {at} lacks field(s) {missing}; each record needs {list(fields)}")
+        odd = [k for k in fields if not isinstance(r[k], str)]
+        if odd: raise ValueError(f"{path}: {at} has field(s) {odd} that are not strings ({[type(r[k]).__name__ for k in odd]}); they hold text")
     return recs
 
 # %% ../nbs/43_gsm8k.ipynb #60f67699
@@ -149,7 +166,7 @@ def batches(stream, batch_size: int, pad_id: int):
 @torch.no_grad()
 def answer(model, tok, questions: list[str], max_new_tokens: int = 256, batch_size: int = 16, progress: bool = False) -> list[str]:
     "Greedy completions of the GSM8K prompts of `questions` (left-padded batches; only the new text is returned)."
-    device, out = next(model.parameters()).device, []
+    device, out = input_device(model), []
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     rng = range(0, len(questions), batch_size)
     if progress:
@@ -170,6 +187,14 @@ def check_test_lengths(tok, records, max_len: int) -> None:
         n = len(encode(tok, PROMPT.format(r['question']), None, 10**9)['input_ids'])
         if n > max_len: raise ValueError(f"GSM8K test item {i} has a {n}-token prompt, longer than --max-len {max_len}; "
                                          "raise --max-len (test items are never dropped: that would change the score's denominator)")
+
+# %% ../nbs/43_gsm8k.ipynb #ef9776ff
+def check_references(records, where: str = 'GSM8K test') -> None:
+    "Raise, naming the item, if a test answer has no number after `####` (it could not be scored: found before any training)."
+    for i, r in enumerate(records):
+        if extract_answer(r['answer']) is None:
+            raise ValueError(f"{where}: item {i}'s reference answer has no number after '####' ({r['answer'][-60:]!r}); "
+                             "every test answer must end in '#### <number>', as GSM8K's do")
 
 # %% ../nbs/43_gsm8k.ipynb #02c08a0c
 def evaluate(model, tok, records, max_new_tokens: int = 256, batch_size: int = 16, progress: bool = False) -> list[dict]:
@@ -332,10 +357,11 @@ def gsm8k_main(argv=None) -> int:
 
 # %% ../nbs/43_gsm8k.ipynb #d0a9c2de
 def load_data(args, tok) -> tuple[list, list]:
-    "The training and test records `args` names (only the first `--n-train` / `--n-test`), test prompt lengths checked."
+    "The training and test records `args` names (only the first `--n-train` / `--n-test`), test answers and prompt lengths checked."
     train_recs, test_recs = load_train(args.train_file), load_test(args.test_file)
     if args.n_train: train_recs = [train_recs[i] for i in range(min(args.n_train, len(train_recs)))]
     if args.n_test: test_recs = [test_recs[i] for i in range(min(args.n_test, len(test_recs)))]
+    check_references(test_recs, args.test_file or 'GSM8K test')
     check_test_lengths(tok, test_recs, args.max_len)
     return train_recs, test_recs
 

@@ -6,12 +6,14 @@
 from __future__ import annotations
 from contextlib import contextmanager
 import contextvars
+import itertools
 import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['layer_kind', 'is_linear_like', 'dims', 'cpu_packed', 'read_as_float32', 'dense_weight', 'weight_matrix',
-           'check_forward', 'quantize_linear', 'check_layouts', 'hold_layouts', 'release_layouts', 'layouts_held']
+__all__ = ['layer_kind', 'is_linear_like', 'dims', 'input_device', 'cpu_packed', 'read_as_float32', 'dense_weight',
+           'weight_matrix', 'check_forward', 'quantize_linear', 'check_layouts', 'hold_layouts', 'release_layouts',
+           'layouts_held']
 
 # %% ../nbs/05_layers.ipynb #c8d882e8
 def _bnb_kind(layer) -> str | None:
@@ -68,6 +70,13 @@ def dims(layer: nn.Module) -> tuple[int, int]:
         raise TypeError(f"{type(layer).__module__}.{type(layer).__name__} is not linear-like (no integer in_features/"
                         "out_features and weight, and not a Conv1D), so it cannot carry an adapter")
     return layer.in_features, layer.out_features
+
+# %% ../nbs/05_layers.ipynb #6ac8d841
+def input_device(model: nn.Module) -> torch.device:
+    "The device a pass puts `model`'s inputs on: its first parameter (or buffer) not on the meta device (offloaded by accelerate), else the CPU."
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if not t.is_meta: return t.device
+    return torch.device('cpu')
 
 # %% ../nbs/05_layers.ipynb #6dc19235
 def cpu_packed(layer: nn.Module) -> bool:

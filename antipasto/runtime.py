@@ -19,8 +19,8 @@ from .layers import dims, is_linear_like, layer_kind, read_as_float32, check_lay
 
 # %% auto #0
 __all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'ENTRY', 'WATCH', 'FIRED', 'CROSS', 'GROUPS', 'RELOADED',
-           'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'BASIS_FROM', 'FORMAT', 'MAX_TENSORS', 'MAX_META_CHARS',
-           'MAX_ERR', 'ADAPTER_FILE', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint',
+           'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'BASIS_FROM', 'FORMAT', 'ADAPTER_FILE', 'MAX_TENSORS',
+           'MAX_META_CHARS', 'MAX_ERR', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint',
            'fingerprint', 'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers', 'sketch',
            'save', 'AdapterFileError', 'read_config', 'load', 'cast', 'restore', 'AdapterState', 'AdapterCheckpoints']
 
@@ -331,7 +331,7 @@ def _check_layers(st: _State) -> None:
     if gone:
         raise RuntimeError(f"the layers {gone[:3]}{' and more' if len(gone) > 3 else ''} that antipasto adapters were attached to "
                            "were replaced since (model.dequantize(), a module swap, a re-quantization), so their adapters no longer "
-                           "run and this forward would silently be the base's there. ap.detach(model) (it works through the "
+                           "run (a forward would silently be the base's there). ap.detach(model) (it works through the "
                            "layers it recorded), then attach again, or ap.load the adapter's file, on the new layers")
 
 # %% ../nbs/03_runtime.ipynb #f402e11d
@@ -356,7 +356,19 @@ def _check_offloaded(st: _State, names=None, fix: str = '', first: bool = False)
         if lost:   # the adapters are not in the state dict accelerate offloads from (checkpoints hold the base only)
             raise RuntimeError(f"adapter {k!r} has tensors on the meta device at {lost[:2]}: their values are gone (accelerate's "
                                "dispatch_model or cpu_offload after the attach offloads them, and the adapter is not in the "
-                               f"state dict it offloads from). {fix}")
+                               f"state dict it offloads from; or model.to('meta')). {fix}")
+
+def _hooked(model: nn.Module, st: _State) -> bool:
+    "Whether accelerate hooked the root, a module above an adapted layer, or the layer itself: an offload there empties the adapters below it."
+    return '_hf_hook' in model.__dict__ or any('_hf_hook' in x.__dict__ for _, _, x, _, _ in st.above) \
+        or any('_hf_hook' in l.__dict__ for _, _, l, _ in st.slots)
+
+def _check_usable(st: _State, names, what: str) -> None:
+    "Refuse `what` (merge, delta_weight, export_peft) when adapters `names` no longer run: their layers were replaced, or an offload emptied them."
+    _check_reloaded(st)
+    _check_layers(st)
+    _check_offloaded(st, names, f"Nothing was done by {what}; ap.detach(model), then attach (or ap.load the adapter's file) with "
+                                "the target layers kept in memory")
 
 # %% ../nbs/03_runtime.ipynb #310d678b
 _BUSY = threading.Lock()   # guards the two tables below
@@ -463,7 +475,7 @@ def _root_hook(model, args, kwargs, entry: bool = False):
     _check_cache(st, kwargs)
     _check_frozen(st, model)
     _check_layers(st)
-    if '_hf_hook' in model.__dict__:   # accelerate hooked the model: an offload after the attach emptied the adapters
+    if _hooked(model, st):   # accelerate hooked the model or a block: an offload after the attach emptied the adapters
         _check_offloaded(st, first=True, fix="ap.detach(model), then attach (or ap.load the adapter's file) after dispatching, "
                                              "with the target layers kept in memory")   # an offload moves every tensor: one tells
     return None
@@ -847,6 +859,14 @@ def _base_only(m):
             if not was[id(a)]: a.__dict__.pop('_was_steered', None)
 
 # %% ../nbs/03_runtime.ipynb #34f50640
+def _refuse_nonfinite(vcls, targets: dict, e: Exception) -> None:
+    "Raise, naming the layers, when a decomposition failed (`e`) on weights with nan/inf entries; else raise `e` itself."
+    bad = [n for n, l in targets.items() if not torch.isfinite(dense_weight(l)).all()]
+    if not bad: raise e
+    raise ValueError(f"{vcls.name}: layer(s) {bad[:3]} have non-finite (nan/inf) weight entries, so the decomposition failed "
+                     f"({e}). Load the model's weights first (a model made with to_empty() or init_empty_weights holds garbage "
+                     "until then), or exclude the layer(s) (exclude_names=)") from None
+
 def _init(m, vcls, cfg, targets, adp, calibration_data) -> None:
     "Fill every adapter from its layer (and the calibration data): still off the model."
     if vcls.requires_calibration(cfg) and calibration_data is None:
@@ -856,9 +876,21 @@ def _init(m, vcls, cfg, targets, adp, calibration_data) -> None:
     if calibration_data is not None: calibration_data = calibration_batches(calibration_data)   # refused before any SVD
     skip_init = calibration_data is not None and vcls.group_init_replaces(cfg)   # e.g. a top-r SVD the selection redoes
     with attach_scope():  # init and group_init may share per-layer work (see core.memo)
-        for n, l in targets.items(): adp[n].reset(l, init=not skip_init)
+        for n, l in targets.items():
+            try: adp[n].reset(l, init=not skip_init)
+            except torch.linalg.LinAlgError as e: _refuse_nonfinite(vcls, {n: l}, e)   # LAPACK's error names no layer
         if calibration_data is not None:
-            with _base_only(m): vcls.group_init(m, {n: (targets[n], adp[n]) for n in targets}, cfg, calibration_data)
+            try:
+                with _base_only(m): vcls.group_init(m, {n: (targets[n], adp[n]) for n in targets}, cfg, calibration_data)
+            except torch.linalg.LinAlgError as e: _refuse_nonfinite(vcls, targets, e)
+    for n, a in adp.items():   # a weight with nan/inf (to_empty, a load that failed) gives NaN tensors that would train silently
+        bad = [k for k, t in itertools.chain(a.named_parameters(), a.named_buffers()) if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            nw = int((~torch.isfinite(dense_weight(targets[n]))).sum())
+            raise ValueError(f"{vcls.name}: the init of layer {n!r} gave non-finite (nan/inf) values in {bad[:3]}; " + (
+                f"the layer's weight has {nw} non-finite entries: load the model's weights first (a model made with to_empty() "
+                "or init_empty_weights holds garbage until then), or exclude the layer (exclude_names=)" if nw else
+                "the calibration data or the config (alpha, r) overflows it: check both, or use a float32 adapter (dtype=)"))
 
 # %% ../nbs/03_runtime.ipynb #dc2eaed3
 def _has_hook(d: dict, fn) -> bool: return any(h is fn for h in d.values())
@@ -1175,6 +1207,7 @@ def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, ch
     sel = _select(st, name)
     ads = [(k, st.named[k].adapters[layer_name]) for k in sel if layer_name in st.named[k].adapters]
     if not ads: raise KeyError(f"no adapter {name!r} on layer {layer_name!r}")
+    _check_usable(st, [k for k, _ in ads], 'delta_weight')
     if not (is_int(chunk) and chunk >= 1): raise ValueError(f"chunk={chunk!r} must be a positive int (probe columns per pass)")
     merged = [k for k, a in ads if a.merged and not a.delta_from_input]
     if merged:   # the layer's weight holds their change now: run again on W + dW, a change that reads W comes out wrong
@@ -1234,6 +1267,7 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
     sel = _select(st, name)
     todo = [k for k in sel if not any(a.merged for a in st.named[k].adapters.values())]
     if not todo: raise RuntimeError(f"adapters {sel} are already merged; ap.unmerge(model) first")
+    _check_usable(st, todo, 'merge')
     steered = [k for k in todo if any(a.__dict__.get(OPEN_STEERS) for a in st.named[k].adapters.values())]
     if steered:   # the block's later forwards would run at the merge's coefficient, not the block's
         raise RuntimeError(f"merge while an ap.steer block is open on adapters {steered} (in this thread or another): its "
@@ -1328,6 +1362,7 @@ def _nullctx(): yield
 
 # %% ../nbs/03_runtime.ipynb #bd0917c8
 FORMAT = 'antipasto/2'
+ADAPTER_FILE = 'antipasto_adapter.safetensors'   # the adapter file in a Trainer checkpoint folder (AdapterCheckpoints)
 MAX_TENSORS, MAX_META_CHARS, MAX_ERR = 200_000, 1 << 20, 300   # 1 MiB of metadata: configs, layer names, fingerprints of ~3000 targets
 
 # %% ../nbs/03_runtime.ipynb #41a1bf29
@@ -1394,6 +1429,7 @@ def _save(model, path, name=None, basis: bool = False, write: bool = True, meta:
     "`save`, gathering on every rank that calls it and writing only where `write` (FSDP2's gathers are collective); `meta`: extra file metadata."
     path, basis = _file_path(path), _flag(basis, 'basis')
     st = _state(model)
+    _check_reloaded(st)   # a Trainer's load_best_model_at_end without the callback: the adapter saved is the last step's
     tensors, entries = {}, []
     for k in _select(st, name):
         e = st.named[k]
@@ -1512,6 +1548,10 @@ def read_config(path, name: str | None = None) -> AdapterConfig:
 def _read(path, tensors: bool = True):
     "Validated entries and (optionally) tensors of an adapter file; nothing from the file is executed or matched."
     path = _file_path(path)
+    if os.path.isdir(path):
+        inside = os.path.join(path, ADAPTER_FILE)
+        raise IsADirectoryError(f"{path} is a folder, not an adapter file" + (f"; it holds {inside}: pass that path" if
+                                os.path.isfile(inside) else "; pass the path of the .safetensors file ap.save wrote"))
     if not os.path.isfile(path): raise FileNotFoundError(f"no adapter file at {path}")
     try:
         with safe_open(path, 'pt') as f:
@@ -1585,6 +1625,12 @@ def _check_base(path, e: dict, targets: dict, weight, move: str = "pass check_ba
             raise AdapterFileError(f"{path}: adapter {e['name']!r} was saved on a different base at layer {n!r} "
                                    f"({why or 'no fingerprint'}); load it into the model it was trained on, or {fix}")
 
+def _unchecked(path) -> None:
+    "Warn that a file written before fingerprints (format antipasto/1) cannot be checked against the base it goes onto."
+    warnings.warn(f"{path} was written before adapter files recorded their base (format antipasto/1), so it cannot be "
+                  "checked against this model's weights: make sure this is the base it was trained on, then ap.save it again "
+                  "to record the base", stacklevel=3)
+
 # %% ../nbs/03_runtime.ipynb #fdb9b404
 def _float32_basis(d: str | None, layer: nn.Module) -> bool:
     "Whether a file's bases came from a float32 weight (its record's dtype `d`) that `layer` now holds in float64: rebuilt by float32's route."
@@ -1611,6 +1657,13 @@ def _randomized_matches(a, layer, saved_dtype, want: dict, recomputed) -> bool:
     with attach_scope(), read_as_float32(_float32_basis(saved_dtype, layer)): a.init(layer, exact=False)
     return _align(a, want, _sure(want), recomputed) is None
 
+def _repicked(a, layer, saved_dtype, want: dict, recomputed, index=None) -> bool:
+    "Rebuild `a`'s basis from `layer` as a compact file records it (directions `index` that calibration data picked, else the plain top-r), and whether the file's sketches `want` then match."
+    with attach_scope(), read_as_float32(_float32_basis(saved_dtype, layer)):
+        if index is not None: a.select(layer, index)
+        else: a.init(layer)
+    return _align(a, want, _sure(want), recomputed) is None
+
 def _sure(want: dict) -> dict:
     "Per saved sketch, whether it can tell its direction's sign: one near 0 cannot (rounding on another machine flips it)."
     return {b: w.abs() > SIGN_SURE * w.square().mean().sqrt() for b, w in want.items()}
@@ -1631,7 +1684,7 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
         for n, l in targets.items():
             with read_as_float32(_float32_basis(((fps or {}).get(n) or {}).get('dtype'), l)):
                 if selected: adp[n].select(l, ts[f'{name}/{n}.selected'])
-                else: adp[n].reset(l)
+                else: adp[n].reset(l, generator=torch.Generator().manual_seed(0))   # draws the file overwrites: not from the user's RNG
     old = []   # layers whose file holds a basis of the randomized route where an attach now takes the exact one
     for n, a in adp.items():
         want = {b: ts[f'{name}/{n}.{b}#sketch'] for b in recomputed if b in ROWS}
@@ -1642,13 +1695,19 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
         if miss is not None:
             b, err = miss
             now, base_dtype = _dtype_str(targets[n]), ((fps or {}).get(n) or {}).get('dtype')
-            how = ("quantize the base as the file's was" if now.startswith('bnb') else
-                   "cast after (model.to(...) keeps the adapter's dtype)")
+            quant = now.startswith('bnb') or (base_dtype or '').startswith('bnb')   # a quantized side: no cast turns one into the other
             why = (f"the file was saved on a {base_dtype} base and this one is {now}: a compact file rebuilds its basis from "
+                   "the weight, and quantizing the weight moves its singular directions. Load it onto the "
+                   f"{base_dtype} base it was saved on; to move it, save it there with ap.save(..., basis=True) and load that "
+                   "file here with check_base=False (the quantized weights differ from the others, which the base check "
+                   "refuses)" if base_dtype not in (None, now) and quant else
+                   f"the file was saved on a {base_dtype} base and this one is {now}: a compact file rebuilds its basis from "
                    "the weight, and rounding the weight moves its singular directions. Load it into the "
-                   f"{base_dtype} base and {how}, or save it with "
+                   f"{base_dtype} base and cast after (model.to(...) keeps the adapter's dtype), or save it with "
                    "ap.save(..., basis=True), which loads into either" if base_dtype not in (None, now) else
-                   f"was the base quantized another way (quant type, double quantization, block size), or the file saved by "
+                   f"was the base quantized another way (quant type, double quantization, block size), or run in eval mode "
+                   "on the CPU before the attach it was saved from or this load (bitsandbytes then repacks its 4-bit layers "
+                   "and rounds their scales: reload and attach before any eval forward), or the file saved by "
                    "another antipasto version, whose decomposition differed? Save the adapter with ap.save(..., basis=True) to "
                    "store the basis itself" if now.startswith('bnb') else
                    "was the base weight changed since the file was saved (a fine-tuned or re-saved copy: a change too "
@@ -1687,6 +1746,7 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
                                                pending=[(b[3], variant_cls(b[0]), b[1]) for b in built])
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'], copy_in=False)
         if check_base and e['fingerprints'] is not None: _check_base(str(path), e, targets, lambda n, l: dense_weight(l))
+        elif check_base: _unchecked(path)
         if e['recomputed']:
             with _no_autocast(): _recompute(str(path), e['name'], targets, adp, ts, e['recomputed'], e['selected'], e['fingerprints'])
         _fill(str(path), e['name'], adp, ts, e['recomputed'], e['selected'])
@@ -1765,10 +1825,13 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
         if any(a.merged for a in st.named[k].adapters.values()):
             raise RuntimeError(f"adapter {k!r} is merged into the weights, which would keep its old tensors; "
                                "ap.unmerge(model) first, then restore")
-        if e['fingerprints'] is not None:
+        if e['selected']: _check_selection(str(path), k, st.named[k].layers, st.named[k].adapters, ts)
+        if e['fingerprints'] is None: _unchecked(path)
+        else:
             _check_base(str(path), e, st.named[k].layers, lambda n, l: _base_weight(st, n, l),
                         "restore into the model it was trained on (ap.load(..., check_base=False) moves it to another base)")
     rebuilt = {}   # (name, layer) -> a copy holding the randomized basis an older version saved the file with
+    repicked = {}  # (name, layer) -> a copy holding the basis the file records, where the attach picked other directions
     for e in sel:
         a = st.named[e['name']]
         _fill(str(path), e['name'], a.adapters, ts, e['recomputed'], e['selected'], copy_in=False)
@@ -1784,9 +1847,20 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
                 alt = copy.deepcopy(ad)
                 if _randomized_matches(alt, a.layers[n], ((e['fingerprints'] or {}).get(n) or {}).get('dtype'), want, e['recomputed']):
                     bad, rebuilt[(e['name'], n)] = None, alt
+            if bad is not None and e['recomputed']:   # attached with other calibration data, or none (or with some where the file had none)
+                alt, dt = copy.deepcopy(ad), ((e['fingerprints'] or {}).get(n) or {}).get('dtype')
+                if _repicked(alt, a.layers[n], dt, want, e['recomputed'], ts[f"{e['name']}/{n}.selected"] if e['selected'] else None):
+                    bad, repicked[(e['name'], n)] = None, alt
             if bad is not None:
-                raise AdapterFileError(f"{path}: the basis {bad!r} of adapter {e['name']!r} at {n!r} differs from the attached one")
+                raise AdapterFileError(f"{path}: the basis {bad!r} of adapter {e['name']!r} at {n!r} differs from the attached one, "
+                                       "and rebuilding it from this layer's weight as the file records it does not give it either: "
+                                       "was the base weight changed since the file was saved? Restore into the model it was saved from")
     for (k, n), alt in rebuilt.items(): st.named[k].adapters[n].set_basis(alt.U, alt.S, alt.basis_in)
+    for (k, n), alt in repicked.items():   # the file's directions: a later save records them, not the attach's
+        ad = st.named[k].adapters[n]
+        ad.set_basis(alt.U, alt.S, alt.basis_in); ad.selected = alt.selected
+    for e in sel:
+        if any(k == e['name'] for k, _ in repicked): st.named[e['name']].calibrated = e['calibrated']
     for k in dict.fromkeys(k for k, _ in rebuilt): _old_route(path, k, {n: st.named[k].adapters[n] for kk, n in rebuilt if kk == k})
     for e in sel:
         _fill(str(path), e['name'], st.named[e['name']].adapters, ts, e['recomputed'], e['selected'])
@@ -1795,10 +1869,11 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
             for n, ad in st.named[e['name']].adapters.items():
                 ad.__dict__['held_in'] = e['held_in']
                 if _has_bases(ad): ad.__dict__[BASIS_FROM] = _stored_from(e, n, st.named[e['name']].layers[n])
+                ad.selected = None   # the attach's picks no longer name these bases: a save stores them
+            st.named[e['name']].calibrated = e['calibrated']
     torch.clear_autocast_cache()   # written in place: an enclosing autocast region would go on reading its copy of the old values
 
 # %% ../nbs/03_runtime.ipynb #b2d6ccae
-ADAPTER_FILE = 'antipasto_adapter.safetensors'
 TOKEN_KEY = 'trainer_checkpoint'   # file metadata: the token the checkpoint's trainer_state.json records for its adapter
 _all_ = ['AdapterCheckpoints']
 

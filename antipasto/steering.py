@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from .core import check_coeff, is_bool, is_int, real_number
 from .runtime import adapters, steer, unwrap
+from .layers import input_device
 
 # %% auto #0
 __all__ = ['CONCEPTS', 'FLIP', 'DEFAULTS', 'HELD_OUT', 'expand_pair', 'contrastive_pairs', 'builtin_pairs', 'blocks', 'encode',
@@ -156,7 +157,7 @@ def run(model: nn.Module, batch: dict, layer: int):
 @torch.no_grad()
 def embed(model: nn.Module, tokenizer, texts, layer: int | None = None, batch_size: int = 32, max_length: int = 64) -> torch.Tensor:
     "Mean-pooled hidden states of `texts` (float32): after block `layer`, or the model's last hidden state when `layer` is None."
-    dev = next(model.parameters()).device
+    dev = input_device(model)
     outs = []
     for i in range(0, len(texts), batch_size):
         b = encode(tokenizer, texts[i:i + batch_size], max_length, dev)
@@ -324,7 +325,7 @@ def model_kind(model: nn.Module, out=None) -> str:
 def _kind(model: nn.Module, tokenizer, text: str, max_length: int, name=None) -> str:
     "`model_kind`, with the output of one forward on `text` at coefficient 0 for a model whose class and config do not say."
     with _steer(model, 0.0, name):
-        return model_kind(model, model(**encode(tokenizer, [text], max_length, next(model.parameters()).device)))
+        return model_kind(model, model(**encode(tokenizer, [text], max_length, input_device(model))))
 
 def _last_hidden(out) -> torch.Tensor:
     "The encoder's output states: `last_hidden_state`, else the last of `hidden_states` (a masked LM's output has only those)."
@@ -416,7 +417,7 @@ def pair_shift(model: nn.Module, tokenizer, pairs, layer: int, Q: torch.Tensor, 
 def preference(model: nn.Module, tokenizer, pairs, layer: int, Q: torch.Tensor, ref: torch.Tensor, coeff: float,
                kind: str | None = None, name: str | None = None, max_length: int = 64, batch_size: int = 16) -> torch.Tensor:
     "Per pair, the preference change p_i(coeff) the monotonicity hinge reads: log-prob preference (causal LM) or `pair_shift` (encoder)."
-    dev = next(model.parameters()).device
+    dev = input_device(model)
     if kind is None: kind = _kind(model, tokenizer, pairs[0][0], max_length, name)
     if kind != 'causal': return pair_shift(model, tokenizer, pairs, layer, Q, ref, coeff, name, max_length)
     out = []

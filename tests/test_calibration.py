@@ -68,3 +68,24 @@ def test_dataloader_read_once():
     got = ap.attach(tiny_lm().eval(), cfg, DataLoader(Stream(), batch_size=None))
     for n in want:
         for k in ('U', 'S', 'Vh', 'selected'): assert torch.equal(getattr(want[n], k), getattr(got[n], k)), (n, k)
+
+
+def test_embeddings_offloaded():
+    "The input embeddings offloaded to disk (the model's first parameter on meta): the pass sends its batches where values are, not to meta."
+    from accelerate import dispatch_model
+    torch.manual_seed(0)
+    ref = tiny_lm().eval()
+    with tempfile.TemporaryDirectory() as d:
+        m = dispatch_model(copy.deepcopy(ref), device_map={'model.embed_tokens': 'disk', 'model.layers': 'cpu',
+                                                            'model.norm': 'cpu', 'model.rotary_emb': 'cpu', 'lm_head': 'cpu'},
+                           offload_dir=d)
+        assert next(m.parameters()).is_meta
+        calib = [tiny_batch(), tiny_batch(seed=1)]
+        for v in ('antipasto', 'antipasto_corda', 'eva'):   # these read the calibration data; each failed with "Cannot copy out of meta tensor"
+            cfg = ap.config_for(v, r=8, target_names=(r'q_proj$', r'v_proj$'))
+            want, got = ap.attach(ref, cfg, calib), ap.attach(m, cfg, calib)
+            for n in want:
+                for k, t in want[n].state_dict().items(): assert torch.equal(t, got[n].state_dict()[k]), (v, n, k)
+            b = tiny_batch(seed=2)
+            with torch.no_grad(): assert torch.equal(m(**b).logits, ref(**b).logits), v
+            ap.detach(ref); ap.detach(m)
