@@ -622,16 +622,12 @@ from .layers import dense_weight, dims, layer_kind  # dense_weight, dims re-expo
 
 # %% ../nbs/00_core.ipynb #f474c317
 def check_weight_alive(cls, name: str, layer: nn.Module) -> None:
-    "A clear error if variant class `cls` builds its change of the layer's own map (`from_weight`) and that map is zero or not finite."
+    "A clear error if variant class `cls` builds its change of the layer's own map (`from_weight`) and that map is zero."
     if not cls.from_weight: return
     w = layer.weight
-    W = (w if layer_kind(layer) in ('linear', 'conv1d') else dense_weight(layer)).detach()   # a quantized weight's codes (uint8, or packed in bfloat16) are not its values
-    if not torch.isfinite(W).all():   # a decomposition of it is NaN (or a LAPACK error naming no layer)
-        raise ValueError(f"{cls.name}: layer {name!r} has {int((~torch.isfinite(W)).sum())} non-finite (nan/inf) weight entries, "
-                         "and this variant builds its change from the layer's weight, so its tensors would be NaN. Load the "
-                         "model's weights first (a model made with to_empty() or init_empty_weights holds garbage until then), "
-                         "or exclude the layer (exclude_names=)")
-    if W.any(): return
+    try: dense = layer_kind(layer) in ('linear', 'conv1d')
+    except TypeError: dense = w.is_floating_point()   # a kind no init reads (float8, a custom layer): its stored values, as a gate sees them
+    if (w if dense else dense_weight(layer)).any(): return   # a quantized weight's codes (uint8, or packed in bfloat16) are not its values
     b = getattr(layer, 'bias', None)
     if cls.from_weight == 'output' and isinstance(b, torch.Tensor) and b.any(): return
     what = 'weight' if cls.from_weight == 'weight' else 'weight and bias'

@@ -70,7 +70,7 @@ def _json(text: str, path: str, at: str):
 
 def read_records(path: str, fields: tuple) -> list[dict]:
     "Records of a JSON-lines (or JSON list) file: each an object whose `fields` are strings; an error names the file and the line."
-    with open(path) as f:
+    with open(path, encoding='utf-8') as f:
         text = f.read()
     if text.lstrip().startswith('['):   # one JSON list: its records are numbered from 0
         try: recs = json.loads(text)
@@ -78,7 +78,7 @@ def read_records(path: str, fields: tuple) -> list[dict]:
         except RecursionError: raise ValueError(f"{path}: its JSON nests too deeply") from None
         where = [f'record {i}' for i in range(len(recs))]
     else:
-        rows = [(i, l) for i, l in enumerate(text.splitlines(), 1) if l.strip()]
+        rows = [(i, l) for i, l in enumerate(text.split('\n'), 1) if l.strip()]   # not splitlines: U+2028 may sit inside a string
         recs, where = [_json(l, path, f'line {i}') for i, l in rows], [f'line {i}' for i, _ in rows]
     if not recs: raise ValueError(f"{path} has no records")
     for at, r in zip(where, recs):
@@ -193,7 +193,7 @@ def check_references(records, where: str = 'GSM8K test') -> None:
     "Raise, naming the item, if a test answer has no number after `####` (it could not be scored: found before any training)."
     for i, r in enumerate(records):
         if extract_answer(r['answer']) is None:
-            raise ValueError(f"{where}: item {i}'s reference answer has no number after '####' ({r['answer'][-60:]!r}); "
+            raise ValueError(f"{where}: item {i} (counted from 0)'s reference answer has no number after '####' ({r['answer'][-60:]!r}); "
                              "every test answer must end in '#### <number>', as GSM8K's do")
 
 # %% ../nbs/43_gsm8k.ipynb #02c08a0c

@@ -20,9 +20,10 @@ from .layers import dims, is_linear_like, layer_kind, read_as_float32, check_lay
 # %% auto #0
 __all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'ENTRY', 'WATCH', 'FIRED', 'CROSS', 'GROUPS', 'RELOADED',
            'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'BASIS_FROM', 'FORMAT', 'ADAPTER_FILE', 'MAX_TENSORS',
-           'MAX_META_CHARS', 'MAX_ERR', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config', 'checkpoint',
-           'fingerprint', 'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge', 'merged_layers', 'sketch',
-           'save', 'AdapterFileError', 'read_config', 'load', 'cast', 'restore', 'AdapterState', 'AdapterCheckpoints']
+           'MAX_META_CHARS', 'MAX_ERR', 'GAP_MIN', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config',
+           'checkpoint', 'fingerprint', 'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge',
+           'merged_layers', 'sketch', 'save', 'AdapterFileError', 'read_config', 'load', 'cast', 'restore',
+           'AdapterState', 'AdapterCheckpoints']
 
 # %% ../nbs/03_runtime.ipynb #a0db59f2
 ADAPTER = 'ap_adapter'   # the ModuleDict {adapter name: Variant} added to each target layer
@@ -359,9 +360,8 @@ def _check_offloaded(st: _State, names=None, fix: str = '', first: bool = False)
                                f"state dict it offloads from; or model.to('meta')). {fix}")
 
 def _hooked(model: nn.Module, st: _State) -> bool:
-    "Whether accelerate hooked the root, a module above an adapted layer, or the layer itself: an offload there empties the adapters below it."
-    return '_hf_hook' in model.__dict__ or any('_hf_hook' in x.__dict__ for _, _, x, _, _ in st.above) \
-        or any('_hf_hook' in l.__dict__ for _, _, l, _ in st.slots)
+    "Whether accelerate hooked the root or an adapted layer: an offload of the model or of a block (cpu_offload, dispatch_model) hooks every module holding tensors below it, so it empties the adapters there."
+    return '_hf_hook' in model.__dict__ or any('_hf_hook' in l.__dict__ for _, _, l, _ in st.slots)
 
 def _check_usable(st: _State, names, what: str) -> None:
     "Refuse `what` (merge, delta_weight, export_peft) when adapters `names` no longer run: their layers were replaced, or an offload emptied them."
@@ -448,6 +448,15 @@ def _check_context(st: _State) -> None:
                           "next to a steered thread, wrap this forward in ap.steer(model, 1.0)", stacklevel=3)
             return
 
+_LIB_DIRS = tuple(p + os.sep for p in (os.path.dirname(getattr(sys.modules[__name__], '__file__', None) or ''),
+                                       os.path.dirname(torch.__file__)) if p) + (contextlib.__file__,)
+
+def _user_level() -> int:
+    "A `warnings.warn` stacklevel that names the first caller outside antipasto, torch and contextlib: the user's line."
+    f, level = sys._getframe(1), 1
+    while f is not None and f.f_code.co_filename.startswith(_LIB_DIRS): f, level = f.f_back, level + 1
+    return level if f is not None else 1
+
 def _check_reloaded(st: _State) -> None:
     "Warn, once per load, when a state dict was loaded over the model and no adapter file was loaded after it."
     if st.reloads == _RELOADS[0]: return
@@ -459,7 +468,7 @@ def _check_reloaded(st: _State) -> None:
                       "load_best_model_at_end, the checkpoint's adapter was not restored: pass callbacks=[ap.AdapterCheckpoints()] "
                       "to the Trainer (accelerate: register ap.AdapterState(model)), or load it with ap.restore(model, "
                       "'<checkpoint>/antipasto_adapter.safetensors'). If the current adapters are what you want, ignore this",
-                      stacklevel=3)
+                      stacklevel=_user_level())
 
 def _root_hook(model, args, kwargs, entry: bool = False):
     "Root pre-hook (`entry`: run for a forward that starts at a backbone): checkpoint functions see the forward's steering, KV caches remember theirs, a lost steering or adapter is told."
@@ -1003,10 +1012,16 @@ def _guard_hooks() -> None:
     import torch._dynamo.config as dc   # transformers has imported it already
     if getattr(dc, 'skip_nnmodule_hook_guards', False): dc.skip_nnmodule_hook_guards = False
 
+def _peft_trainable(m: nn.Module) -> list[str]:
+    "Names of peft's own trainable tensors on `m` (a tuner layer's adapter weights, not its base layer's), which a first attach freezes."
+    return [f'{n}.{pn}' for n, x in m.named_modules() if wraps_base(x)
+            for pn, p in x.named_parameters() if p.requires_grad and not pn.startswith('base_layer.')]
+
 def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Module | None = None) -> None:
     "Put built adapters on the model: containers, hooks, grad flags (`outer`: the model as the caller passed it). Rolled back if anything fails."
     st = m.__dict__.get(STATE)
     first = st is None
+    peft_frozen = _peft_trainable(m) if first else []
     if first:
         st = _State(requires_grad=[(n, _Ref(p), p.requires_grad) for n, p in m.named_parameters(remove_duplicate=False)],
                     ckpt_layers=[x for x in m.modules() if hasattr(x, 'gradient_checkpointing')],
@@ -1044,6 +1059,11 @@ def _install(m, cfg, targets, adp, name, calibrated: bool = False, outer: nn.Mod
         if added: hooks_changed(m if outer is None else outer)   # not `or`: a wrapper's truth is its len()
     except BaseException:
         _remove(m, st, [name], outer); raise
+    if peft_frozen:   # the other way round (peft after the attach) is told at the first training forward
+        warnings.warn(f"ap.attach froze peft's trainable tensors ({len(peft_frozen)}, e.g. {peft_frozen[0]!r}): only the base and the "
+                      "antipasto adapters are touched by an attach, and the base is frozen, so those would not train. To "
+                      "train them too: for n, p in model.named_parameters(): p.requires_grad_(p.requires_grad or 'lora_' in n); "
+                      "ap.detach gives them their flags back", stacklevel=_user_level())
 
 # %% ../nbs/03_runtime.ipynb #68a33340
 @_changes
@@ -1201,13 +1221,13 @@ def _steering(coeffs: dict):
             if not w: a.__dict__.pop('_was_steered', None)
 
 @torch.no_grad()
-def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def _affine_delta(model: nn.Module, layer_name: str, name: str | None = None, chunk: int = 1024, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     "The change `(dW, db)` (float32; float64 on a float64 weight) the unmerged adapters `name` (None: all) make on one layer's map `x -> W x + b`, read through their forward."
     st = _state(model)
     sel = _select(st, name)
     ads = [(k, st.named[k].adapters[layer_name]) for k in sel if layer_name in st.named[k].adapters]
     if not ads: raise KeyError(f"no adapter {name!r} on layer {layer_name!r}")
-    _check_usable(st, [k for k, _ in ads], 'delta_weight')
+    if check: _check_usable(st, [k for k, _ in ads], 'delta_weight')   # merge checks once for all its layers
     if not (is_int(chunk) and chunk >= 1): raise ValueError(f"chunk={chunk!r} must be a positive int (probe columns per pass)")
     merged = [k for k, a in ads if a.merged and not a.delta_from_input]
     if merged:   # the layer's weight holds their change now: run again on W + dW, a change that reads W comes out wrong
@@ -1302,7 +1322,7 @@ def merge(model: nn.Module, coeff=None, name: str | None = None) -> None:
             deltas = {}
             for k in todo:
                 for n in st.named[k].layers:
-                    dW, db = _affine_delta(m, n, k)
+                    dW, db = _affine_delta(m, n, k, check=False)
                     deltas[n] = (deltas[n][0] + dW, deltas[n][1] + db) if n in deltas else (dW, db)
             at = {k: _coeff_of(next(iter(st.named[k].adapters.values()))) for k in todo}   # what a KV cache filled merged is tagged with
     finally:
@@ -1390,12 +1410,25 @@ def sketch(buffer: str, t: torch.Tensor) -> torch.Tensor:
     return (t @ _z(t.shape[1])).float()
 
 # %% ../nbs/03_runtime.ipynb #37477d14
+GAP_MIN = 1e-5   # kept singular values closer than this, relative to the largest, span a plane rounding turns (see above)
+
+def _degenerate(a: Variant) -> bool:
+    "Whether two directions `a` keeps have (nearly) the same singular value, so a rebuild elsewhere (other threads, another BLAS) may turn them within their plane; read where the values are float32 or float64."
+    b = a._buffers
+    if b.get('S') is not None: s = b['S']
+    elif b.get('A0') is not None and b.get('B0') is not None: s = b['A0'].norm(dim=1) * b['B0'].norm(dim=0)   # PiSSA: s_i / scale
+    else: return False
+    if s.dtype not in (torch.float32, torch.float64) or s.numel() < 2: return False   # rounded values tie without a tie in W
+    s = _full(s).detach().double().abs().sort().values
+    return bool(((s[1:] - s[:-1]) <= GAP_MIN * s[-1]).any())
+
 def _recomputable(e: _Named, a: Variant, fps: dict) -> tuple[list[str], bool]:
     "The frozen buffers `load` rebuilds from the base weight (recorded now as `fps`), and whether that needs the directions the calibration data picked."
     picked = all(x.selected is not None for x in e.adapters.values())
     if e.calibrated and not picked: return [], False   # a basis the data itself shaped (CorDA's P) is stored
     if any(x.basis_rounded for x in e.adapters.values()): return [], False   # rounded by casts: the weight gives other values
     if not all(_rebuilds(x, fps[n]) for n, x in e.adapters.items()): return [], False   # the weight was rounded since
+    if any(_degenerate(x) for x in e.adapters.values()): return [], False   # directions a rebuild may turn: stored
 
     return _weight_bases(a), e.calibrated
 
@@ -1629,7 +1662,7 @@ def _unchecked(path) -> None:
     "Warn that a file written before fingerprints (format antipasto/1) cannot be checked against the base it goes onto."
     warnings.warn(f"{path} was written before adapter files recorded their base (format antipasto/1), so it cannot be "
                   "checked against this model's weights: make sure this is the base it was trained on, then ap.save it again "
-                  "to record the base", stacklevel=3)
+                  "to record the base", stacklevel=_user_level())
 
 # %% ../nbs/03_runtime.ipynb #fdb9b404
 def _float32_basis(d: str | None, layer: nn.Module) -> bool:
@@ -1657,6 +1690,13 @@ def _randomized_matches(a, layer, saved_dtype, want: dict, recomputed) -> bool:
     with attach_scope(), read_as_float32(_float32_basis(saved_dtype, layer)): a.init(layer, exact=False)
     return _align(a, want, _sure(want), recomputed) is None
 
+def _take_bases(a, alt) -> None:
+    "Give adapter `a` the weight bases `alt` (a rebuilt copy of it) holds."
+    if hasattr(a, 'set_basis'): a.set_basis(alt.U, alt.S, alt.basis_in)   # the family's column-major U and its basis_in
+    else:
+        with torch.no_grad():
+            for b in _weight_bases(a): getattr(a, b).copy_(getattr(alt, b))
+
 def _repicked(a, layer, saved_dtype, want: dict, recomputed, index=None) -> bool:
     "Rebuild `a`'s basis from `layer` as a compact file records it (directions `index` that calibration data picked, else the plain top-r), and whether the file's sketches `want` then match."
     with attach_scope(), read_as_float32(_float32_basis(saved_dtype, layer)):
@@ -1675,7 +1715,7 @@ def _old_route(path, name: str, adapters_: dict) -> None:
         warnings.warn(f"{path}: adapter {name!r} ({adapters_[n].name}) was saved by an antipasto version that built its basis by the "
                       f"randomized top-r route at {len(adapters_)} layers (e.g. {n!r}), and is loaded with that basis. Its guarantee (no "
                       "input grows through the layer for coeff in [0, 1]) needs each weight's own top-r triplets, which an attach "
-                      "now takes: attach it again and retrain to have it", stacklevel=5)   # the caller of ap.load or ap.restore
+                      "now takes: attach it again and retrain to have it", stacklevel=_user_level())
 
 def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False, fps: dict | None = None) -> None:
     "Rebuild the bases the file left out from the base weights (and the directions it picked), align each direction's sign to the file's, and verify."
@@ -1712,8 +1752,9 @@ def _recompute(path, name, targets, adp, ts, recomputed, selected: bool = False,
                    "store the basis itself" if now.startswith('bnb') else
                    "was the base weight changed since the file was saved (a fine-tuned or re-saved copy: a change too "
                    "small for the base fingerprint still moves the singular directions), or the file saved by another "
-                   "antipasto version, whose decomposition differed? Load it onto the base it was saved on, or save the "
-                   "adapter with ap.save(..., basis=True) to store the basis itself")
+                   "antipasto version, whose decomposition differed, or do kept directions have nearly the same singular "
+                   "value (an orthogonal or identity-initialised weight), so that rounding (threads, BLAS) turns them? Load it "
+                   "onto the base it was saved on, or save the adapter with ap.save(..., basis=True) to store the basis itself")
             raise AdapterFileError(f"{path}: the basis {b!r} of adapter {name!r} at layer {n!r}, recomputed from the base "
                                    f"weight, does not reproduce the saved one (sketch error {err:.3g}): {why}")
     _old_route(path, name, {n: adp[n] for n in old})
@@ -1832,6 +1873,7 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
                         "restore into the model it was trained on (ap.load(..., check_base=False) moves it to another base)")
     rebuilt = {}   # (name, layer) -> a copy holding the randomized basis an older version saved the file with
     repicked = {}  # (name, layer) -> a copy holding the basis the file records, where the attach picked other directions
+    aligned = {}   # (name, layer) -> a copy of the attached basis with its directions' signs flipped to the file's
     for e in sel:
         a = st.named[e['name']]
         _fill(str(path), e['name'], a.adapters, ts, e['recomputed'], e['selected'], copy_in=False)
@@ -1843,6 +1885,10 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
             want = {b: ts[f"{e['name']}/{n}.{b}#sketch"] for b in e['recomputed'] if b in ROWS}
             bad = next((b for b, w in want.items()
                         if (sketch(b, getattr(ad, b)).abs() - w.abs()).abs().max() > 1e-3 * w.square().mean().sqrt() + 1e-12), None)
+            sure = _sure(want)
+            if bad is None and any(((torch.sign(sketch(b, getattr(ad, b))) != torch.sign(w)) & sure[b]).any() for b, w in want.items()):
+                alt = copy.deepcopy(ad)   # the attach's signs (rounding decides a near tie) under the file's trained core: a
+                if _align(alt, want, sure, e['recomputed']) is None: aligned[(e['name'], n)] = alt   # core that mixes directions runs another function
             if bad is not None and not e['selected']:   # a file from before the exact route: its randomized basis, on a copy
                 alt = copy.deepcopy(ad)
                 if _randomized_matches(alt, a.layers[n], ((e['fingerprints'] or {}).get(n) or {}).get('dtype'), want, e['recomputed']):
@@ -1855,10 +1901,11 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
                 raise AdapterFileError(f"{path}: the basis {bad!r} of adapter {e['name']!r} at {n!r} differs from the attached one, "
                                        "and rebuilding it from this layer's weight as the file records it does not give it either: "
                                        "was the base weight changed since the file was saved? Restore into the model it was saved from")
-    for (k, n), alt in rebuilt.items(): st.named[k].adapters[n].set_basis(alt.U, alt.S, alt.basis_in)
-    for (k, n), alt in repicked.items():   # the file's directions: a later save records them, not the attach's
+    for (k, n), alt in (*rebuilt.items(), *aligned.items()): _take_bases(st.named[k].adapters[n], alt)
+    for (k, n), alt in repicked.items():   # the file's directions, rebuilt from this weight: a later save records them, not the attach's
         ad = st.named[k].adapters[n]
-        ad.set_basis(alt.U, alt.S, alt.basis_in); ad.selected = alt.selected
+        _take_bases(ad, alt); ad.selected = alt.selected
+        ad.__dict__[BASIS_FROM] = _weight_record(st.named[k].layers[n])
     for e in sel:
         if any(k == e['name'] for k, _ in repicked): st.named[e['name']].calibrated = e['calibrated']
     for k in dict.fromkeys(k for k, _ in rebuilt): _old_route(path, k, {n: st.named[k].adapters[n] for kk, n in rebuilt if kk == k})

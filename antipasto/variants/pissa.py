@@ -17,6 +17,8 @@ __all__ = ['pissa_split', 'PiSSAConfig', 'PiSSA']
 @torch.no_grad()
 def pissa_split(W: torch.Tensor, r: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     "PiSSA's initial `(A0, B0)` from a float32 weight: `scale * B0 @ A0` is the top-`r` SVD part of `W`."
+    if not torch.isfinite(W).all():   # LAPACK would print its own errors (SLASCL) and return NaN
+        raise torch.linalg.LinAlgError(f"the {tuple(W.shape)} weight has non-finite (nan/inf) entries, so it has no SVD")
     U, S, Vh = torch.linalg.svd(W, full_matrices=False)
     root = torch.sqrt(S[:r] / scale)
     return torch.diag(root) @ Vh[:r], U[:, :r] @ torch.diag(root)
