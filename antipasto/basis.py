@@ -16,11 +16,11 @@ from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
 from .calibration import calibration_pass, count_tokens, pass_groups, check_budget_gb, across_ranks, pooled
 
 # %% auto #0
-__all__ = ['EIGH_NUMPY_MIN', 'KAPPA_MAX', 'POOLS', 'BASES', 'canonical_signs', 'eigh64', 'gram_eigh', 'gram_svd', 'svd',
-           'subspace_iteration', 'randomized_svd', 'top_svd', 'layer_svd', 'check_enough_tokens', 'activation_scores',
-           'top_directions', 'Spectrum', 'spectrum', 'spectrum_bytes', 'pick', 'second_moments', 'corda_basis', 'gain',
-           'gain_delta', 'add_product', 'orient', 'check_pool', 'check_cov_fields', 'FamilyConfig', 'SVDVariant',
-           'measured_delta', 'transfer_matrix']
+__all__ = ['EIGH_NUMPY_MIN', 'KAPPA_MAX', 'POOLS', 'CUT_GAP', 'BASES', 'canonical_signs', 'eigh64', 'gram_eigh', 'gram_svd',
+           'svd', 'subspace_iteration', 'randomized_svd', 'top_svd', 'layer_svd', 'check_enough_tokens',
+           'activation_scores', 'top_directions', 'Spectrum', 'spectrum', 'spectrum_bytes', 'pick', 'cut_gap',
+           'second_moments', 'corda_basis', 'gain', 'gain_delta', 'add_product', 'orient', 'check_pool',
+           'check_cov_fields', 'FamilyConfig', 'SVDVariant', 'measured_delta', 'transfer_matrix']
 
 # %% ../nbs/20_basis.ipynb #c79a5fde
 def canonical_signs(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,16 +65,20 @@ def _out_dtype(W: torch.Tensor) -> torch.dtype:
     "The dtype a decomposition of `W` returns: float32, or float64 for a float64 `W`."
     return torch.float64 if W.dtype == torch.float64 else torch.float32
 
-def svd(W: torch.Tensor, r: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Exact thin SVD with canonical signs, top `r` triplets (all when None): the float64 Gram route, or `torch.linalg.svd` past `KAPPA_MAX`; float32 out (float64 stays float64)."
+def svd(W: torch.Tensor, r: int | None = None, tail: bool = False):
+    "Exact thin SVD with canonical signs, top `r` triplets (all when None): the float64 Gram route, or `torch.linalg.svd` past `KAPPA_MAX`; float32 out (float64 stays float64). `tail`: also the next singular value (float, 0 past the last)."
     dtype = _out_dtype(W)
-    U, S, Vh = gram_svd(W, r)
-    k = S.shape[0]
+    k = min(W.shape) if r is None else min(r, min(W.shape))
+    U, S, Vh = gram_svd(W, min(k + 1, min(W.shape)) if tail else r)   # one more triplet read off the same eigh: the first k alike
+    nxt = float(S[k]) if S.shape[0] > k else 0.0
+    U, S, Vh = U[:, :k], S[:k], Vh[:k]
     if not (S[-1] * KAPPA_MAX >= S[0] > 0 and torch.isfinite(U).all() and torch.isfinite(Vh).all()):
-        U, S, Vh = torch.linalg.svd(W.detach().to(dtype), full_matrices=False)
-        U, S, Vh = U[:, :k], S[:k], Vh[:k]
+        U, S_all, Vh = torch.linalg.svd(W.detach().to(dtype), full_matrices=False)
+        nxt = float(S_all[k]) if S_all.shape[0] > k else 0.0
+        U, S, Vh = U[:, :k], S_all[:k], Vh[:k]
     U, Vh = canonical_signs(U, Vh)
-    return U.to(dtype), S.to(dtype), Vh.to(dtype)
+    out = U.to(dtype), S.to(dtype), Vh.to(dtype)
+    return (*out, nxt) if tail else out
 
 # %% ../nbs/20_basis.ipynb #d8708b07
 def subspace_iteration(W: torch.Tensor, l: int, tol: float = 5e-2, max_iter: int = 8, seed: int = 0):
@@ -95,7 +99,7 @@ def subspace_iteration(W: torch.Tensor, l: int, tol: float = 5e-2, max_iter: int
     return K, torch.cat([Y1, W @ K[:, l:]], 1)
 
 # %% ../nbs/20_basis.ipynb #3f5d8a87
-def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8, oversample: int = 8, seed: int = 0):
+def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8, oversample: int = 8, seed: int = 0, tail: bool = False):
     "Top-`r` triplets from `subspace_iteration` and Rayleigh-Ritz, exact on their right subspace (`W V = U diag(S)`), on `W`'s device; None if the iteration does not settle or the checks fail."
     Wf = W.detach().float()
     m, n = Wf.shape
@@ -103,7 +107,9 @@ def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8
     out = subspace_iteration(Wf.T if m < n else Wf, l, tol, max_iter, seed)   # a wide W: iterate on the short side
     if out is None: return None
     K, Y = out
-    U, S, Vyh = gram_svd(Y, r)              # Y = W K = U diag(S) Vy^T, so W (K Vy) = U diag(S); float64 Gram route
+    U, S, Vyh = gram_svd(Y, r + 1 if l > r else r)   # Y = W K = U diag(S) Vy^T, so W (K Vy) = U diag(S); float64 Gram route
+    nxt = float(S[r]) if S.shape[0] > r else 0.0     # the next Ritz value: an estimate of s_{r+1} from below
+    U, S, Vyh = U[:, :r], S[:r], Vyh[:r]
     if m < n:                               # those were W^T's triplets: U spans W's right side, and one product
         K = U.float()                       # brings them over, W K = U' diag(S') Vy'^T
         U, S, Vyh = gram_svd(Wf @ K, r)
@@ -112,20 +118,20 @@ def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8
     if not (torch.isfinite(S).all() and S[-1] * KAPPA_MAX >= S[0] > 0 and (U.T @ U - eye).abs().max() <= 1e-4
             and (Vh @ Vh.T - eye).abs().max() <= 1e-4): return None
     U, Vh = canonical_signs(U, Vh)
-    return U.float(), S.float(), Vh.float()
+    return (U.float(), S.float(), Vh.float(), nxt) if tail else (U.float(), S.float(), Vh.float())
 
 # %% ../nbs/20_basis.ipynb #bfaef2b8
-def top_svd(W: torch.Tensor, r: int, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "The top-`r` triplets of `W` with canonical signs: `randomized_svd` when `r` is small next to `W` (unless `exact`, or `W` is float64) and its checks pass, else the exact `svd`."
+def top_svd(W: torch.Tensor, r: int, exact: bool = False, tail: bool = False):
+    "The top-`r` triplets of `W` with canonical signs: `randomized_svd` when `r` is small next to `W` (unless `exact`, or `W` is float64) and its checks pass, else the exact `svd` (`tail`: and the next singular value)."
     if not exact and W.dtype != torch.float64 and 4 * (r + 8) <= min(W.shape):   # the randomized route iterates in float32
-        out = randomized_svd(W, r)
+        out = randomized_svd(W, r, tail=tail)
         if out is not None: return out
-    return svd(W, r)
+    return svd(W, r, tail)
 
 # %% ../nbs/20_basis.ipynb #8f66d5a8
-def layer_svd(layer: nn.Module, r: int | None = None, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_svd(layer: nn.Module, r: int | None = None, exact: bool = False, tail: bool = False):
     "`top_svd` of a layer's dense weight (the full exact `svd` when `r` is None), on the weight's device; nothing is cached."
-    return svd(dense_weight(layer)) if r is None else top_svd(dense_weight(layer), r, exact)
+    return svd(dense_weight(layer), tail=tail) if r is None else top_svd(dense_weight(layer), r, exact, tail)
 
 # %% ../nbs/20_basis.ipynb #04043a0b
 POOLS = ('rms', 'mean_abs')
@@ -187,6 +193,15 @@ def pick(W: torch.Tensor, sp: Spectrum, index) -> tuple[torch.Tensor, torch.Tens
     U = sp.U[:, i] if sp.U is not None else (W.detach().double() @ Vh.T) / S
     U, Vh = canonical_signs(U, Vh)
     return U.to(dtype), S.to(dtype), Vh.to(dtype)
+
+CUT_GAP = '_cut_gap'   # on an adapter: the distance from its kept singular values to the nearest one left out
+
+def cut_gap(S: torch.Tensor, index) -> float:
+    "The smallest distance between a kept singular value (`S[index]`) and one left out: near 0, which directions are kept depends on rounding."
+    keep = torch.zeros(S.shape[0], dtype=torch.bool); keep[torch.as_tensor(index, dtype=torch.int64).cpu()] = True
+    if keep.all(): return float('inf')
+    a, b = S.double().cpu()[keep], S.double().cpu()[~keep]
+    return float((a[:, None] - b[None, :]).abs().min())
 
 # %% ../nbs/20_basis.ipynb #eb03157b
 def second_moments(model, layers: dict, data) -> tuple[dict, dict]:
@@ -326,12 +341,15 @@ class SVDVariant(Variant):
         "The plain top-r basis (`exact`: the exact route at any size; None: as `needs_exact_basis` says)."
         self.selected = None
         if self.cfg.basis == 'corda': return  # the oriented basis needs the calibration data: group_init fills it
-        self.set_basis(*layer_svd(layer, self.cfg.r, exact=self.needs_exact_basis(self.cfg) if exact is None else exact))
+        U, S, Vh, nxt = layer_svd(layer, self.cfg.r, exact=self.needs_exact_basis(self.cfg) if exact is None else exact, tail=True)
+        self.set_basis(U, S, Vh)
+        self.__dict__[CUT_GAP] = float(S[-1]) - nxt   # how far the last kept value lies from the first one left out
 
     def keep(self, W, sp: Spectrum, index: torch.Tensor) -> None:
         "Keep directions `index` of `sp = spectrum(W)` as the basis (`pick`), and record them in `selected`."
         self.set_basis(*pick(W, sp, index))
         self.selected = index.detach().to('cpu', torch.int64).clone()
+        self.__dict__[CUT_GAP] = cut_gap(sp.S, self.selected)
 
     def select(self, layer, index):
         "The basis from directions `index` of the layer's full exact SVD: the selection redone from the weight alone."

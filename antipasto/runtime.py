@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_runtime.ipynb #b47931c3
 from __future__ import annotations
-import contextlib, contextvars, copy, functools, gc, itertools, json, math, numbers, os, re, sys, tempfile, threading, uuid, warnings, weakref
+import contextlib, contextvars, copy, functools, gc, importlib.util, itertools, json, math, numbers, os, re, sys, tempfile, threading, uuid, warnings, weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -360,8 +360,12 @@ def _check_offloaded(st: _State, names=None, fix: str = '', first: bool = False)
                                f"state dict it offloads from; or model.to('meta')). {fix}")
 
 def _hooked(model: nn.Module, st: _State) -> bool:
-    "Whether accelerate hooked the root or an adapted layer: an offload of the model or of a block (cpu_offload, dispatch_model) hooks every module holding tensors below it, so it empties the adapters there."
-    return '_hf_hook' in model.__dict__ or any('_hf_hook' in l.__dict__ for _, _, l, _ in st.slots)
+    "Whether accelerate hooked the root, a module above an adapted layer, or the layer (an offload there empties the adapters below it: a block's own hook with `place_submodules`, or every module's)."
+    w = st.__dict__.get('_hf_watch')
+    if w is None or w[0] is not st.above or w[1][0] is not model.__dict__:   # their __dict__s, once per layout (and per copy): the scan runs in C
+        w = st.__dict__['_hf_watch'] = (st.above, (model.__dict__, *(x.__dict__ for _, _, x, _, _ in st.above),
+                                                   *(l.__dict__ for _, _, l, _ in st.slots)))
+    return any(map(dict.__contains__, w[1], itertools.repeat('_hf_hook')))
 
 def _check_usable(st: _State, names, what: str) -> None:
     "Refuse `what` (merge, delta_weight, export_peft) when adapters `names` no longer run: their layers were replaced, or an offload emptied them."
@@ -448,8 +452,13 @@ def _check_context(st: _State) -> None:
                           "next to a steered thread, wrap this forward in ap.steer(model, 1.0)", stacklevel=3)
             return
 
+def _pkg_dir(name: str) -> str:
+    "The folder of an installed package (empty if it is not installed)."
+    spec = importlib.util.find_spec(name)
+    return os.path.dirname(spec.origin) if spec and spec.origin else ''
+
 _LIB_DIRS = tuple(p + os.sep for p in (os.path.dirname(getattr(sys.modules[__name__], '__file__', None) or ''),
-                                       os.path.dirname(torch.__file__)) if p) + (contextlib.__file__,)
+                                       *map(_pkg_dir, ('torch', 'transformers', 'accelerate', 'peft', 'trl'))) if p) + (contextlib.__file__,)
 
 def _user_level() -> int:
     "A `warnings.warn` stacklevel that names the first caller outside antipasto, torch and contextlib: the user's line."
@@ -868,13 +877,16 @@ def _base_only(m):
             if not was[id(a)]: a.__dict__.pop('_was_steered', None)
 
 # %% ../nbs/03_runtime.ipynb #34f50640
-def _refuse_nonfinite(vcls, targets: dict, e: Exception) -> None:
-    "Raise, naming the layers, when a decomposition failed (`e`) on weights with nan/inf entries; else raise `e` itself."
+def _refuse_nonfinite(vcls, targets: dict, e: Exception | None = None) -> None:
+    "Raise, naming the layers, when weights have nan/inf entries (`e`: the decomposition that failed on them, raised itself when none has)."
     bad = [n for n, l in targets.items() if not torch.isfinite(dense_weight(l)).all()]
-    if not bad: raise e
-    raise ValueError(f"{vcls.name}: layer(s) {bad[:3]} have non-finite (nan/inf) weight entries, so the decomposition failed "
-                     f"({e}). Load the model's weights first (a model made with to_empty() or init_empty_weights holds garbage "
-                     "until then), or exclude the layer(s) (exclude_names=)") from None
+    if not bad:
+        if e is not None: raise e
+        return
+    why = f", so the decomposition failed ({e})" if e is not None else ", which this variant decomposes"
+    raise ValueError(f"{vcls.name}: layer(s) {bad[:3]} have non-finite (nan/inf) weight entries{why}. Load the model's weights "
+                     "first (a model made with to_empty() or init_empty_weights holds garbage until then), or exclude the "
+                     "layer(s) (exclude_names=)") from None
 
 def _init(m, vcls, cfg, targets, adp, calibration_data) -> None:
     "Fill every adapter from its layer (and the calibration data): still off the model."
@@ -889,6 +901,7 @@ def _init(m, vcls, cfg, targets, adp, calibration_data) -> None:
             try: adp[n].reset(l, init=not skip_init)
             except torch.linalg.LinAlgError as e: _refuse_nonfinite(vcls, {n: l}, e)   # LAPACK's error names no layer
         if calibration_data is not None:
+            if skip_init and vcls.from_weight: _refuse_nonfinite(vcls, targets)   # before the pass, not after it (CorDA)
             try:
                 with _base_only(m): vcls.group_init(m, {n: (targets[n], adp[n]) for n in targets}, cfg, calibration_data)
             except torch.linalg.LinAlgError as e: _refuse_nonfinite(vcls, targets, e)
@@ -1413,14 +1426,15 @@ def sketch(buffer: str, t: torch.Tensor) -> torch.Tensor:
 GAP_MIN = 1e-5   # kept singular values closer than this, relative to the largest, span a plane rounding turns (see above)
 
 def _degenerate(a: Variant) -> bool:
-    "Whether two directions `a` keeps have (nearly) the same singular value, so a rebuild elsewhere (other threads, another BLAS) may turn them within their plane; read where the values are float32 or float64."
+    "Whether two directions `a` keeps, or a kept one and one left out, have (nearly) the same singular value, so a rebuild elsewhere (other threads, another BLAS) may turn them within their plane or swap them; read where the values are float32 or float64."
     b = a._buffers
     if b.get('S') is not None: s = b['S']
     elif b.get('A0') is not None and b.get('B0') is not None: s = b['A0'].norm(dim=1) * b['B0'].norm(dim=0)   # PiSSA: s_i / scale
     else: return False
-    if s.dtype not in (torch.float32, torch.float64) or s.numel() < 2: return False   # rounded values tie without a tie in W
+    if s.dtype not in (torch.float32, torch.float64) or s.numel() < 1: return False   # rounded values tie without a tie in W
     s = _full(s).detach().double().abs().sort().values
-    return bool(((s[1:] - s[:-1]) <= GAP_MIN * s[-1]).any())
+    cut = a.__dict__.get('_cut_gap')   # to the nearest value left out (recorded by the init or the selection)
+    return bool(((s[1:] - s[:-1]) <= GAP_MIN * s[-1]).any()) or (cut is not None and cut <= GAP_MIN * float(s[-1]))
 
 def _recomputable(e: _Named, a: Variant, fps: dict) -> tuple[list[str], bool]:
     "The frozen buffers `load` rebuilds from the base weight (recorded now as `fps`), and whether that needs the directions the calibration data picked."
@@ -1691,11 +1705,12 @@ def _randomized_matches(a, layer, saved_dtype, want: dict, recomputed) -> bool:
     return _align(a, want, _sure(want), recomputed) is None
 
 def _take_bases(a, alt) -> None:
-    "Give adapter `a` the weight bases `alt` (a rebuilt copy of it) holds."
+    "Give adapter `a` the weight bases `alt` (a rebuilt copy of it) holds, with the gap its rebuild found to the directions left out."
     if hasattr(a, 'set_basis'): a.set_basis(alt.U, alt.S, alt.basis_in)   # the family's column-major U and its basis_in
     else:
         with torch.no_grad():
             for b in _weight_bases(a): getattr(a, b).copy_(getattr(alt, b))
+    if '_cut_gap' in alt.__dict__: a.__dict__['_cut_gap'] = alt.__dict__['_cut_gap']
 
 def _repicked(a, layer, saved_dtype, want: dict, recomputed, index=None) -> bool:
     "Rebuild `a`'s basis from `layer` as a compact file records it (directions `index` that calibration data picked, else the plain top-r), and whether the file's sketches `want` then match."
@@ -1902,10 +1917,13 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
                                        "and rebuilding it from this layer's weight as the file records it does not give it either: "
                                        "was the base weight changed since the file was saved? Restore into the model it was saved from")
     for (k, n), alt in (*rebuilt.items(), *aligned.items()): _take_bases(st.named[k].adapters[n], alt)
+    e_of = {e['name']: e for e in sel}
     for (k, n), alt in repicked.items():   # the file's directions, rebuilt from this weight: a later save records them, not the attach's
         ad = st.named[k].adapters[n]
         _take_bases(ad, alt); ad.selected = alt.selected
-        ad.__dict__[BASIS_FROM] = _weight_record(st.named[k].layers[n])
+        fp = (e_of[k]['fingerprints'] or {}).get(n) or {}
+        l = st.named[k].layers[n]   # rebuilt by float32's route on a float64 copy: recorded as float32's, so a save stores them
+        ad.__dict__[BASIS_FROM] = fp if _float32_basis(fp.get('dtype'), l) else _weight_record(l)
     for e in sel:
         if any(k == e['name'] for k, _ in repicked): st.named[e['name']].calibrated = e['calibrated']
     for k in dict.fromkeys(k for k, _ in rebuilt): _old_route(path, k, {n: st.named[k].adapters[n] for kk, n in rebuilt if kk == k})

@@ -15,8 +15,9 @@ from .layers import input_device
 # %% auto #0
 __all__ = ['CONCEPTS', 'FLIP', 'DEFAULTS', 'HELD_OUT', 'expand_pair', 'contrastive_pairs', 'builtin_pairs', 'blocks', 'encode',
            'pool', 'run', 'embed', 'ByteTokenizer', 'loss_subspace', 'antiparallel_loss', 'monotonic_loss',
-           'tv_coherence', 'drift_coherence', 'sequence_logp', 'can_flip', 'flip_sign', 'default_layer', 'model_kind',
-           'steering_step', 'pair_shift', 'preference', 'train_steering', 'SteeringVector']
+           'tv_coherence', 'drift_coherence', 'sequence_logp', 'can_flip', 'flip_sign', 'adapter_blocks',
+           'default_layer', 'model_kind', 'steering_step', 'pair_shift', 'preference', 'train_steering',
+           'SteeringVector']
 
 # %% ../nbs/26_steering.ipynb #bdb45611
 _SLOT = re.compile(r'\{([^{}|]*)\|([^{}|]*)\}')
@@ -153,16 +154,27 @@ def run(model: nn.Module, batch: dict, layer: int):
     finally: h.remove()
     return seen['h'], out
 
+# %% ../nbs/26_steering.ipynb #917cf6eb
+@contextlib.contextmanager
+def _eval(model: nn.Module):
+    "Every module in eval mode (no dropout) for a measurement; each module's own mode restored after, also on error."
+    modes = [(m, m.training) for m in model.modules()]   # parents before children: each module ends in its own mode
+    model.eval()
+    try: yield model
+    finally:
+        for m, t in modes: m.train(t)   # through train(): a module that overrides it (kernels, caches) hears of it
+
 # %% ../nbs/26_steering.ipynb #c72e36a0
 @torch.no_grad()
 def embed(model: nn.Module, tokenizer, texts, layer: int | None = None, batch_size: int = 32, max_length: int = 64) -> torch.Tensor:
-    "Mean-pooled hidden states of `texts` (float32): after block `layer`, or the model's last hidden state when `layer` is None."
+    "Mean-pooled hidden states of `texts` (float32), in eval mode: after block `layer`, or the model's last hidden state when `layer` is None."
     dev = input_device(model)
     outs = []
-    for i in range(0, len(texts), batch_size):
-        b = encode(tokenizer, texts[i:i + batch_size], max_length, dev)
-        h = model(**b, output_hidden_states=True).hidden_states[-1] if layer is None else run(model, b, layer)[0]
-        outs.append(pool(h.float(), b['attention_mask']))
+    with _eval(model):   # a measurement: dropout in a train-mode model made it noise (0.37 at coefficient 0 on MiniLM)
+        for i in range(0, len(texts), batch_size):
+            b = encode(tokenizer, texts[i:i + batch_size], max_length, dev)
+            h = model(**b, output_hidden_states=True).hidden_states[-1] if layer is None else run(model, b, layer)[0]
+            outs.append(pool(h.float(), b['attention_mask']))
     return torch.cat(outs)
 
 # %% ../nbs/26_steering.ipynb #ff68c490
@@ -260,9 +272,9 @@ def flip_sign(model: nn.Module, name: str | None = None) -> None:
 DEFAULTS = {'encoder': dict(margin=0.5, threshold=0.25), 'causal': dict(margin=0.2, threshold=0.1)}
 
 # %% ../nbs/26_steering.ipynb #457ec1b8
-def _check_pairs(pairs) -> list:
+def _check_pairs(pairs, least: int = 2) -> list:
     pairs = list(pairs)
-    if len(pairs) < 2: raise ValueError(f"pairs has {len(pairs)} pair(s); give at least 2 (positive text, negative text) pairs")
+    if len(pairs) < least: raise ValueError(f"pairs has {len(pairs)} pair(s); give at least {least} (positive text, negative text) pair{'s' * (least > 1)}")
     for i, p in enumerate(pairs):
         if not (isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) and s for s in p)):
             raise ValueError(f"pairs[{i}]={p!r} is not a (positive text, negative text) pair of non-empty strings")
@@ -296,14 +308,18 @@ def _check_scored(ids: list) -> None:
                          "prefix such as 'I feel happy' / 'I feel sad')")
 
 # %% ../nbs/26_steering.ipynb #21ea6c92
-def default_layer(model: nn.Module, name: str | None = None) -> int:
-    "The deepest of `blocks(model)` that holds an attached adapter's layer (so every adapter in the stack sits upstream of the loss)."
+def adapter_blocks(model: nn.Module, name: str | None = None) -> list[int]:
+    "The indices into `blocks(model)` of the blocks that hold a layer of adapters `name`, ascending."
     stack, root = blocks(model), unwrap(model)
     owner = {id(m): i for i, b in enumerate(stack) for m in b.modules()}
     # by module identity, not the first number in the name: a VLM's vision tower has its own numbered blocks
     idx = [owner.get(id(root.get_submodule(n.split(':')[-1]))) for n in _adapters(model, name)]
-    idx = [i for i in idx if i is not None]
-    return max(idx) if idx else len(stack) - 1
+    return sorted({i for i in idx if i is not None})
+
+def default_layer(model: nn.Module, name: str | None = None) -> int:
+    "The deepest of `blocks(model)` that holds an attached adapter's layer (so every adapter in the stack sits upstream of the loss)."
+    idx = adapter_blocks(model, name)
+    return idx[-1] if idx else len(blocks(model)) - 1
 
 # %% ../nbs/26_steering.ipynb #9e4d3723
 def model_kind(model: nn.Module, out=None) -> str:
@@ -336,16 +352,6 @@ def _last_hidden(out) -> torch.Tensor:
     if h is None: raise ValueError(f"the model's output ({type(out).__name__}) has neither last_hidden_state nor hidden_states; "
                                    "the encoder objective needs its output states")
     return h
-
-# %% ../nbs/26_steering.ipynb #917cf6eb
-@contextlib.contextmanager
-def _eval(model: nn.Module):
-    "Every module in eval mode (no dropout) for a measurement; each module's own mode restored after, also on error."
-    modes = [(m, m.training) for m in model.modules()]   # parents before children: each module ends in its own mode
-    model.eval()
-    try: yield model
-    finally:
-        for m, t in modes: m.train(t)   # through train(): a module that overrides it (kernels, caches) hears of it
 
 # %% ../nbs/26_steering.ipynb #b8db8ed5
 def _same_noise(model: nn.Module, seed: int | None = None):
@@ -425,7 +431,7 @@ def preference(model: nn.Module, tokenizer, pairs, layer: int, Q: torch.Tensor, 
         ch = pairs[i:i + batch_size]
         b = encode(tokenizer, [p for p, _ in ch] + [q for _, q in ch], max_length, dev)
         def pref(c):
-            with _steer(model, c, name): lp = sequence_logp(model(**b).logits, b['input_ids'], b['attention_mask'])
+            with _eval(model), _steer(model, c, name): lp = sequence_logp(model(**b).logits, b['input_ids'], b['attention_mask'])
             return lp[:len(ch)] - lp[len(ch):]
         out.append(pref(coeff) - pref(0.0))
     return torch.cat(out)
@@ -482,6 +488,12 @@ def train_steering(model: nn.Module, tokenizer, pairs, layer: int | None = None,
     layer = default_layer(model, name) if layer is None else layer
     if not (is_int(layer) and 0 <= layer < n_blocks):
         raise ValueError(f"layer={layer!r} must be a block index in [0, {n_blocks - 1}]")
+    held = adapter_blocks(model, name)
+    if held and held[0] > layer:   # the loss reads the states after block `layer`: an adapter past it changes none of them
+        raise ValueError(f"layer={layer} lies below every block that holds the adapter ({held[:4]}{'...' if len(held) > 4 else ''}): "
+                         f"the loss reads the hidden states after block {layer}, which none of them changes, so training would "
+                         f"do nothing. Pass a layer at or after block {held[0]} (layer=None takes block {held[-1]}, with "
+                         "every adapter upstream)")
     flippable = all(can_flip(a) for a in adp.values())
     if orient is None: orient = 'free' if flippable else 'fixed'
     if orient not in ('free', 'fixed'):
@@ -559,8 +571,8 @@ HELD_OUT = [
 ]
 
 # %% ../nbs/26_steering.ipynb #2c5c50ee
-def _pair_diffs(model, tokenizer, pairs, layer, max_length):
-    pairs = _check_pairs(pairs)
+def _pair_diffs(model, tokenizer, pairs, layer, max_length, least: int = 2):
+    pairs = _check_pairs(pairs, least)
     if not (is_int(max_length) and max_length >= 1): raise ValueError(f"max_length={max_length!r} must be a positive int")
     _check_tokens(_pair_ids(tokenizer, pairs, max_length), max_length)
     n = len(blocks(model))
@@ -581,19 +593,27 @@ class SteeringVector:
     @classmethod
     def mean_difference(cls, model, tokenizer, pairs, layer: int, max_length: int = 64) -> 'SteeringVector':
         "CAA / ActAdd: the mean over pairs of the (positive - negative) pooled hidden states after block `layer`."
-        return cls(_pair_diffs(model, tokenizer, pairs, layer, max_length).mean(0), layer, 'mean_difference')
+        return cls(_pair_diffs(model, tokenizer, pairs, layer, max_length, least=1).mean(0), layer, 'mean_difference')   # one pair: ActAdd
 
     @classmethod
     def first_pc(cls, model, tokenizer, pairs, layer: int, max_length: int = 64) -> 'SteeringVector':
         "repeng style: the first principal direction of the pair differences, signed and scaled by their mean projection on it."
         D = _pair_diffs(model, tokenizer, pairs, layer, max_length).double()
-        _, _, Vh = torch.linalg.svd(D - D.mean(0), full_matrices=False)
+        C = D - D.mean(0)
+        if C.abs().max() <= 1e-6 * D.abs().max():   # every pair moves the states alike: any axis would come out
+            raise ValueError("first_pc: the pairs' differences are all the same (repeated pairs, or texts the tokenizer reads "
+                             "alike), so they have no principal direction; give distinct pairs, or use mean_difference")
+        _, _, Vh = torch.linalg.svd(C, full_matrices=False)
         return cls((Vh[0] * (D @ Vh[0]).mean()).float(), layer, 'first_pc')
 
     @contextlib.contextmanager
     def steer(self, model: nn.Module, coeff: float):
         "Context manager: run `model` with `coeff * vector` added after block `layer`; the hook is removed on exit."
         c = check_coeff(coeff)   # what ap.steer refuses (NaN, inf, a bool, |c| > COEFF_MAX), with the same message
+        if isinstance(getattr(model, '_orig_mod', None), nn.Module) or getattr(model, '_compiled_call_impl', None) is not None:
+            raise RuntimeError("SteeringVector.steer on a torch.compile'd model: code compiled before the hook it adds never runs "
+                               "it, nor a later coefficient (the steering was silently 0). Steer the uncompiled module "
+                               "(compiled._orig_mod), or train an adapter and dial it with ap.steer, which works compiled")
         n = len(blocks(model))
         if not 0 <= self.layer < n: raise ValueError(f"this vector is for block {self.layer}, the model has blocks 0..{n - 1}")
         def hook(m, args, out):
