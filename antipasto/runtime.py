@@ -19,7 +19,7 @@ from .layers import dims, is_linear_like, layer_kind, read_as_float32, check_lay
 
 # %% auto #0
 __all__ = ['ADAPTER', 'STATE', 'DEFAULT', 'CACHE_TAG', 'MERGED_AT', 'ENTRY', 'WATCH', 'FIRED', 'CROSS', 'GROUPS', 'RELOADED',
-           'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'BASIS_FROM', 'FORMAT', 'ADAPTER_FILE', 'MAX_TENSORS',
+           'ROWS', 'COLS', 'SIGN_PAIRS', 'SIGN_SURE', 'CUT_GAPS', 'BASIS_FROM', 'FORMAT', 'ADAPTER_FILE', 'MAX_TENSORS',
            'MAX_META_CHARS', 'MAX_ERR', 'GAP_MIN', 'TOKEN_KEY', 'unwrap', 'names', 'adapters', 'adapter_config',
            'checkpoint', 'fingerprint', 'attach', 'detach', 'steer', 'delta_weight', 'merge', 'unmerge',
            'merged_layers', 'sketch', 'save', 'AdapterFileError', 'read_config', 'load', 'cast', 'restore',
@@ -733,7 +733,8 @@ def _renamed(e: dict, ts: dict, names: dict) -> tuple[dict, dict]:
         return f"{pre}{names.get(layer, layer)}.{t}"
     fps = None if e['fingerprints'] is None else {names.get(n, n): v for n, v in e['fingerprints'].items()}
     return {**e, 'fingerprints': fps, 'coeffs': {names.get(n, n): c for n, c in e['coeffs'].items()},
-            BASIS_FROM: {names.get(n, n): t for n, t in e[BASIS_FROM].items()}}, {key(k): v for k, v in ts.items()}
+            BASIS_FROM: {names.get(n, n): t for n, t in e[BASIS_FROM].items()},
+            CUT_GAPS: {names.get(n, n): g for n, g in e[CUT_GAPS].items()}}, {key(k): v for k, v in ts.items()}
 
 # %% ../nbs/03_runtime.ipynb #f3a9c2d1
 def _live(find):
@@ -901,7 +902,7 @@ def _init(m, vcls, cfg, targets, adp, calibration_data) -> None:
             try: adp[n].reset(l, init=not skip_init)
             except torch.linalg.LinAlgError as e: _refuse_nonfinite(vcls, {n: l}, e)   # LAPACK's error names no layer
         if calibration_data is not None:
-            if skip_init and vcls.from_weight: _refuse_nonfinite(vcls, targets)   # before the pass, not after it (CorDA)
+            if skip_init and getattr(vcls, 'weight_bases', ()): _refuse_nonfinite(vcls, targets)   # its bases decompose W: before the pass, not after it
             try:
                 with _base_only(m): vcls.group_init(m, {n: (targets[n], adp[n]) for n in targets}, cfg, calibration_data)
             except torch.linalg.LinAlgError as e: _refuse_nonfinite(vcls, targets, e)
@@ -991,6 +992,7 @@ def _dtype_str(layer: nn.Module) -> str:
     return k if k.startswith('bnb') else str(layer.weight.dtype).removeprefix('torch.')
 
 # %% ../nbs/03_runtime.ipynb #ba515f40
+CUT_GAPS = 'cut_gaps'   # in a file that stores its bases: each layer's gap from its kept singular values to the first left out
 BASIS_FROM = 'basis_from'   # on an adapter: the fingerprint and dtype of the weight its frozen bases were computed from
 
 def _weight_record(layer: nn.Module) -> dict:
@@ -1490,10 +1492,12 @@ def _save(model, path, name=None, basis: bool = False, write: bool = True, meta:
         held = [] if recomputed else [dtype_name(d) for d in next(iter(e.adapters.values())).held_in]   # every adapter of a name is cast together
         own = _own_coeffs(e)
         src = {} if recomputed else {n: a.__dict__[BASIS_FROM] for n, a in e.adapters.items() if not _rebuilds(a, fps[n])}
+        gaps = {} if recomputed else {n: max(a.__dict__['_cut_gap'], 0.0) for n, a in e.adapters.items()   # a load rebuilds none: it reads them
+                                      if math.isfinite(a.__dict__.get('_cut_gap', math.inf))}
         entries.append({'name': k, 'config': e.cfg.to_dict(), 'layers': list(e.layers), 'fingerprints': fps,
                         'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked,
                         **({'held_in': held} if held else {}), **({'coeffs': own} if own else {}),
-                        **({BASIS_FROM: src} if src else {})})
+                        **({BASIS_FROM: src} if src else {}), **({CUT_GAPS: gaps} if gaps else {})})
     if not write: return
     path = str(path)
     tmp = f'{path}.tmp{os.getpid()}'
@@ -1576,9 +1580,13 @@ def _entries(path, meta: dict) -> list[dict]:
         if not (isinstance(co, dict) and all(isinstance(n, str) and (n in layers if layers else _LAYER_OK.fullmatch(n))
                                              and _finite(c) and abs(c) <= COEFF_MAX for n, c in co.items())):
             raise _bad(path, f"'coeffs' of {name!r} must map some of its layers to finite coefficients (|c| <= {COEFF_MAX:g})")
+        gaps = e.get(CUT_GAPS, {})
+        if not (isinstance(gaps, dict) and all(isinstance(n, str) and (n in layers if layers else _LAYER_OK.fullmatch(n))
+                                               and _finite(g) and g >= 0 for n, g in gaps.items())):
+            raise _bad(path, f"'{CUT_GAPS}' of {name!r} must map some of its layers to finite numbers >= 0")
         out.append({'name': name, 'cfg': cfg, 'layers': layers, 'fingerprints': fps, 'recomputed': rec, 'calibrated': cal,
                     'selected': sel, 'held_in': tuple(DTYPES[d] for d in held), 'coeffs': {n: float(c) for n, c in co.items()},
-                    BASIS_FROM: src})
+                    BASIS_FROM: src, CUT_GAPS: {n: float(g) for n, g in gaps.items()}})
     if len({e['name'] for e in out}) != len(out): raise _bad(path, "two adapters share a name")
     return out
 
@@ -1810,6 +1818,7 @@ def load(model: nn.Module, path, name: str | None = None, check_base: bool = Tru
             a.__dict__['held_in'] = e['held_in']   # stored bases a cast rounded: a compact save stores them again
             a._coeff = e['coeffs'].get(n, a._coeff)   # the coefficient it ran with when saved
             if not e['recomputed'] and _has_bases(a): a.__dict__[BASIS_FROM] = _stored_from(e, n, targets[n])
+            if not e['recomputed'] and n in e[CUT_GAPS]: a.__dict__['_cut_gap'] = e[CUT_GAPS][n]   # a tie at the cut stays known
             elif _has_bases(a) and _float32_basis(((e['fingerprints'] or {}).get(n) or {}).get('dtype'), targets[n]):
                 a.__dict__[BASIS_FROM] = e['fingerprints'][n]   # rebuilt from the float32 weight: a save stores them
         built.append((cfg, targets, adp, e['name'], e['calibrated']))
@@ -1935,6 +1944,8 @@ def restore(model: nn.Module, path, name: str | None = None) -> None:
                 ad.__dict__['held_in'] = e['held_in']
                 if _has_bases(ad): ad.__dict__[BASIS_FROM] = _stored_from(e, n, st.named[e['name']].layers[n])
                 ad.selected = None   # the attach's picks no longer name these bases: a save stores them
+                if n in e[CUT_GAPS]: ad.__dict__['_cut_gap'] = e[CUT_GAPS][n]
+                else: ad.__dict__.pop('_cut_gap', None)   # the attach's gap was of its own bases
             st.named[e['name']].calibrated = e['calibrated']
     torch.clear_autocast_cache()   # written in place: an enclosing autocast region would go on reading its copy of the old values
 

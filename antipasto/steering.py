@@ -580,6 +580,17 @@ def _pair_diffs(model, tokenizer, pairs, layer, max_length, least: int = 2):
     return (embed(model, tokenizer, [p for p, _ in pairs], layer, max_length=max_length)
             - embed(model, tokenizer, [q for _, q in pairs], layer, max_length=max_length))
 
+def _compiled(m: nn.Module) -> bool:
+    "Whether `m` runs compiled: torch.compile's wrapper, or `m.compile()`."
+    return isinstance(getattr(m, '_orig_mod', None), nn.Module) or getattr(m, '_compiled_call_impl', None) is not None
+
+def _compiled_over(model: nn.Module, block: nn.Module) -> bool:
+    "Whether `model`, or a module between it and `block`, runs compiled (so a hook added to `block` later is never run)."
+    root = unwrap(model)
+    if _compiled(model) or _compiled(root): return True
+    path = next((n for n, m in root.named_modules() if m is block), '').split('.')
+    return any(_compiled(root.get_submodule('.'.join(path[:i]))) for i in range(1, len(path)))
+
 class SteeringVector:
     "A fixed direction `vector` added to the residual stream after block `layer` at every token, scaled by a coefficient: h + c v."
     def __init__(self, vector: torch.Tensor, layer: int, method: str = ''):
@@ -610,11 +621,12 @@ class SteeringVector:
     def steer(self, model: nn.Module, coeff: float):
         "Context manager: run `model` with `coeff * vector` added after block `layer`; the hook is removed on exit."
         c = check_coeff(coeff)   # what ap.steer refuses (NaN, inf, a bool, |c| > COEFF_MAX), with the same message
-        if isinstance(getattr(model, '_orig_mod', None), nn.Module) or getattr(model, '_compiled_call_impl', None) is not None:
-            raise RuntimeError("SteeringVector.steer on a torch.compile'd model: code compiled before the hook it adds never runs "
-                               "it, nor a later coefficient (the steering was silently 0). Steer the uncompiled module "
-                               "(compiled._orig_mod), or train an adapter and dial it with ap.steer, which works compiled")
         n = len(blocks(model))
+        if 0 <= self.layer < n and _compiled_over(model, blocks(model)[self.layer]):
+            raise RuntimeError("SteeringVector.steer on a torch.compile'd model (or backbone): code compiled before the hook it adds "
+                               "never runs it, nor a later coefficient (the steering was silently 0). Steer the uncompiled module "
+                               "(compiled._orig_mod), compile the blocks one by one instead, or train an adapter and dial it with "
+                               "ap.steer, which works compiled")
         if not 0 <= self.layer < n: raise ValueError(f"this vector is for block {self.layer}, the model has blocks 0..{n - 1}")
         def hook(m, args, out):
             h = _first(out)
