@@ -16,10 +16,10 @@ from .core import SteerableConfig, ParamSpec, Variant, dense_weight, dims, memo
 from .calibration import calibration_pass, count_tokens, pass_groups, check_budget_gb, across_ranks, pooled
 
 # %% auto #0
-__all__ = ['EIGH_NUMPY_MIN', 'KAPPA_MAX', 'POOLS', 'CUT_GAP', 'BASES', 'canonical_signs', 'eigh64', 'gram_eigh', 'gram_svd',
-           'svd', 'subspace_iteration', 'randomized_svd', 'top_svd', 'layer_svd', 'check_enough_tokens',
-           'activation_scores', 'top_directions', 'Spectrum', 'spectrum', 'spectrum_bytes', 'pick', 'cut_gap',
-           'second_moments', 'corda_basis', 'gain', 'gain_delta', 'add_product', 'orient', 'check_pool',
+__all__ = ['EIGH_NUMPY_MIN', 'KAPPA_MAX', 'ROUTE_GAP', 'POOLS', 'CUT_GAP', 'BASES', 'canonical_signs', 'eigh64', 'gram_eigh',
+           'gram_svd', 'svd', 'subspace_iteration', 'randomized_svd', 'tie_margin', 'top_svd', 'layer_svd',
+           'check_enough_tokens', 'activation_scores', 'top_directions', 'Spectrum', 'spectrum', 'spectrum_bytes',
+           'pick', 'second_moments', 'corda_basis', 'gain', 'gain_delta', 'add_product', 'orient', 'check_pool',
            'check_cov_fields', 'FamilyConfig', 'SVDVariant', 'measured_delta', 'transfer_matrix']
 
 # %% ../nbs/20_basis.ipynb #c79a5fde
@@ -120,18 +120,32 @@ def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8
     U, Vh = canonical_signs(U, Vh)
     return (U.float(), S.float(), Vh.float(), nxt) if tail else (U.float(), S.float(), Vh.float())
 
+# %% ../nbs/20_basis.ipynb #c6f7ef7c
+ROUTE_GAP = {'exact': 1e-11, 'randomized': 1e-5}   # relative gaps below which a rebuild elsewhere may move a direction by 1e-3
+
+def tie_margin(S: torch.Tensor, nxt, route: str, left=None) -> float:
+    "How far the kept singular values `S` lie from each other and from the nearest one left out (`nxt`, or the values `left`), relative to the largest, in units of what `route` can tell apart: at or under 1, a rebuild elsewhere (other threads, another BLAS) may turn or swap those directions."
+    s = S.detach().double().cpu().sort(descending=True).values
+    if not s.numel() or s[0] <= 0: return 0.0
+    gaps = [(s[:-1] - s[1:]).min().item()] if s.numel() > 1 else []
+    if nxt is not None: gaps.append(s[-1].item() - float(nxt))
+    if left is not None and left.numel(): gaps.append((s[:, None] - left.detach().double().cpu()[None, :]).abs().min().item())
+    return max(min(gaps, default=math.inf), 0.0) / s[0].item() / ROUTE_GAP[route]
+
 # %% ../nbs/20_basis.ipynb #bfaef2b8
 def top_svd(W: torch.Tensor, r: int, exact: bool = False, tail: bool = False):
-    "The top-`r` triplets of `W` with canonical signs: `randomized_svd` when `r` is small next to `W` (unless `exact`, or `W` is float64) and its checks pass, else the exact `svd` (`tail`: and the next singular value)."
+    "The top-`r` triplets of `W` with canonical signs: `randomized_svd` when `r` is small next to `W` (unless `exact`, or `W` is float64) and its checks pass, else the exact `svd` (`tail`: and their `tie_margin`)."
     if not exact and W.dtype != torch.float64 and 4 * (r + 8) <= min(W.shape):   # the randomized route iterates in float32
         out = randomized_svd(W, r, tail=tail)
-        if out is not None: return out
-    return svd(W, r, tail)
+        if out is not None: return (*out[:3], tie_margin(out[1], out[3], 'randomized')) if tail else out
+    out = svd(W, r, tail)
+    return (*out[:3], tie_margin(out[1], out[3], 'exact')) if tail else out
 
 # %% ../nbs/20_basis.ipynb #8f66d5a8
 def layer_svd(layer: nn.Module, r: int | None = None, exact: bool = False, tail: bool = False):
     "`top_svd` of a layer's dense weight (the full exact `svd` when `r` is None), on the weight's device; nothing is cached."
-    return svd(dense_weight(layer), tail=tail) if r is None else top_svd(dense_weight(layer), r, exact, tail)
+    if r is None and tail: U, S, Vh, nxt = svd(dense_weight(layer), tail=True); return U, S, Vh, tie_margin(S, nxt, 'exact')
+    return svd(dense_weight(layer)) if r is None else top_svd(dense_weight(layer), r, exact, tail)
 
 # %% ../nbs/20_basis.ipynb #04043a0b
 POOLS = ('rms', 'mean_abs')
@@ -194,14 +208,7 @@ def pick(W: torch.Tensor, sp: Spectrum, index) -> tuple[torch.Tensor, torch.Tens
     U, Vh = canonical_signs(U, Vh)
     return U.to(dtype), S.to(dtype), Vh.to(dtype)
 
-CUT_GAP = '_cut_gap'   # on an adapter: the distance from its kept singular values to the nearest one left out
-
-def cut_gap(S: torch.Tensor, index) -> float:
-    "The smallest distance between a kept singular value (`S[index]`) and one left out: near 0, which directions are kept depends on rounding."
-    keep = torch.zeros(S.shape[0], dtype=torch.bool); keep[torch.as_tensor(index, dtype=torch.int64).cpu()] = True
-    if keep.all(): return float('inf')
-    a, b = S.double().cpu()[keep], S.double().cpu()[~keep]
-    return float((a[:, None] - b[None, :]).abs().min())
+CUT_GAP = '_cut_gap'   # on an adapter: the tie_margin of its kept directions, recorded by the init or the selection
 
 # %% ../nbs/20_basis.ipynb #eb03157b
 def second_moments(model, layers: dict, data) -> tuple[dict, dict]:
@@ -341,15 +348,16 @@ class SVDVariant(Variant):
         "The plain top-r basis (`exact`: the exact route at any size; None: as `needs_exact_basis` says)."
         self.selected = None
         if self.cfg.basis == 'corda': return  # the oriented basis needs the calibration data: group_init fills it
-        U, S, Vh, nxt = layer_svd(layer, self.cfg.r, exact=self.needs_exact_basis(self.cfg) if exact is None else exact, tail=True)
+        U, S, Vh, margin = layer_svd(layer, self.cfg.r, exact=self.needs_exact_basis(self.cfg) if exact is None else exact, tail=True)
         self.set_basis(U, S, Vh)
-        self.__dict__[CUT_GAP] = float(S[-1]) - nxt   # how far the last kept value lies from the first one left out
+        self.__dict__[CUT_GAP] = margin   # how sure a rebuild is to give these directions (tie_margin)
 
     def keep(self, W, sp: Spectrum, index: torch.Tensor) -> None:
         "Keep directions `index` of `sp = spectrum(W)` as the basis (`pick`), and record them in `selected`."
         self.set_basis(*pick(W, sp, index))
         self.selected = index.detach().to('cpu', torch.int64).clone()
-        self.__dict__[CUT_GAP] = cut_gap(sp.S, self.selected)
+        keep = torch.zeros(sp.S.shape[0], dtype=torch.bool); keep[self.selected] = True
+        self.__dict__[CUT_GAP] = tie_margin(sp.S[keep], None, 'exact', sp.S[~keep])   # spectrum: the float64 Gram route
 
     def select(self, layer, index):
         "The basis from directions `index` of the layer's full exact SVD: the selection redone from the weight alone."

@@ -1429,14 +1429,15 @@ GAP_MIN = 1e-5   # kept singular values closer than this, relative to the larges
 
 def _degenerate(a: Variant) -> bool:
     "Whether two directions `a` keeps, or a kept one and one left out, have (nearly) the same singular value, so a rebuild elsewhere (other threads, another BLAS) may turn them within their plane or swap them; read where the values are float32 or float64."
+    margin = a.__dict__.get('_cut_gap')   # the init's or the selection's tie_margin, kept values and the nearest left out
+    if margin is not None: return margin <= 1
     b = a._buffers
     if b.get('S') is not None: s = b['S']
     elif b.get('A0') is not None and b.get('B0') is not None: s = b['A0'].norm(dim=1) * b['B0'].norm(dim=0)   # PiSSA: s_i / scale
     else: return False
-    if s.dtype not in (torch.float32, torch.float64) or s.numel() < 1: return False   # rounded values tie without a tie in W
-    s = _full(s).detach().double().abs().sort().values
-    cut = a.__dict__.get('_cut_gap')   # to the nearest value left out (recorded by the init or the selection)
-    return bool(((s[1:] - s[:-1]) <= GAP_MIN * s[-1]).any()) or (cut is not None and cut <= GAP_MIN * float(s[-1]))
+    if s.dtype not in (torch.float32, torch.float64) or s.numel() < 2: return False   # rounded values tie without a tie in W
+    s = _full(s).detach().double().abs().sort().values   # no record (bases a file stored): the kept values alone
+    return bool(((s[1:] - s[:-1]) <= GAP_MIN * s[-1]).any())
 
 def _recomputable(e: _Named, a: Variant, fps: dict) -> tuple[list[str], bool]:
     "The frozen buffers `load` rebuilds from the base weight (recorded now as `fps`), and whether that needs the directions the calibration data picked."
@@ -1492,8 +1493,8 @@ def _save(model, path, name=None, basis: bool = False, write: bool = True, meta:
         held = [] if recomputed else [dtype_name(d) for d in next(iter(e.adapters.values())).held_in]   # every adapter of a name is cast together
         own = _own_coeffs(e)
         src = {} if recomputed else {n: a.__dict__[BASIS_FROM] for n, a in e.adapters.items() if not _rebuilds(a, fps[n])}
-        gaps = {} if recomputed else {n: max(a.__dict__['_cut_gap'], 0.0) for n, a in e.adapters.items()   # a load rebuilds none: it reads them
-                                      if math.isfinite(a.__dict__.get('_cut_gap', math.inf))}
+        gaps = {} if recomputed else {n: min(max(a.__dict__['_cut_gap'], 0.0), 1e300) for n, a in e.adapters.items()   # a load rebuilds none: it reads them
+                                      if '_cut_gap' in a.__dict__}
         entries.append({'name': k, 'config': e.cfg.to_dict(), 'layers': list(e.layers), 'fingerprints': fps,
                         'recomputed': recomputed, 'calibrated': e.calibrated, 'selected': picked,
                         **({'held_in': held} if held else {}), **({'coeffs': own} if own else {}),

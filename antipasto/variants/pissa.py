@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from ..core import AdapterConfig, ParamSpec, register, dense_weight
 from .lora import LoRA
+from ..basis import tie_margin
 
 # %% auto #0
 __all__ = ['pissa_split', 'PiSSAConfig', 'PiSSA']
@@ -16,12 +17,12 @@ __all__ = ['pissa_split', 'PiSSAConfig', 'PiSSA']
 # %% ../../nbs/30_pissa.ipynb #d84dac9f
 @torch.no_grad()
 def pissa_split(W: torch.Tensor, r: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    "PiSSA's initial `(A0, B0)` from a float32 weight (`scale * B0 @ A0` is the top-`r` SVD part of `W`), and the gap `s_r - s_{r+1}` to the first direction left out."
+    "PiSSA's initial `(A0, B0)` from a float32 weight (`scale * B0 @ A0` is the top-`r` SVD part of `W`), and their `tie_margin`."
     if not torch.isfinite(W).all():   # LAPACK would print its own errors (SLASCL) and return NaN
         raise torch.linalg.LinAlgError(f"the {tuple(W.shape)} weight has non-finite (nan/inf) entries, so it has no SVD")
     U, S, Vh = torch.linalg.svd(W, full_matrices=False)
     root = torch.sqrt(S[:r] / scale)
-    return torch.diag(root) @ Vh[:r], U[:, :r] @ torch.diag(root), float(S[r - 1] - S[r]) if S.shape[0] > r else float('inf')
+    return torch.diag(root) @ Vh[:r], U[:, :r] @ torch.diag(root), tie_margin(S[:r], S[r] if S.shape[0] > r else None, 'randomized')   # float32 LAPACK: as sensitive
 
 # %% ../../nbs/30_pissa.ipynb #f91e8726
 @dataclass
@@ -46,9 +47,9 @@ class PiSSA(LoRA):
 
     @torch.no_grad()
     def init(self, layer):
-        A0, B0, gap = pissa_split(dense_weight(layer), self.cfg.r, self.cfg.alpha / self.cfg.r)
+        A0, B0, margin = pissa_split(dense_weight(layer), self.cfg.r, self.cfg.alpha / self.cfg.r)
         for n, t in (('A', A0), ('A0', A0), ('B', B0), ('B0', B0)): getattr(self, n).copy_(t)
-        self.__dict__['_cut_gap'] = gap / (self.cfg.alpha / self.cfg.r)   # in ||A0_i|| ||B0_i|| = s_i / scale units, as the file check reads them
+        self.__dict__['_cut_gap'] = margin   # how sure a rebuild is to give these directions
 
     def forward(self, layer, x, y):
         x = x.to(self.A.dtype)
