@@ -66,19 +66,19 @@ def _out_dtype(W: torch.Tensor) -> torch.dtype:
     return torch.float64 if W.dtype == torch.float64 else torch.float32
 
 def svd(W: torch.Tensor, r: int | None = None, tail: bool = False):
-    "Exact thin SVD with canonical signs, top `r` triplets (all when None): the float64 Gram route, or `torch.linalg.svd` past `KAPPA_MAX`; float32 out (float64 stays float64). `tail`: also the next singular value (float, 0 past the last)."
+    "Exact thin SVD with canonical signs, top `r` triplets (all when None): the float64 Gram route, or `torch.linalg.svd` past `KAPPA_MAX`; float32 out (float64 stays float64). `tail`: also the next singular value (float, 0 past the last) and the route that gave them ('exact', or 'randomized' for LAPACK's float32 SVD)."
     dtype = _out_dtype(W)
     k = min(W.shape) if r is None else min(r, min(W.shape))
     U, S, Vh = gram_svd(W, min(k + 1, min(W.shape)) if tail else r)   # one more triplet read off the same eigh: the first k alike
-    nxt = float(S[k]) if S.shape[0] > k else 0.0
+    nxt, route = (float(S[k]) if S.shape[0] > k else 0.0), 'exact'
     U, S, Vh = U[:, :k], S[:k], Vh[:k]
     if not (S[-1] * KAPPA_MAX >= S[0] > 0 and torch.isfinite(U).all() and torch.isfinite(Vh).all()):
         U, S_all, Vh = torch.linalg.svd(W.detach().to(dtype), full_matrices=False)
-        nxt = float(S_all[k]) if S_all.shape[0] > k else 0.0
+        nxt, route = (float(S_all[k]) if S_all.shape[0] > k else 0.0), ('exact' if dtype == torch.float64 else 'randomized')
         U, S, Vh = U[:, :k], S_all[:k], Vh[:k]
     U, Vh = canonical_signs(U, Vh)
     out = U.to(dtype), S.to(dtype), Vh.to(dtype)
-    return (*out, nxt) if tail else out
+    return (*out, nxt, route) if tail else out
 
 # %% ../nbs/20_basis.ipynb #d8708b07
 def subspace_iteration(W: torch.Tensor, l: int, tol: float = 5e-2, max_iter: int = 8, seed: int = 0):
@@ -121,7 +121,7 @@ def randomized_svd(W: torch.Tensor, r: int, tol: float = 5e-2, max_iter: int = 8
     return (U.float(), S.float(), Vh.float(), nxt) if tail else (U.float(), S.float(), Vh.float())
 
 # %% ../nbs/20_basis.ipynb #c6f7ef7c
-ROUTE_GAP = {'exact': 1e-11, 'randomized': 1e-5}   # relative gaps below which a rebuild elsewhere may move a direction by 1e-3
+ROUTE_GAP = {'exact': 1e-11, 'randomized': 1e-5}   # relative gaps below which a rebuild elsewhere may move a direction by 1e-3 (randomized: float32 arithmetic)
 
 def tie_margin(S: torch.Tensor, nxt, route: str, left=None) -> float:
     "How far the kept singular values `S` lie from each other and from the nearest one left out (`nxt`, or the values `left`), relative to the largest, in units of what `route` can tell apart: at or under 1, a rebuild elsewhere (other threads, another BLAS) may turn or swap those directions."
@@ -139,12 +139,12 @@ def top_svd(W: torch.Tensor, r: int, exact: bool = False, tail: bool = False):
         out = randomized_svd(W, r, tail=tail)
         if out is not None: return (*out[:3], tie_margin(out[1], out[3], 'randomized')) if tail else out
     out = svd(W, r, tail)
-    return (*out[:3], tie_margin(out[1], out[3], 'exact')) if tail else out
+    return (*out[:3], tie_margin(out[1], out[3], out[4])) if tail else out
 
 # %% ../nbs/20_basis.ipynb #8f66d5a8
 def layer_svd(layer: nn.Module, r: int | None = None, exact: bool = False, tail: bool = False):
     "`top_svd` of a layer's dense weight (the full exact `svd` when `r` is None), on the weight's device; nothing is cached."
-    if r is None and tail: U, S, Vh, nxt = svd(dense_weight(layer), tail=True); return U, S, Vh, tie_margin(S, nxt, 'exact')
+    if r is None and tail: U, S, Vh, nxt, route = svd(dense_weight(layer), tail=True); return U, S, Vh, tie_margin(S, nxt, route)
     return svd(dense_weight(layer)) if r is None else top_svd(dense_weight(layer), r, exact, tail)
 
 # %% ../nbs/20_basis.ipynb #04043a0b
@@ -181,6 +181,7 @@ class Spectrum(NamedTuple):
     S: torch.Tensor
     Vh: torch.Tensor
     U: torch.Tensor | None = None
+    route: str = 'exact'   # 'randomized' for LAPACK's float32 SVD past KAPPA_MAX: what `tie_margin` measures its gaps against
 
 def spectrum(W: torch.Tensor) -> Spectrum:
     "All of `W`'s directions for scoring, by `gram_eigh` (`U` left out for a tall or square `W`), or `torch.linalg.svd` past `KAPPA_MAX`."
@@ -190,7 +191,7 @@ def spectrum(W: torch.Tensor) -> Spectrum:
         Vh = (Q.T @ W.detach().double()) / S[:, None]
         if torch.isfinite(Vh).all(): return Spectrum(S, Vh.to(_out_dtype(W)), Q)   # U is Q: Vh is only ever rounded
     U, S, Vh = torch.linalg.svd(W.detach().to(_out_dtype(W)), full_matrices=False)
-    return Spectrum(S.double(), Vh, U)
+    return Spectrum(S.double(), Vh, U, 'exact' if W.dtype == torch.float64 else 'randomized')
 
 def spectrum_bytes(layer: nn.Module) -> int:
     "The bytes the selection holds for `layer` through a pass: float64 `V` and its float32 copy that the scores read (tall or square), or float64 `U` and `Vh` in the out dtype (wide)."
@@ -357,7 +358,7 @@ class SVDVariant(Variant):
         self.set_basis(*pick(W, sp, index))
         self.selected = index.detach().to('cpu', torch.int64).clone()
         keep = torch.zeros(sp.S.shape[0], dtype=torch.bool); keep[self.selected] = True
-        self.__dict__[CUT_GAP] = tie_margin(sp.S[keep], None, 'exact', sp.S[~keep])   # spectrum: the float64 Gram route
+        self.__dict__[CUT_GAP] = tie_margin(sp.S[keep], None, sp.route, sp.S[~keep])
 
     def select(self, layer, index):
         "The basis from directions `index` of the layer's full exact SVD: the selection redone from the weight alone."
